@@ -1,0 +1,67 @@
+# dashboard-server: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DEPS_STAMP := $(VENV)/.deps-installed
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine redis clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(DEPS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "maturin>=1.5,<2"
+	$(PIP) install -q $$($(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(repr(d) for d in p["dependencies"] + [x for k in ("test", "dev") for x in p["optional-dependencies"][k]]))' | tr -d "'")
+	touch $@
+
+venv: $(DEPS_STAMP) ## Create .venv with every runtime, test and dev dependency
+
+build: $(DEPS_STAMP) ## Build the Rust engine in release mode into .venv (cached in target/)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
+	@$(PY) -c 'from dashboard_server.engine import load_engine; print("engine:", load_engine("native").module.__file__)'
+
+run: build ## Build, then serve the live demo on http://127.0.0.1:8080 (no Redis needed)
+	$(VENV)/bin/dashboard-server serve --host $(HOST) --port $(PORT)
+
+redis: ## Make sure redis-server is installed (apt-get update once, then install)
+	@command -v redis-server >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; }
+	@redis-server --version
+
+test: build redis lint test-rust test-python ## Build, ensure redis-server, lint, run cargo test and the whole pytest suite
+
+test-rust: ## cargo test: the Rust core on its own, no Python
+	cargo test -q
+
+test-python: ## pytest against both engines (the native one must be built)
+	DASHBOARD_REQUIRE_NATIVE=1 HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest -q
+
+lint: $(DEPS_STAMP) ## ruff, mypy --strict, rustfmt and clippy
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/mypy
+	cargo fmt --check
+	cargo clippy -q --all-targets --features python -- -D warnings
+
+fmt: $(DEPS_STAMP) ## Format Python and Rust sources
+	$(VENV)/bin/ruff format python tests benches
+	$(VENV)/bin/ruff check --fix -q python tests benches || true
+	cargo fmt
+
+bench: bench-engine ## Run every benchmark and print the ratios the issues ask for
+
+bench-engine: build ## Engine benchmarks: native vs pure vs the naive peer path vs orjson/ormsgpack
+	$(VENV)/bin/pytest benches/bench_engine.py -q -p no:randomly --benchmark-only \
+		--benchmark-json=.benchmarks/engine.json --benchmark-columns=min,median,mean,rounds
+	$(PY) benches/report.py .benchmarks/engine.json
+
+clean: ## Remove build artefacts and the venv
+	rm -rf target dist $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	find python -name '*.so' -delete

@@ -1,0 +1,141 @@
+"""Engine benchmarks on the standard workload (see dashboard_server.workload).
+
+`make bench-engine` runs them and prints the ratios issue #2 asks for (benches/report.py):
+native vs pure tick, native vs the naive peer path, native tick vs ``orjson.dumps`` of the
+whole state, native msgpack snapshot vs ``ormsgpack.packb`` of the same data as dicts.
+
+A *tick* is what the server does every flush interval: ingest one tick of per-item JSON merge
+payloads (as Redis delivers them), take the changes for two cursors (the 100 ms and the 250 ms
+tier) and encode each as msgpack and as JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import jsonpatch
+import orjson
+import ormsgpack
+import pytest
+
+from conftest import engine_or_skip
+from dashboard_server.workload import SECTIONS, Workload
+
+TICKS = 60
+SEED = 7
+
+
+class Scenario:
+    """A loaded document and the pre-generated ticks to feed it, one per benchmark round."""
+
+    def __init__(self, engine_name: str) -> None:
+        workload = Workload(seed=SEED)
+        self.initial = copy.deepcopy(workload.state)
+        self.ticks = [workload.tick() for _ in range(TICKS)]
+        self.final = workload.state
+        self.engine = engine_or_skip(engine_name)
+        self.doc = self.engine.StateDoc(sections=SECTIONS)
+        for section, items in self.initial.items():
+            for key, item in items.items():
+                self.doc.replace(f"/{section}/{key}", item)
+        self.versions = [self.doc.version, self.doc.version]
+        self.next_tick = 0
+
+    def setup_round(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        payloads = self.ticks[self.next_tick % TICKS]
+        self.next_tick += 1
+        cursors = (self.versions[-1], self.versions[-2])
+        return (self.doc, payloads, cursors), {}
+
+
+def run_tick(doc: Any, payloads: list[tuple[str, bytes]], cursors: tuple[int, int]) -> int:
+    for path, payload in payloads:
+        doc.merge_bytes(path, payload)
+    size = 0
+    for seq, cursor in enumerate(cursors):
+        changes = doc.changes_since(cursor)
+        for fmt in ("msgpack", "json"):
+            size += len(changes.encode(fmt, "changes", None, seq, 1_795_775_400_100) or b"")
+    return size
+
+
+@pytest.mark.parametrize("engine_name", ["native", "pure"])
+def test_tick(benchmark: Any, engine_name: str) -> None:
+    scenario = Scenario(engine_name)
+    benchmark.group = "tick"
+
+    def measured(doc: Any, payloads: list[tuple[str, bytes]], cursors: tuple[int, int]) -> int:
+        size = run_tick(doc, payloads, cursors)
+        scenario.versions.append(doc.version)
+        return size
+
+    rounds = TICKS if engine_name == "native" else 20
+    assert benchmark.pedantic(measured, setup=scenario.setup_round, rounds=rounds) > 0
+    if scenario.next_tick == TICKS:  # every tick applied exactly once: the doc is the workload's
+        assert scenario.doc.get("") == scenario.final
+
+
+def merge_into(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge_into(target[key], value)
+        else:
+            target[key] = value
+
+
+def test_tick_naive_peer(benchmark: Any) -> None:
+    """The peers' way: keep a copy of the state, diff two whole trees, serialise the patch."""
+    workload = Workload(seed=SEED)
+    ticks = [workload.tick() for _ in range(4)]
+    state = copy.deepcopy(Workload(seed=SEED).state)
+    previous = copy.deepcopy(state)
+    benchmark.group = "tick"
+    rounds = iter(ticks)
+
+    def naive_tick() -> int:
+        nonlocal previous
+        for path, payload in next(rounds):
+            _, section, key = path.split("/")
+            patch = orjson.loads(payload)
+            if patch is None:
+                state[section].pop(key, None)
+            elif key in state[section]:
+                merge_into(state[section][key], patch)
+            else:
+                state[section][key] = patch
+        patch_ops = jsonpatch.make_patch(previous, state).patch
+        size = len(orjson.dumps(patch_ops))
+        previous = copy.deepcopy(state)
+        return size
+
+    assert benchmark.pedantic(naive_tick, rounds=3, warmup_rounds=1) > 0
+
+
+@pytest.fixture(scope="module")
+def full_state() -> dict[str, Any]:
+    return Workload(seed=SEED).state
+
+
+def test_orjson_dumps_full_state(benchmark: Any, full_state: dict[str, Any]) -> None:
+    benchmark.group = "full state"
+    assert len(benchmark(orjson.dumps, full_state)) > 800_000
+
+
+def test_ormsgpack_packb_full_state(benchmark: Any, full_state: dict[str, Any]) -> None:
+    benchmark.group = "snapshot msgpack"
+    assert len(benchmark(ormsgpack.packb, full_state)) > 500_000
+
+
+@pytest.mark.parametrize("engine_name", ["native", "pure"])
+@pytest.mark.parametrize("fmt", ["msgpack", "json"])
+def test_snapshot(benchmark: Any, engine_name: str, fmt: str, full_state: dict[str, Any]) -> None:
+    engine = engine_or_skip(engine_name)
+    doc = engine.StateDoc(sections=SECTIONS)
+    doc.replace("", full_state)
+    benchmark.group = f"snapshot {fmt}"
+    encode: Callable[[], bytes] = lambda: doc.encode_snapshot(fmt, None, 1, "epoch", 0)  # noqa: E731
+    assert len(benchmark(encode)) > 500_000

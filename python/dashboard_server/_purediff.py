@@ -1,0 +1,712 @@
+"""Pure-Python twin of the native engine ``_fastdiff``: same interface, same semantics.
+
+It is the reference the property tests compare the Rust engine with, the fallback when the
+extension is not built, and the baseline the benchmarks race against. The contract both follow
+is docs/engine.md; the comments here only explain how this implementation meets it.
+
+The document is a tree of nodes. An object node (``_Obj``) holds its children in an insertion
+ordered dict plus, once something was removed from it, its tombstones; a leaf node (``_Leaf``)
+holds a scalar or a whole array (arrays are atomic). Every node carries ``created`` (the version
+that created it) and ``changed`` (the newest version that changed it or, for objects, anything
+below it). Values stored in leaves are normalised copies that never leave the engine: readers get
+fresh copies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import msgpack
+import orjson
+
+__version__: Final = "0.1.0"
+MAX_DEPTH: Final = 128
+
+_INT_MIN: Final = -(1 << 63)
+_INT_MAX: Final = (1 << 64) - 1
+_FORMATS: Final = ("msgpack", "json")
+_DIFF_FORMS: Final = ("changes", "json-patch")
+
+
+# --------------------------------------------------------------------------------------------
+# Values and pointers
+
+
+def _where(ptr: str) -> str:
+    """How an error message names a place: its JSON Pointer, or ``(root)``."""
+    return ptr if ptr else "(root)"
+
+
+def _fail(ptr: str, problem: str) -> ValueError:
+    return ValueError(f"{_where(ptr)}: {problem}")
+
+
+def escape_token(token: str) -> str:
+    """One RFC 6901 reference token, escaped (``~`` -> ``~0``, ``/`` -> ``~1``)."""
+    if "~" in token or "/" in token:
+        return token.replace("~", "~0").replace("/", "~1")
+    return token
+
+
+def parse_pointer(path: object) -> list[str]:
+    """Split an RFC 6901 JSON Pointer into unescaped tokens (``""`` is the root: no tokens)."""
+    if not isinstance(path, str):
+        raise ValueError(f"invalid JSON pointer {path!r}: must be a string")
+    if path == "":
+        return []
+    if path[0] != "/":
+        raise ValueError(f"invalid JSON pointer {path!r}: must be empty or start with '/'")
+    tokens = path[1:].split("/")
+    if len(tokens) > MAX_DEPTH:
+        raise ValueError(f"invalid JSON pointer {path[:60]!r}...: more than {MAX_DEPTH} tokens")
+    for i, token in enumerate(tokens):
+        if "~" in token:
+            rest = token.replace("~0", "").replace("~1", "")
+            if "~" in rest:
+                raise ValueError(
+                    f"invalid JSON pointer {path!r}: '~' must be followed by '0' or '1'"
+                )
+            tokens[i] = token.replace("~1", "/").replace("~0", "~")
+    _check_utf8(path, "")
+    return tokens
+
+
+def _check_utf8(text: str, ptr: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _fail(ptr, "string is not valid UTF-8 (lone surrogate)") from None
+
+
+def normalize(value: object, ptr: str = "", depth: int = 0) -> Any:
+    """Check ``value`` against the JSON data model and return a private normalised copy.
+
+    Subclasses become their base types and tuples become lists, so that two normalised values
+    are equal exactly when :func:`values_equal` says so.
+    """
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, str):
+        _check_utf8(value, ptr)
+        return str(value)
+    if isinstance(value, int):
+        if _INT_MIN <= value <= _INT_MAX:
+            return int(value)
+        raise _fail(ptr, f"int {value} is out of range (must fit in i64 or u64)")
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float(value)
+        raise _fail(ptr, f"non-finite float {value!r} is not allowed")
+    if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            raise _fail(ptr, f"nesting depth exceeds {MAX_DEPTH}")
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _fail(ptr, f"non-string key {key!r} ({type(key).__name__})")
+            _check_utf8(key, ptr)
+            out[str(key)] = normalize(item, f"{ptr}/{escape_token(key)}", depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        if depth >= MAX_DEPTH:
+            raise _fail(ptr, f"nesting depth exceeds {MAX_DEPTH}")
+        return [normalize(item, f"{ptr}/{i}", depth + 1) for i, item in enumerate(value)]
+    raise _fail(ptr, f"unsupported type {type(value).__name__}")
+
+
+def values_equal(a: Any, b: Any) -> bool:
+    """Strict equality of normalised values: same kind and content; floats by their bits."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is float:
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if kind is list:
+        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
+    if kind is dict:
+        if len(a) != len(b):
+            return False
+        return all(key in b and values_equal(item, b[key]) for key, item in a.items())
+    return bool(a == b)
+
+
+def _copy(value: Any) -> Any:
+    kind = type(value)
+    if kind is list:
+        return [_copy(item) for item in value]
+    if kind is dict:
+        return {key: _copy(item) for key, item in value.items()}
+    return value
+
+
+def _strip_nulls(value: Any) -> Any:
+    """RFC 7386 applied to a missing target: the patch without its null members, recursively."""
+    if type(value) is dict:
+        return {k: _strip_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite float {name} is not allowed")
+
+
+def decode_payload(payload: object, fmt: str, ptr: str) -> Any:
+    """Decode a JSON or MessagePack payload into a normalised value (errors name ``ptr``)."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise _fail(ptr, f"payload must be bytes, not {type(payload).__name__}")
+    data = bytes(payload)
+    if fmt == "json":
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _fail(ptr, f"invalid JSON: not valid UTF-8 at byte {exc.start}") from None
+        try:
+            value = json.loads(text, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            raise _fail(ptr, f"invalid JSON at byte {exc.pos}: {exc.msg}") from None
+        except ValueError as exc:
+            raise _fail(ptr, f"invalid JSON: {exc}") from None
+        except RecursionError:
+            raise _fail(ptr, f"invalid JSON: nesting depth exceeds {MAX_DEPTH}") from None
+    elif fmt == "msgpack":
+        try:
+            value = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+        except UnicodeDecodeError:
+            raise _fail(ptr, "invalid MessagePack: string is not valid UTF-8") from None
+        except msgpack.StackError:
+            raise _fail(ptr, f"invalid MessagePack: nesting depth exceeds {MAX_DEPTH}") from None
+        except Exception as exc:  # the msgpack library raises several unrelated types
+            raise _fail(ptr, f"invalid MessagePack: {type(exc).__name__}: {exc}") from None
+        if isinstance(value, bytes):
+            raise _fail(ptr, "invalid MessagePack: bin values are not allowed")
+    else:
+        raise _fail(ptr, f"unknown payload format {fmt!r}: expected 'json' or 'msgpack'")
+    return normalize(value, ptr)
+
+
+def format_timestamp(timestamp_ms: int) -> str:
+    """Unix milliseconds as RFC 3339 UTC with milliseconds: ``2026-11-27T10:30:00.100Z``."""
+    if not isinstance(timestamp_ms, int) or isinstance(timestamp_ms, bool) or timestamp_ms < 0:
+        raise ValueError(f"timestamp_ms must be a non-negative int, not {timestamp_ms!r}")
+    seconds, millis = divmod(timestamp_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in _FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: expected 'msgpack' or 'json'")
+
+
+def _serialize(message: dict[str, Any], fmt: str) -> bytes:
+    if fmt == "json":
+        return orjson.dumps(message)
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
+
+
+def _channel_set(channels: Sequence[str] | None) -> frozenset[str] | None:
+    if channels is None:
+        return None
+    if isinstance(channels, str):
+        raise ValueError("channels must be a sequence of section names, not a single string")
+    return frozenset(channels)
+
+
+# --------------------------------------------------------------------------------------------
+# The document
+
+
+class _Leaf:
+    __slots__ = ("changed", "created", "value")
+
+    def __init__(self, value: Any, version: int) -> None:
+        self.value = value
+        self.created = version
+        self.changed = version
+
+
+class _Tomb:
+    """What an object remembers of a removed key: its latest removal and when it existed."""
+
+    __slots__ = ("intervals", "removed")
+
+    def __init__(self) -> None:
+        self.removed = 0
+        self.intervals: list[tuple[int, int]] = []  # [created, removed) spans, oldest first
+
+    def existed_at(self, version: int) -> bool:
+        return any(start <= version < end for start, end in self.intervals)
+
+
+class _Obj:
+    __slots__ = ("changed", "children", "created", "tombs")
+
+    def __init__(self, version: int) -> None:
+        self.children: dict[str, _Obj | _Leaf] = {}
+        self.created = version
+        self.changed = version
+        # Tombstones, ordered by their latest removal (a re-removed key moves to the end).
+        self.tombs: dict[str, _Tomb] | None = None
+
+
+_Node = _Obj | _Leaf
+
+
+def _build(value: Any, version: int) -> _Node:
+    """A new node (subtree) for a normalised value."""
+    if type(value) is dict:
+        obj = _Obj(version)
+        obj.children = {key: _build(item, version) for key, item in value.items()}
+        return obj
+    return _Leaf(value, version)
+
+
+def _to_python(node: _Node) -> Any:
+    if type(node) is _Obj:
+        return {key: _to_python(child) for key, child in node.children.items()}
+    return _copy(node.value)  # type: ignore[union-attr]
+
+
+def _count(node: _Node) -> int:
+    if type(node) is _Obj:
+        return 1 + sum(_count(child) for child in node.children.values())
+    return 1
+
+
+class StateDoc:
+    """The state document with version-stamped change tracking (see docs/engine.md)."""
+
+    def __init__(self, sections: Iterable[str] = (), *, max_tombstones: int = 100_000) -> None:
+        if isinstance(max_tombstones, bool) or not isinstance(max_tombstones, int):
+            raise ValueError(f"max_tombstones must be an int, not {max_tombstones!r}")
+        if max_tombstones < 0:
+            raise ValueError(f"max_tombstones must be >= 0, not {max_tombstones}")
+        if isinstance(sections, str):
+            raise ValueError("sections must be a sequence of names, not a single string")
+        self._root = _Obj(0)
+        self._version = 0
+        self._floor = 0
+        self._nodes = 0
+        self._max_tombstones = max_tombstones
+        # One entry per removal, oldest first: (version, tokens of the parent object, key).
+        self._log: deque[tuple[int, tuple[str, ...], str]] = deque()
+        for name in sections:
+            if not isinstance(name, str):
+                raise ValueError(f"section name must be a string, not {name!r}")
+            if name not in self._root.children:
+                self._root.children[name] = _Obj(0)
+                self._nodes += 1
+
+    # -- reading ------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def floor(self) -> int:
+        return self._floor
+
+    def get(self, path: str = "") -> Any:
+        node: _Node = self._root
+        for token in parse_pointer(path):
+            if type(node) is not _Obj or token not in node.children:
+                raise KeyError(path)
+            node = node.children[token]
+        return _to_python(node)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "version": self._version,
+            "floor": self._floor,
+            "tombstones": len(self._log),
+            "nodes": self._nodes,
+        }
+
+    # -- ingest -------------------------------------------------------------------------------
+
+    def merge(self, path: str, patch: Any) -> bool:
+        tokens = parse_pointer(path)
+        if patch is None and tokens:
+            return self._remove(tokens, path)
+        return self._apply(tokens, path, normalize(patch, path), merge=True)
+
+    def replace(self, path: str, value: Any) -> bool:
+        tokens = parse_pointer(path)
+        return self._apply(tokens, path, normalize(value, path), merge=False)
+
+    def remove(self, path: str) -> bool:
+        tokens = parse_pointer(path)
+        if not tokens:
+            raise _fail(path, "cannot remove the root")
+        return self._remove(tokens, path)
+
+    def merge_bytes(self, path: str, payload: bytes, fmt: str = "json") -> bool:
+        tokens = parse_pointer(path)
+        value = decode_payload(payload, fmt, path)
+        if value is None and tokens:
+            return self._remove(tokens, path)
+        return self._apply(tokens, path, value, merge=True)
+
+    def replace_bytes(self, path: str, payload: bytes, fmt: str = "json") -> bool:
+        tokens = parse_pointer(path)
+        return self._apply(tokens, path, decode_payload(payload, fmt, path), merge=False)
+
+    def _walk_parent(self, tokens: list[str], path: str) -> tuple[_Obj, int]:
+        """The deepest existing object on the way to ``tokens[-1]``'s parent, and its depth.
+
+        Raises (before anything is changed) when an existing node on the way is not an object.
+        """
+        node = self._root
+        for depth, token in enumerate(tokens[:-1]):
+            child = node.children.get(token)
+            if child is None:
+                return node, depth
+            if type(child) is not _Obj:
+                where = "/" + "/".join(escape_token(t) for t in tokens[: depth + 1])
+                kind = "an array (arrays are atomic)" if type(child.value) is list else "a scalar"  # type: ignore[union-attr]
+                raise ValueError(f"{path}: cannot go inside {where}: it is {kind}, not an object")
+            node = child
+        return node, len(tokens) - 1
+
+    def _apply(self, tokens: list[str], path: str, value: Any, *, merge: bool) -> bool:
+        version = self._version + 1
+        if not tokens:
+            if type(value) is not dict:
+                raise _fail(path, "the root must be an object")
+            if merge:
+                changed = self._merge_object(self._root, value, (), version)
+            else:
+                changed = self._replace_object(self._root, value, (), version)
+        else:
+            parent, depth = self._walk_parent(tokens, path)
+            ptokens = tuple(tokens[:depth])
+            if depth < len(tokens) - 1:
+                # Missing intermediates: build the chain as one new subtree.
+                leafvalue = _strip_nulls(value) if merge else value
+                for token in reversed(tokens[depth + 1 :]):
+                    leafvalue = {token: leafvalue}
+                self._set_child(parent, tokens[depth], _build(leafvalue, version), ptokens, version)
+                changed = True
+            else:
+                key = tokens[-1]
+                if merge:
+                    changed = self._merge_into(parent, key, value, ptokens, version)
+                else:
+                    changed = self._replace_into(parent, key, value, ptokens, version)
+        if changed:
+            self._commit(tokens[:-1], version)
+        return changed
+
+    def _remove(self, tokens: list[str], path: str) -> bool:
+        parent, depth = self._walk_parent(tokens, path)
+        if depth < len(tokens) - 1 or tokens[-1] not in parent.children:
+            return False
+        version = self._version + 1
+        self._remove_child(parent, tokens[-1], tuple(tokens[:-1]), version)
+        self._commit(tokens[:-1], version)
+        return True
+
+    def _commit(self, parent_tokens: list[str], version: int) -> None:
+        """Stamp the ancestors of a change and publish the new version."""
+        node = self._root
+        node.changed = version
+        for token in parent_tokens:
+            child = node.children[token]
+            assert type(child) is _Obj
+            child.changed = version
+            node = child
+        self._version = version
+        self._prune()
+
+    def _merge_into(
+        self, parent: _Obj, key: str, patch: Any, ptokens: tuple[str, ...], version: int
+    ) -> bool:
+        existing = parent.children.get(key)
+        if type(patch) is dict:
+            if type(existing) is _Obj:
+                return self._merge_object(existing, patch, (*ptokens, key), version)
+            self._set_child(parent, key, _build(_strip_nulls(patch), version), ptokens, version)
+            return True
+        return self._set_leaf(parent, key, existing, patch, ptokens, version)
+
+    def _merge_object(
+        self, obj: _Obj, patch: dict[str, Any], tokens: tuple[str, ...], version: int
+    ) -> bool:
+        changed = False
+        for key, item in patch.items():
+            if item is None:
+                if key in obj.children:
+                    self._remove_child(obj, key, tokens, version)
+                    changed = True
+            elif self._merge_into(obj, key, item, tokens, version):
+                changed = True
+        if changed:
+            obj.changed = version
+        return changed
+
+    def _replace_into(
+        self, parent: _Obj, key: str, value: Any, ptokens: tuple[str, ...], version: int
+    ) -> bool:
+        existing = parent.children.get(key)
+        if type(value) is dict:
+            if type(existing) is _Obj:
+                return self._replace_object(existing, value, (*ptokens, key), version)
+            self._set_child(parent, key, _build(value, version), ptokens, version)
+            return True
+        return self._set_leaf(parent, key, existing, value, ptokens, version)
+
+    def _replace_object(
+        self, obj: _Obj, value: dict[str, Any], tokens: tuple[str, ...], version: int
+    ) -> bool:
+        changed = False
+        for key in [k for k in obj.children if k not in value]:
+            self._remove_child(obj, key, tokens, version)
+            changed = True
+        for key, item in value.items():
+            if self._replace_into(obj, key, item, tokens, version):
+                changed = True
+        if changed:
+            obj.changed = version
+        return changed
+
+    def _set_leaf(
+        self,
+        parent: _Obj,
+        key: str,
+        existing: _Node | None,
+        value: Any,
+        ptokens: tuple[str, ...],
+        version: int,
+    ) -> bool:
+        """Make ``parent[key]`` the scalar or array ``value``; a leaf stays the same node."""
+        if type(existing) is _Leaf:
+            if values_equal(existing.value, value):
+                return False
+            existing.value = value
+            existing.changed = version
+            return True
+        self._set_child(parent, key, _Leaf(value, version), ptokens, version)
+        return True
+
+    def _set_child(
+        self, parent: _Obj, key: str, node: _Node, ptokens: tuple[str, ...], version: int
+    ) -> None:
+        """Attach a new node at ``parent[key]``; a node it replaces counts as removed."""
+        old = parent.children.get(key)
+        if old is not None:
+            self._record_removal(parent, key, old, ptokens, version)
+        parent.children[key] = node
+        self._nodes += _count(node)
+
+    def _remove_child(self, parent: _Obj, key: str, ptokens: tuple[str, ...], version: int) -> None:
+        old = parent.children.pop(key)
+        self._record_removal(parent, key, old, ptokens, version)
+
+    def _record_removal(
+        self, parent: _Obj, key: str, old: _Node, ptokens: tuple[str, ...], version: int
+    ) -> None:
+        self._nodes -= _count(old)
+        if parent.tombs is None:
+            parent.tombs = {}
+        tomb = parent.tombs.pop(key, None) or _Tomb()
+        tomb.removed = version
+        tomb.intervals.append((old.created, version))
+        parent.tombs[key] = tomb  # (re)inserted last: tombs stay ordered by latest removal
+        self._log.append((version, ptokens, key))
+
+    def _prune(self) -> None:
+        """Drop the oldest tombstones beyond ``max_tombstones``; ``floor`` follows them."""
+        while len(self._log) > self._max_tombstones:
+            version, ptokens, key = self._log.popleft()
+            self._floor = max(self._floor, version)
+            node: _Node | None = self._root
+            for token in ptokens:
+                node = node.children.get(token) if type(node) is _Obj else None
+                if node is None:
+                    break
+            if type(node) is not _Obj or node.tombs is None or key not in node.tombs:
+                continue  # the tombstone went away with its object
+            tomb = node.tombs[key]
+            tomb.intervals = [span for span in tomb.intervals if span[1] > version]
+            if not tomb.intervals:
+                del node.tombs[key]
+                if not node.tombs:
+                    node.tombs = None
+
+    # -- changes and messages -------------------------------------------------------------------
+
+    def changes_since(self, version: int) -> ChangeSet | None:
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"version must be an int, not {version!r}")
+        if version < 0 or version > self._version:
+            raise ValueError(f"version {version} is outside 0..{self._version}")
+        if version < self._floor:
+            return None
+        entries: list[_Entry] = []
+        self._collect(self._root, "", "", version, entries)
+        return ChangeSet(version, self._version, entries)
+
+    def _collect(self, obj: _Obj, prefix: str, channel: str, since: int, out: list[_Entry]) -> None:
+        children = obj.children
+        if obj.tombs is not None:
+            removals: list[tuple[int, str]] = []
+            for key, tomb in reversed(obj.tombs.items()):
+                if tomb.removed <= since:
+                    break
+                if key not in children and tomb.existed_at(since):
+                    removals.append((tomb.removed, key))
+            removals.sort()
+            for _, key in removals:
+                out.append(_Entry(_REMOVE, prefix + "/" + escape_token(key), None, channel or key))
+        for key, child in children.items():
+            if child.changed <= since:
+                continue
+            ptr = prefix + "/" + escape_token(key)
+            if child.created > since:
+                out.append(_Entry(_ADD, ptr, _to_python(child), channel or key))
+            elif type(child) is _Obj:
+                self._collect(child, ptr, channel or key, since, out)
+            else:
+                out.append(_Entry(_REPLACE, ptr, _copy(child.value), channel or key))  # type: ignore[union-attr]
+
+    def encode_snapshot(
+        self,
+        fmt: str,
+        channels: Sequence[str] | None,
+        seq: int,
+        epoch: str,
+        timestamp_ms: int,
+    ) -> bytes:
+        _check_format(fmt)
+        wanted = _channel_set(channels)
+        data = {
+            name: _to_python(node)
+            for name, node in self._root.children.items()
+            if wanted is None or name in wanted
+        }
+        message = {
+            "type": "snapshot",
+            "seq": seq,
+            "version": self._version,
+            "epoch": epoch,
+            "timestamp": format_timestamp(timestamp_ms),
+            "data": data,
+        }
+        return _serialize(message, fmt)
+
+
+_REMOVE: Final = 0
+_REPLACE: Final = 1
+_ADD: Final = 2
+_OPS: Final = ("remove", "replace", "add")
+
+
+class _Entry:
+    __slots__ = ("channel", "kind", "path", "value")
+
+    def __init__(self, kind: int, path: str, value: Any, channel: str) -> None:
+        self.kind = kind
+        self.path = path
+        self.value = value
+        self.channel = channel
+
+
+class ChangeSet:
+    """What changed between two versions, with values read when it was taken."""
+
+    __slots__ = ("_entries", "from_version", "to_version")
+
+    def __init__(self, from_version: int, to_version: int, entries: list[_Entry]) -> None:
+        self.from_version = from_version
+        self.to_version = to_version
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<ChangeSet {self.from_version}..{self.to_version}: {len(self)} entries>"
+
+    def changes(self) -> dict[str, Any]:
+        return {e.path: _copy(e.value) for e in self._entries if e.kind != _REMOVE}
+
+    def removed(self) -> list[str]:
+        return [e.path for e in self._entries if e.kind == _REMOVE]
+
+    def _select(self, channels: Sequence[str] | None) -> list[_Entry]:
+        wanted = _channel_set(channels)
+        if wanted is None:
+            return self._entries
+        return [e for e in self._entries if e.channel in wanted]
+
+    def is_empty(self, channels: Sequence[str] | None = None) -> bool:
+        return not self._select(channels)
+
+    def encode(
+        self,
+        fmt: str,
+        diff: str,
+        channels: Sequence[str] | None,
+        seq: int,
+        timestamp_ms: int,
+    ) -> bytes | None:
+        _check_format(fmt)
+        if diff not in _DIFF_FORMS:
+            raise ValueError(f"unknown diff form {diff!r}: expected 'changes' or 'json-patch'")
+        entries = self._select(channels)
+        if not entries:
+            return None
+        message: dict[str, Any] = {
+            "type": "update",
+            "seq": seq,
+            "version": self.to_version,
+            "timestamp": format_timestamp(timestamp_ms),
+        }
+        if diff == "changes":
+            message["changes"] = {e.path: e.value for e in entries if e.kind != _REMOVE}
+            removed = [e.path for e in entries if e.kind == _REMOVE]
+            if removed:
+                message["removed"] = removed
+        else:
+            message["patch"] = [
+                {"op": "remove", "path": e.path}
+                if e.kind == _REMOVE
+                else {"op": _OPS[e.kind], "path": e.path, "value": e.value}
+                for e in entries
+            ]
+        return _serialize(message, fmt)
+
+
+# --------------------------------------------------------------------------------------------
+# Stateless diff
+
+
+def diff(old: Any, new: Any) -> list[dict[str, Any]]:
+    """RFC 6902 operations that turn ``old`` into ``new`` (see docs/engine.md)."""
+    a = normalize(old, "")
+    b = normalize(new, "")
+    ops: list[dict[str, Any]] = []
+    _diff_into(a, b, "", ops)
+    return ops
+
+
+def _diff_into(a: Any, b: Any, ptr: str, ops: list[dict[str, Any]]) -> None:
+    if type(a) is dict and type(b) is dict:
+        for key in a:
+            if key not in b:
+                ops.append({"op": "remove", "path": f"{ptr}/{escape_token(key)}"})
+        for key, item in b.items():
+            child = f"{ptr}/{escape_token(key)}"
+            if key not in a:
+                ops.append({"op": "add", "path": child, "value": item})
+            else:
+                _diff_into(a[key], item, child, ops)
+    elif not values_equal(a, b):
+        ops.append({"op": "replace", "path": ptr, "value": b})
