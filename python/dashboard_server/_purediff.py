@@ -30,6 +30,13 @@ MAX_DEPTH: Final = 128
 _INT_MIN: Final = -(1 << 63)
 _INT_MAX: Final = (1 << 64) - 1
 _FORMATS: Final = ("msgpack", "json")
+# MessagePack kinds outside the JSON data model, named as the format names them.
+_MSGPACK_ONLY: Final = {
+    bytes: "bin",
+    bytearray: "bin",
+    msgpack.ExtType: "ext",
+    msgpack.Timestamp: "ext",
+}
 _DIFF_FORMS: Final = ("changes", "json-patch")
 
 
@@ -113,6 +120,9 @@ def normalize(value: object, ptr: str = "", depth: int = 0) -> Any:
             _check_utf8(key, ptr)
             out[str(key)] = normalize(item, f"{ptr}/{escape_token(key)}", depth + 1)
         return out
+    kind = _MSGPACK_ONLY.get(type(value))
+    if kind is not None:  # before tuples: a msgpack ExtType is a namedtuple
+        raise _fail(ptr, f"unsupported type {type(value).__name__}: {kind} is not JSON data")
     if isinstance(value, list | tuple):
         if depth >= MAX_DEPTH:
             raise _fail(ptr, f"nesting depth exceeds {MAX_DEPTH}")
@@ -183,8 +193,6 @@ def decode_payload(payload: object, fmt: str, ptr: str) -> Any:
             raise _fail(ptr, f"invalid MessagePack: nesting depth exceeds {MAX_DEPTH}") from None
         except Exception as exc:  # the msgpack library raises several unrelated types
             raise _fail(ptr, f"invalid MessagePack: {type(exc).__name__}: {exc}") from None
-        if isinstance(value, bytes):
-            raise _fail(ptr, "invalid MessagePack: bin values are not allowed")
     else:
         raise _fail(ptr, f"unknown payload format {fmt!r}: expected 'json' or 'msgpack'")
     return normalize(value, ptr)

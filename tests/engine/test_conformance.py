@@ -348,9 +348,10 @@ BAD_MSGPACK = [
     (b"", "invalid MessagePack"),
     (b"\x82\xa1a\x01", "invalid MessagePack"),  # truncated map
     (b"\x01\x02", "invalid MessagePack"),  # trailing bytes
-    (b"\xc4\x01x", ""),  # bin
-    (b"\x81\xa1a\xc4\x01x", ""),  # bin inside a map
-    (b"\xd4\x01\x00", ""),  # fixext
+    (b"\xc4\x01x", "bin"),
+    (b"\x81\xa1a\xc4\x01x", "bin"),  # inside a map
+    (b"\xd4\x01\x00", "ext"),  # fixext
+    (b"\xd6\xff\x00\x00\x00\x01", "ext"),  # the timestamp extension
     (b"\x81\x01\x02", "non-string key"),
     (b"\xa2\xff\xfe", "UTF-8"),
     (b"\xdd\xff\xff\xff\xff", "invalid MessagePack"),  # array declaring 4G elements
