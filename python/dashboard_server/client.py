@@ -161,8 +161,9 @@ def apply_json_patch(doc: Any, patch: Iterable[dict[str, Any]]) -> Any:
                 raise PatchError(f"{pointer}: unsupported operation {kind!r}")
         elif isinstance(parent, list):
             if kind == "add":
-                parent.insert(_array_index(last, len(parent), allow_end=True, pointer=pointer),
-                              op["value"])
+                parent.insert(
+                    _array_index(last, len(parent), allow_end=True, pointer=pointer), op["value"]
+                )
             elif kind in ("replace", "remove"):
                 index = _array_index(last, len(parent), allow_end=False, pointer=pointer)
                 if kind == "replace":

@@ -38,16 +38,40 @@ from dashboard_server.sink import StateSink
 __all__ = ["ACCOUNT_ID", "STRATEGIES", "DemoFeed", "symbol_names"]
 
 _BASES: Final[tuple[tuple[str, float], ...]] = (
-    ("BTC", 67_000.0), ("ETH", 3_500.0), ("SOL", 150.0), ("BNB", 580.0), ("XRP", 0.52),
-    ("ADA", 0.45), ("DOGE", 0.16), ("AVAX", 35.0), ("DOT", 7.0), ("LINK", 15.0),
-    ("LTC", 80.0), ("TRX", 0.12), ("ATOM", 8.5), ("UNI", 9.0), ("XLM", 0.11),
-    ("NEAR", 6.0), ("APT", 9.0), ("ARB", 1.0), ("OP", 2.2), ("FIL", 5.5),
-    ("ETC", 26.0), ("INJ", 25.0), ("SUI", 1.1), ("AAVE", 95.0), ("MKR", 2_500.0),
+    ("BTC", 67_000.0),
+    ("ETH", 3_500.0),
+    ("SOL", 150.0),
+    ("BNB", 580.0),
+    ("XRP", 0.52),
+    ("ADA", 0.45),
+    ("DOGE", 0.16),
+    ("AVAX", 35.0),
+    ("DOT", 7.0),
+    ("LINK", 15.0),
+    ("LTC", 80.0),
+    ("TRX", 0.12),
+    ("ATOM", 8.5),
+    ("UNI", 9.0),
+    ("XLM", 0.11),
+    ("NEAR", 6.0),
+    ("APT", 9.0),
+    ("ARB", 1.0),
+    ("OP", 2.2),
+    ("FIL", 5.5),
+    ("ETC", 26.0),
+    ("INJ", 25.0),
+    ("SUI", 1.1),
+    ("AAVE", 95.0),
+    ("MKR", 2_500.0),
 )
 """Base assets and a plausible starting price in USD."""
 
 _QUOTES: Final[tuple[tuple[str, float], ...]] = (
-    ("USDT", 1.0), ("USDC", 1.0), ("FDUSD", 1.0), ("EUR", 1.08), ("BTC", 67_000.0),
+    ("USDT", 1.0),
+    ("USDC", 1.0),
+    ("FDUSD", 1.0),
+    ("EUR", 1.08),
+    ("BTC", 67_000.0),
 )
 """Quote assets and their value in USD (BTC follows the simulated BTCUSDT when it exists)."""
 
@@ -97,8 +121,24 @@ class _Market:
     """The simulated state of one symbol."""
 
     __slots__ = (
-        "anchor", "ask", "bid", "book_seq", "high", "last", "low", "move_bucket", "open",
-        "price", "price_dp", "qty_dp", "quote", "spacing", "strategy", "symbol", "tick", "volume",
+        "anchor",
+        "ask",
+        "bid",
+        "book_seq",
+        "high",
+        "last",
+        "low",
+        "move_bucket",
+        "open",
+        "price",
+        "price_dp",
+        "qty_dp",
+        "quote",
+        "spacing",
+        "strategy",
+        "symbol",
+        "tick",
+        "volume",
     )
 
     def __init__(self, symbol: str, strategy: str, rng: random.Random) -> None:
@@ -134,12 +174,27 @@ class _Order:
     """One simulated order."""
 
     __slots__ = (
-        "created_at", "filled", "id", "notional_fill", "price", "quantity", "side", "status",
-        "strategy", "symbol", "type",
+        "created_at",
+        "filled",
+        "id",
+        "notional_fill",
+        "price",
+        "quantity",
+        "side",
+        "status",
+        "strategy",
+        "symbol",
+        "type",
     )
 
     def __init__(
-        self, oid: str, market: _Market, side: str, kind: str, price: float, quantity: float,
+        self,
+        oid: str,
+        market: _Market,
+        side: str,
+        kind: str,
+        price: float,
+        quantity: float,
         created_at: str,
     ) -> None:
         self.id = oid
@@ -169,8 +224,16 @@ class _Position:
 class _StrategyStats:
     """Running metrics of one strategy."""
 
-    __slots__ = ("fills", "latency", "paused_until", "realized", "sharpe", "signal", "volume",
-                 "wins")
+    __slots__ = (
+        "fills",
+        "latency",
+        "paused_until",
+        "realized",
+        "sharpe",
+        "signal",
+        "volume",
+        "wins",
+    )
 
     def __init__(self, rng: random.Random) -> None:
         self.fills = 0
@@ -339,8 +402,9 @@ class DemoFeed:
             self._move_price(m)
             self._publish_market(m)
         for m in self._markets[::3]:
-            qty = round(rng.choice((-1, 1)) * rng.uniform(2e4, 2e5) / (m.last * self._usd(m)),
-                        m.qty_dp)
+            qty = round(
+                rng.choice((-1, 1)) * rng.uniform(2e4, 2e5) / (m.last * self._usd(m)), m.qty_dp
+            )
             if qty:
                 entry = round(m.last * math.exp(rng.gauss(0.0, 0.01)), m.price_dp)
                 self._positions[m.symbol] = _Position(qty, entry)
@@ -391,8 +455,9 @@ class DemoFeed:
         if abs(bucket) > abs(m.move_bucket) or bucket * m.move_bucket < 0:
             m.move_bucket = bucket
             level = "warning" if abs(bucket) >= 2 else "info"
-            self._alert(level, "market_data", f"{m.symbol} moved {change_pct:+.2f}% in 24h",
-                        m.symbol)
+            self._alert(
+                level, "market_data", f"{m.symbol} moved {change_pct:+.2f}% in 24h", m.symbol
+            )
         elif m.move_bucket and abs(change_pct) < abs(m.move_bucket) * 2.0 - 1.0:
             m.move_bucket -= 1 if m.move_bucket > 0 else -1
 
@@ -402,10 +467,17 @@ class DemoFeed:
             return
         m.volume = round(m.volume + qty, m.qty_dp)
         self._ids += 1
-        self.sink.publish_event("trades", {
-            "trade_id": str(self._ids), "symbol": m.symbol, "price": m.last, "quantity": qty,
-            "side": "buy" if m.last == m.ask else "sell", "timestamp": self._stamp_now(),
-        })
+        self.sink.publish_event(
+            "trades",
+            {
+                "trade_id": str(self._ids),
+                "symbol": m.symbol,
+                "price": m.last,
+                "quantity": qty,
+                "side": "buy" if m.last == m.ask else "sell",
+                "timestamp": self._stamp_now(),
+            },
+        )
 
     def _lot(self, m: _Market) -> float:
         """A typical order quantity: about 5,000 USD."""
@@ -425,17 +497,36 @@ class DemoFeed:
         m.book_seq += 1
         stamp = self._stamp_now()
         change = _round(m.last - m.open, dp)
-        self._merge_changed("market_data", m.symbol, {
-            "symbol": m.symbol, "last_price": m.last, "bid": m.bid, "ask": m.ask,
-            "bid_size": bids[0][1], "ask_size": asks[0][1], "open_24h": m.open,
-            "high_24h": m.high, "low_24h": m.low, "volume_24h": m.volume,
-            "change_24h": change, "change_pct_24h": _round(change / m.open * 100.0, 3),
-            "updated_at": stamp,
-        })
-        self._merge_changed("orderbook", m.symbol, {
-            "symbol": m.symbol, "bids": bids, "asks": asks, "sequence": m.book_seq,
-            "updated_at": stamp,
-        })
+        self._merge_changed(
+            "market_data",
+            m.symbol,
+            {
+                "symbol": m.symbol,
+                "last_price": m.last,
+                "bid": m.bid,
+                "ask": m.ask,
+                "bid_size": bids[0][1],
+                "ask_size": asks[0][1],
+                "open_24h": m.open,
+                "high_24h": m.high,
+                "low_24h": m.low,
+                "volume_24h": m.volume,
+                "change_24h": change,
+                "change_pct_24h": _round(change / m.open * 100.0, 3),
+                "updated_at": stamp,
+            },
+        )
+        self._merge_changed(
+            "orderbook",
+            m.symbol,
+            {
+                "symbol": m.symbol,
+                "bids": bids,
+                "asks": asks,
+                "sequence": m.book_seq,
+                "updated_at": stamp,
+            },
+        )
 
     # -- orders ----------------------------------------------------------------------------
 
@@ -462,11 +553,13 @@ class DemoFeed:
         self._orders[order.id] = order
         if self._strategies[m.strategy].paused_until > self._now or rng.random() < 0.01:
             order.status = "rejected"
-            self._publish_order(order, reason="risk limit: strategy paused"
-                                if self._strategies[m.strategy].paused_until > self._now
-                                else "insufficient margin")
-            self._alert("warning", m.strategy, f"order {order.id} on {m.symbol} rejected",
-                        m.symbol)
+            self._publish_order(
+                order,
+                reason="risk limit: strategy paused"
+                if self._strategies[m.strategy].paused_until > self._now
+                else "insufficient margin",
+            )
+            self._alert("warning", m.strategy, f"order {order.id} on {m.symbol} rejected", m.symbol)
             self._finish(order)
             return
         self._open[m.symbol][order.id] = order
@@ -478,11 +571,18 @@ class DemoFeed:
     def _publish_order(self, order: _Order, reason: str | None = None) -> None:
         m = self._by_symbol[order.symbol]
         fields: dict[str, Any] = {
-            "id": order.id, "symbol": order.symbol, "side": order.side, "type": order.type,
-            "price": order.price, "quantity": order.quantity,
-            "filled_quantity": round(order.filled, m.qty_dp), "status": order.status,
-            "strategy": order.strategy, "account": ACCOUNT_ID,
-            "created_at": order.created_at, "updated_at": self._stamp_now(),
+            "id": order.id,
+            "symbol": order.symbol,
+            "side": order.side,
+            "type": order.type,
+            "price": order.price,
+            "quantity": order.quantity,
+            "filled_quantity": round(order.filled, m.qty_dp),
+            "status": order.status,
+            "strategy": order.strategy,
+            "account": ACCOUNT_ID,
+            "created_at": order.created_at,
+            "updated_at": self._stamp_now(),
         }
         if order.filled > 0:
             fields["avg_fill_price"] = round(order.notional_fill / order.filled, m.price_dp)
@@ -504,8 +604,11 @@ class DemoFeed:
                     self._fill(order, m, min(qty, remaining), "taker" if crossed else "maker")
 
     def _fill(self, order: _Order, m: _Market, qty: float, liquidity: str) -> None:
-        price = order.price if order.type == "limit" and liquidity == "maker" else (
-            m.ask if order.side == "buy" else m.bid)
+        price = (
+            order.price
+            if order.type == "limit" and liquidity == "maker"
+            else (m.ask if order.side == "buy" else m.bid)
+        )
         order.filled = round(order.filled + qty, m.qty_dp)
         order.notional_fill += qty * price
         usd = self._usd(m)
@@ -523,12 +626,23 @@ class DemoFeed:
             stats.realized += realized
             stats.wins += realized > 0
         self._ids += 1
-        self.sink.publish_event("fills", {
-            "fill_id": str(self._ids), "order_id": order.id, "symbol": m.symbol,
-            "side": order.side, "price": price, "quantity": qty, "fee": fee, "fee_asset": "USDT",
-            "liquidity": liquidity, "strategy": order.strategy,
-            "realized_pnl": _round(realized, 2), "timestamp": self._stamp_now(),
-        })
+        self.sink.publish_event(
+            "fills",
+            {
+                "fill_id": str(self._ids),
+                "order_id": order.id,
+                "symbol": m.symbol,
+                "side": order.side,
+                "price": price,
+                "quantity": qty,
+                "fee": fee,
+                "fee_asset": "USDT",
+                "liquidity": liquidity,
+                "strategy": order.strategy,
+                "realized_pnl": _round(realized, 2),
+                "timestamp": self._stamp_now(),
+            },
+        )
         if order.quantity - order.filled <= 10.0**-m.qty_dp / 2:
             order.status = "filled"
             del self._open[m.symbol][order.id]
@@ -566,15 +680,24 @@ class DemoFeed:
         pos = self._positions[m.symbol]
         usd = self._usd(m)
         notional = abs(pos.qty) * m.last * usd
-        self._merge_changed("positions", m.symbol, {
-            "symbol": m.symbol, "side": "long" if pos.qty > 0 else "short",
-            "quantity": abs(pos.qty), "entry_price": round(pos.entry, m.price_dp),
-            "mark_price": m.last, "notional": round(notional, 2),
-            "unrealized_pnl": _round(pos.qty * (m.last - pos.entry) * usd, 2),
-            "realized_pnl": _round(pos.realized * usd, 2), "leverage": _LEVERAGE,
-            "margin": round(notional / _LEVERAGE, 2), "strategy": m.strategy,
-            "updated_at": self._stamp_now(),
-        })
+        self._merge_changed(
+            "positions",
+            m.symbol,
+            {
+                "symbol": m.symbol,
+                "side": "long" if pos.qty > 0 else "short",
+                "quantity": abs(pos.qty),
+                "entry_price": round(pos.entry, m.price_dp),
+                "mark_price": m.last,
+                "notional": round(notional, 2),
+                "unrealized_pnl": _round(pos.qty * (m.last - pos.entry) * usd, 2),
+                "realized_pnl": _round(pos.realized * usd, 2),
+                "leverage": _LEVERAGE,
+                "margin": round(notional / _LEVERAGE, 2),
+                "strategy": m.strategy,
+                "updated_at": self._stamp_now(),
+            },
+        )
 
     def _cancel_random(self) -> None:
         if not self._working:
@@ -616,24 +739,37 @@ class DemoFeed:
                 locked += (order.quantity - order.filled) * order.price * self._usd(m) / _LEVERAGE
         equity = self._wallet + upnl
         realized = self._wallet - _START_WALLET + self._fees_paid
-        self._merge_changed("account", ACCOUNT_ID, {
-            "account_id": ACCOUNT_ID, "currency": "USDT", "equity": round(equity, 2),
-            "wallet_balance": round(self._wallet, 2), "unrealized_pnl": _round(upnl, 2),
-            "realized_pnl": _round(realized, 2), "fees_paid": round(self._fees_paid, 2),
-            "margin": {
-                "used": round(margin_used, 2), "locked": round(locked, 2),
-                "available": round(max(0.0, equity - margin_used - locked), 2),
-                "ratio": round(margin_used / equity if equity > 0 else 0.0, 4),
+        self._merge_changed(
+            "account",
+            ACCOUNT_ID,
+            {
+                "account_id": ACCOUNT_ID,
+                "currency": "USDT",
+                "equity": round(equity, 2),
+                "wallet_balance": round(self._wallet, 2),
+                "unrealized_pnl": _round(upnl, 2),
+                "realized_pnl": _round(realized, 2),
+                "fees_paid": round(self._fees_paid, 2),
+                "margin": {
+                    "used": round(margin_used, 2),
+                    "locked": round(locked, 2),
+                    "available": round(max(0.0, equity - margin_used - locked), 2),
+                    "ratio": round(margin_used / equity if equity > 0 else 0.0, 4),
+                },
+                "balances": {
+                    "USDT": {
+                        "total": round(self._wallet, 2),
+                        "locked": round(locked, 2),
+                        "free": round(self._wallet - locked, 2),
+                    },
+                    "BTC": {"total": 1.5, "locked": 0.0, "free": 1.5},
+                    "BNB": {"total": 42.0, "locked": 0.0, "free": 42.0},
+                },
+                "open_orders": self.open_orders,
+                "positions": len(self._positions),
+                "updated_at": self._stamp_now(),
             },
-            "balances": {
-                "USDT": {"total": round(self._wallet, 2), "locked": round(locked, 2),
-                         "free": round(self._wallet - locked, 2)},
-                "BTC": {"total": 1.5, "locked": 0.0, "free": 1.5},
-                "BNB": {"total": 42.0, "locked": 0.0, "free": 42.0},
-            },
-            "open_orders": self.open_orders, "positions": len(self._positions),
-            "updated_at": self._stamp_now(),
-        })
+        )
 
     def _publish_strategies(self) -> None:
         self._next_strategies = self._now + _STRATEGY_PERIOD
@@ -654,23 +790,35 @@ class DemoFeed:
                 st.paused_until = self._now + 5.0
                 paused = True
                 self._alert("critical", name, f"strategy {name} paused: drawdown limit hit", None)
-            self._merge_changed("strategies", name, {
-                "name": name, "status": "paused" if paused else "running",
-                "pnl": _round(st.realized + upnl[name], 2), "realized_pnl": _round(st.realized, 2),
-                "unrealized_pnl": _round(upnl[name], 2), "open_orders": open_orders[name],
-                "fills": st.fills, "volume": round(st.volume, 2),
-                "hit_rate": round(st.wins / st.fills, 4) if st.fills else 0.0,
-                "sharpe": round(st.sharpe, 2), "signal": round(st.signal, 3),
-                "latency_ms": round(st.latency, 2), "updated_at": self._stamp_now(),
-            })
+            self._merge_changed(
+                "strategies",
+                name,
+                {
+                    "name": name,
+                    "status": "paused" if paused else "running",
+                    "pnl": _round(st.realized + upnl[name], 2),
+                    "realized_pnl": _round(st.realized, 2),
+                    "unrealized_pnl": _round(upnl[name], 2),
+                    "open_orders": open_orders[name],
+                    "fills": st.fills,
+                    "volume": round(st.volume, 2),
+                    "hit_rate": round(st.wins / st.fills, 4) if st.fills else 0.0,
+                    "sharpe": round(st.sharpe, 2),
+                    "signal": round(st.signal, 3),
+                    "latency_ms": round(st.latency, 2),
+                    "updated_at": self._stamp_now(),
+                },
+            )
 
     def _alert(self, level: str, source: str, message: str, symbol: str | None) -> None:
         self._ids += 1
         data: dict[str, Any] = {
-            "alert_id": str(self._ids), "level": level, "source": source, "message": message,
+            "alert_id": str(self._ids),
+            "level": level,
+            "source": source,
+            "message": message,
             "timestamp": self._stamp_now(),
         }
         if symbol is not None:
             data["symbol"] = symbol
         self.sink.publish_event("alerts", data)
-

@@ -20,8 +20,13 @@ from dashboard_server.client import ClientClosed, DashboardClient
 __all__ = ["WatchStats", "render", "run_watch"]
 
 _RESET: Final = "\x1b[0m"
-_COLORS: Final = {"green": "\x1b[32m", "red": "\x1b[31m", "yellow": "\x1b[33m",
-                  "bold": "\x1b[1m", "dim": "\x1b[2m"}
+_COLORS: Final = {
+    "green": "\x1b[32m",
+    "red": "\x1b[31m",
+    "yellow": "\x1b[33m",
+    "bold": "\x1b[1m",
+    "dim": "\x1b[2m",
+}
 _CLEAR: Final = "\x1b[H\x1b[2J"
 _MAX_ROWS: Final = 12
 
@@ -124,8 +129,14 @@ def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def render(state: dict[str, Any], stats: WatchStats, width: int = 100, *, color: bool = True,
-           max_rows: int = _MAX_ROWS) -> str:
+def render(
+    state: dict[str, Any],
+    stats: WatchStats,
+    width: int = 100,
+    *,
+    color: bool = True,
+    max_rows: int = _MAX_ROWS,
+) -> str:
     """The text of one screen for ``state`` (the document) and ``stats`` (the connection)."""
     width = max(40, width)
     lines: list[str] = []
@@ -143,12 +154,16 @@ def render(state: dict[str, Any], stats: WatchStats, width: int = 100, *, color:
     status_color = {"connected": "green", "closed": "red"}.get(stats.status, "yellow")
     rtt = f"{stats.rtt_ms:.1f} ms" if stats.rtt_ms is not None else "-"
     add(("dashboard-server", "bold"), f" {stats.url}  ", (stats.status, status_color))
-    add(f"seq {stats.seq if stats.seq is not None else '-'}  "
+    add(
+        f"seq {stats.seq if stats.seq is not None else '-'}  "
         f"version {stats.version if stats.version is not None else '-'}  "
         f"epoch {stats.epoch or '-'}  gaps {stats.gaps}  "
-        f"reconnects {stats.reconnects}")
-    add(f"updates {stats.updates_per_s:.1f}/s  messages {stats.messages_per_s:.1f}/s  "
-        f"{_rate(stats.bytes_per_s)}B/s  rtt {rtt}")
+        f"reconnects {stats.reconnects}"
+    )
+    add(
+        f"updates {stats.updates_per_s:.1f}/s  messages {stats.messages_per_s:.1f}/s  "
+        f"{_rate(stats.bytes_per_s)}B/s  rtt {rtt}"
+    )
 
     for account_id, acc in _section(state, "account").items():
         if not isinstance(acc, dict):
@@ -156,27 +171,46 @@ def render(state: dict[str, Any], stats: WatchStats, width: int = 100, *, color:
         margin = acc.get("margin") if isinstance(acc.get("margin"), dict) else {}
         ratio = margin.get("ratio") if isinstance(margin, dict) else None
         upnl = acc.get("unrealized_pnl")
-        add(f"account {account_id}: equity {_num(acc.get('equity'))} {acc.get('currency', '')}"
-            "  uPnL ", (_money(upnl), _sign_color(upnl)),
+        add(
+            f"account {account_id}: equity {_num(acc.get('equity'))} {acc.get('currency', '')}"
+            "  uPnL ",
+            (_money(upnl), _sign_color(upnl)),
             f"  rPnL {_money(acc.get('realized_pnl'))}"
-            f"  margin {f'{ratio * 100:.1f}%' if isinstance(ratio, float) else '-'}")
+            f"  margin {f'{ratio * 100:.1f}%' if isinstance(ratio, float) else '-'}",
+        )
 
     markets = _section(state, "market_data")
     if markets:
         add()
-        table = _Table([("MARKET", -12), ("last", 13), ("bid", 13), ("ask", 13), ("chg%", 8),
-                        ("volume 24h", 14)], width, color)
+        table = _Table(
+            [
+                ("MARKET", -12),
+                ("last", 13),
+                ("bid", 13),
+                ("ask", 13),
+                ("chg%", 8),
+                ("volume 24h", 14),
+            ],
+            width,
+            color,
+        )
         lines.append(table.header())
         for symbol, md in list(markets.items())[:max_rows]:
             if not isinstance(md, dict):
                 continue
             pct = md.get("change_pct_24h")
-            lines.append(table.row([
-                (symbol, None), (_num(md.get("last_price")), None), (_num(md.get("bid")), None),
-                (_num(md.get("ask")), None),
-                (f"{pct:+.2f}%" if isinstance(pct, int | float) else "-", _sign_color(pct)),
-                (_compact(md.get("volume_24h")), None),
-            ]))
+            lines.append(
+                table.row(
+                    [
+                        (symbol, None),
+                        (_num(md.get("last_price")), None),
+                        (_num(md.get("bid")), None),
+                        (_num(md.get("ask")), None),
+                        (f"{pct:+.2f}%" if isinstance(pct, int | float) else "-", _sign_color(pct)),
+                        (_compact(md.get("volume_24h")), None),
+                    ]
+                )
+            )
         if len(markets) > max_rows:
             add((f"... {len(markets) - max_rows} more symbols", "dim"))
 
@@ -184,53 +218,94 @@ def render(state: dict[str, Any], stats: WatchStats, width: int = 100, *, color:
     add()
     add((f"POSITIONS ({len(positions)})", "bold"))
     if positions:
-        table = _Table([("symbol", -12), ("side", -6), ("qty", 12), ("entry", 13), ("mark", 13),
-                        ("uPnL", 13)], width, color)
+        table = _Table(
+            [("symbol", -12), ("side", -6), ("qty", 12), ("entry", 13), ("mark", 13), ("uPnL", 13)],
+            width,
+            color,
+        )
         lines.append(table.header())
         for symbol, pos in list(positions.items())[:max_rows]:
             if not isinstance(pos, dict):
                 continue
             upnl = pos.get("unrealized_pnl")
-            lines.append(table.row([
-                (symbol, None), (str(pos.get("side", "-")), None),
-                (_num(pos.get("quantity")), None),
-                (_num(pos.get("entry_price")), None), (_num(pos.get("mark_price")), None),
-                (_money(upnl), _sign_color(upnl)),
-            ]))
+            lines.append(
+                table.row(
+                    [
+                        (symbol, None),
+                        (str(pos.get("side", "-")), None),
+                        (_num(pos.get("quantity")), None),
+                        (_num(pos.get("entry_price")), None),
+                        (_num(pos.get("mark_price")), None),
+                        (_money(upnl), _sign_color(upnl)),
+                    ]
+                )
+            )
 
     orders = _section(state, "orders")
-    working = [o for o in orders.values()
-               if isinstance(o, dict) and o.get("status") in ("new", "partially_filled")]
+    working = [
+        o
+        for o in orders.values()
+        if isinstance(o, dict) and o.get("status") in ("new", "partially_filled")
+    ]
     add()
     add((f"ORDERS {len(working)} open ({len(orders)} in state)", "bold"))
     if working:
-        table = _Table([("id", -9), ("symbol", -12), ("side", -5), ("type", -7), ("price", 13),
-                        ("qty", 12), ("filled", 12), ("status", -17)], width, color)
+        table = _Table(
+            [
+                ("id", -9),
+                ("symbol", -12),
+                ("side", -5),
+                ("type", -7),
+                ("price", 13),
+                ("qty", 12),
+                ("filled", 12),
+                ("status", -17),
+            ],
+            width,
+            color,
+        )
         lines.append(table.header())
         for order in working[-max_rows:]:
             side = str(order.get("side", "-"))
-            lines.append(table.row([
-                (str(order.get("id", "-")), None), (str(order.get("symbol", "-")), None),
-                (side, "green" if side == "buy" else "red"), (str(order.get("type", "-")), None),
-                (_num(order.get("price")), None), (_num(order.get("quantity")), None),
-                (_num(order.get("filled_quantity")), None), (str(order.get("status")), None),
-            ]))
+            lines.append(
+                table.row(
+                    [
+                        (str(order.get("id", "-")), None),
+                        (str(order.get("symbol", "-")), None),
+                        (side, "green" if side == "buy" else "red"),
+                        (str(order.get("type", "-")), None),
+                        (_num(order.get("price")), None),
+                        (_num(order.get("quantity")), None),
+                        (_num(order.get("filled_quantity")), None),
+                        (str(order.get("status")), None),
+                    ]
+                )
+            )
 
     strategies = _section(state, "strategies")
     if strategies:
         add()
-        table = _Table([("STRATEGY", -16), ("status", -8), ("pnl", 13), ("fills", 8),
-                        ("open", 6)], width, color)
+        table = _Table(
+            [("STRATEGY", -16), ("status", -8), ("pnl", 13), ("fills", 8), ("open", 6)],
+            width,
+            color,
+        )
         lines.append(table.header())
         for name, strat in list(strategies.items())[:max_rows]:
             if not isinstance(strat, dict):
                 continue
             status, pnl = str(strat.get("status", "-")), strat.get("pnl")
-            lines.append(table.row([
-                (name, None), (status, "green" if status == "running" else "yellow"),
-                (_money(pnl), _sign_color(pnl)), (_num(strat.get("fills")), None),
-                (_num(strat.get("open_orders")), None),
-            ]))
+            lines.append(
+                table.row(
+                    [
+                        (name, None),
+                        (status, "green" if status == "running" else "yellow"),
+                        (_money(pnl), _sign_color(pnl)),
+                        (_num(strat.get("fills")), None),
+                        (_num(strat.get("open_orders")), None),
+                    ]
+                )
+            )
 
     if stats.events:
         add()

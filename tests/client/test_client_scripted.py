@@ -14,14 +14,23 @@ from dashboard_server.client import ClientClosed, DashboardClient
 
 
 def snap(seq: int, version: int, data: dict[str, Any]) -> bytes:
-    out: bytes = msgpack.packb({"type": "snapshot", "seq": seq, "version": version,
-                                "epoch": "E1", "timestamp": "t", "data": data})
+    out: bytes = msgpack.packb(
+        {
+            "type": "snapshot",
+            "seq": seq,
+            "version": version,
+            "epoch": "E1",
+            "timestamp": "t",
+            "data": data,
+        }
+    )
     return out
 
 
 def upd(seq: int, version: int, changes: dict[str, Any]) -> bytes:
-    out: bytes = msgpack.packb({"type": "update", "seq": seq, "version": version,
-                                "timestamp": "t", "changes": changes})
+    out: bytes = msgpack.packb(
+        {"type": "update", "seq": seq, "version": version, "timestamp": "t", "changes": changes}
+    )
     return out
 
 
@@ -48,8 +57,9 @@ def test_gap_refresh_ping_and_resume() -> None:
             await ws.send(snap(9, 20, {"orders": {"1": {"status": "filled"}}}))
             ping = await recv()
             assert ping["type"] == "ping"
-            await ws.send(msgpack.packb({"type": "pong", "payload": ping["payload"],
-                                         "timestamp": "t"}))
+            await ws.send(
+                msgpack.packb({"type": "pong", "payload": ping["payload"], "timestamp": "t"})
+            )
             await received.put(ping)
             await ws.close(1011, "crash")  # an unexpected close: the client must reconnect
         else:
@@ -59,8 +69,12 @@ def test_gap_refresh_ping_and_resume() -> None:
     async def scenario() -> None:
         async with serve(handler, "127.0.0.1", 0) as server:
             port = server.sockets[0].getsockname()[1]
-            client = DashboardClient(f"ws://127.0.0.1:{port}/ws?extra=1", type="tui",
-                                     channels=["orders", "events"], backoff_initial=0.01)
+            client = DashboardClient(
+                f"ws://127.0.0.1:{port}/ws?extra=1",
+                type="tui",
+                channels=["orders", "events"],
+                backoff_initial=0.01,
+            )
             async with client:
                 await client.wait_for(lambda c: c.state.snapshots == 2, 5)
                 assert client.gaps == 1 and client.refreshes_sent == 1
@@ -75,8 +89,13 @@ def test_gap_refresh_ping_and_resume() -> None:
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
     first, second = queries
-    assert first == {"extra": ["1"], "type": ["tui"], "format": ["msgpack"],
-                     "diff": ["changes"], "channels": ["orders,events"]}
+    assert first == {
+        "extra": ["1"],
+        "type": ["tui"],
+        "format": ["msgpack"],
+        "diff": ["changes"],
+        "channels": ["orders,events"],
+    }
     assert second["since"] == ["20"] and second["epoch"] == ["E1"]
 
 

@@ -28,8 +28,14 @@ def run(coro: Awaitable[T], timeout: float = 20.0) -> T:
 
 @asynccontextmanager
 async def demo_server(**overrides: Any) -> AsyncIterator[DashboardServer]:
-    settings: dict[str, Any] = {"port": 0, "engine": "pure", "demo": True, "demo_rate": 200.0,
-                                "demo_symbols": 10, "demo_seed": 5}
+    settings: dict[str, Any] = {
+        "port": 0,
+        "engine": "pure",
+        "demo": True,
+        "demo_rate": 200.0,
+        "demo_symbols": 10,
+        "demo_seed": 5,
+    }
     settings.update(overrides)
     server = DashboardServer(Config().replace(**settings))
     await server.start()
@@ -94,8 +100,9 @@ def test_subscription_changes() -> None:
     async def scenario() -> None:
         async with (
             demo_server() as server,
-            DashboardClient(url_of(server), channels=["market_data", "orders"],
-                            interval_ms=50) as client,
+            DashboardClient(
+                url_of(server), channels=["market_data", "orders"], interval_ms=50
+            ) as client,
         ):
             await client.wait_synced(timeout=5)
             assert set(client.data) == {"market_data", "orders"}

@@ -18,27 +18,49 @@ from dashboard_server.client import (
 
 
 def snapshot(seq: int, version: int, data: dict[str, Any], epoch: str = "e1") -> dict[str, Any]:
-    return {"type": "snapshot", "seq": seq, "version": version, "epoch": epoch,
-            "timestamp": "2026-11-27T10:30:00.100Z", "data": data}
+    return {
+        "type": "snapshot",
+        "seq": seq,
+        "version": version,
+        "epoch": epoch,
+        "timestamp": "2026-11-27T10:30:00.100Z",
+        "data": data,
+    }
 
 
-def update(seq: int, version: int, changes: dict[str, Any] | None = None,
-           removed: list[str] | None = None) -> dict[str, Any]:
-    msg: dict[str, Any] = {"type": "update", "seq": seq, "version": version,
-                           "timestamp": "2026-11-27T10:30:00.200Z", "changes": changes or {}}
+def update(
+    seq: int, version: int, changes: dict[str, Any] | None = None, removed: list[str] | None = None
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        "type": "update",
+        "seq": seq,
+        "version": version,
+        "timestamp": "2026-11-27T10:30:00.200Z",
+        "changes": changes or {},
+    }
     if removed:
         msg["removed"] = removed
     return msg
 
 
 def patch_update(seq: int, version: int, ops: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "update", "seq": seq, "version": version,
-            "timestamp": "2026-11-27T10:30:00.200Z", "patch": ops}
+    return {
+        "type": "update",
+        "seq": seq,
+        "version": version,
+        "timestamp": "2026-11-27T10:30:00.200Z",
+        "patch": ops,
+    }
 
 
 def event(seq: int, channel: str = "fills", **data: Any) -> dict[str, Any]:
-    return {"type": "event", "seq": seq, "timestamp": "2026-11-27T10:30:00.300Z",
-            "channel": channel, "data": data}
+    return {
+        "type": "event",
+        "seq": seq,
+        "timestamp": "2026-11-27T10:30:00.300Z",
+        "channel": channel,
+        "data": data,
+    }
 
 
 BASE = {
@@ -63,15 +85,24 @@ def test_snapshot_sets_state_seq_version_epoch() -> None:
 
 def test_changes_form_sets_subtrees_and_creates_parents() -> None:
     st = synced_state()
-    out = st.apply(update(11, 105, {
-        "/market_data/BTCUSDT/last_price": 50100.0,
-        "/market_data/ETHUSDT": {"last_price": 3000.0},
-        "/positions/BTCUSDT/quantity": 1.5,
-    }, removed=["/orders/42", "/orders/absent", "/nosection/x"]))
+    out = st.apply(
+        update(
+            11,
+            105,
+            {
+                "/market_data/BTCUSDT/last_price": 50100.0,
+                "/market_data/ETHUSDT": {"last_price": 3000.0},
+                "/positions/BTCUSDT/quantity": 1.5,
+            },
+            removed=["/orders/42", "/orders/absent", "/nosection/x"],
+        )
+    )
     assert out is Outcome.APPLIED
     assert st.data == {
-        "market_data": {"BTCUSDT": {"last_price": 50100.0, "bid": 49999.5},
-                        "ETHUSDT": {"last_price": 3000.0}},
+        "market_data": {
+            "BTCUSDT": {"last_price": 50100.0, "bid": 49999.5},
+            "ETHUSDT": {"last_price": 3000.0},
+        },
         "orders": {},
         "positions": {"BTCUSDT": {"quantity": 1.5}},
     }
@@ -80,8 +111,9 @@ def test_changes_form_sets_subtrees_and_creates_parents() -> None:
 
 def test_removals_apply_before_changes() -> None:
     st = synced_state()
-    st.apply(update(11, 101, {"/orders/42": {"id": "42", "status": "filled"}},
-                    removed=["/orders/42"]))
+    st.apply(
+        update(11, 101, {"/orders/42": {"id": "42", "status": "filled"}}, removed=["/orders/42"])
+    )
     assert st.data["orders"] == {"42": {"id": "42", "status": "filled"}}
 
 
@@ -98,11 +130,17 @@ def test_escaped_pointer_tokens() -> None:
 
 def test_json_patch_form() -> None:
     st = synced_state()
-    out = st.apply(patch_update(11, 103, [
-        {"op": "remove", "path": "/orders/42"},
-        {"op": "replace", "path": "/market_data/BTCUSDT/last_price", "value": 50200.0},
-        {"op": "add", "path": "/market_data/ETHUSDT", "value": {"last_price": 3000.0}},
-    ]))
+    out = st.apply(
+        patch_update(
+            11,
+            103,
+            [
+                {"op": "remove", "path": "/orders/42"},
+                {"op": "replace", "path": "/market_data/BTCUSDT/last_price", "value": 50200.0},
+                {"op": "add", "path": "/market_data/ETHUSDT", "value": {"last_price": 3000.0}},
+            ],
+        )
+    )
     assert out is Outcome.APPLIED
     assert st.data["orders"] == {}
     assert st.data["market_data"]["BTCUSDT"]["last_price"] == 50200.0

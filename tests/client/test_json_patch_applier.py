@@ -14,8 +14,12 @@ from hypothesis import strategies as st
 from dashboard_server.client import PatchError, apply_json_patch
 
 KEYS = st.sampled_from(["a", "b", "c", "0", "1", "-", "a/b", "t~x", ""])
-SCALARS = st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False) | st.text(
-    max_size=3
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=3)
 )
 VALUES = st.recursive(
     SCALARS,
@@ -102,10 +106,13 @@ def test_invalid_operations_raise(ops: list[dict[str, Any]]) -> None:
 
 def test_array_operations() -> None:
     doc = {"l": [1, 2, 3]}
-    out = apply_json_patch(doc, [
-        {"op": "add", "path": "/l/1", "value": 9},
-        {"op": "add", "path": "/l/-", "value": 4},
-        {"op": "remove", "path": "/l/0"},
-        {"op": "replace", "path": "/l/0", "value": 8},
-    ])
+    out = apply_json_patch(
+        doc,
+        [
+            {"op": "add", "path": "/l/1", "value": 9},
+            {"op": "add", "path": "/l/-", "value": 4},
+            {"op": "remove", "path": "/l/0"},
+            {"op": "replace", "path": "/l/0", "value": 8},
+        ],
+    )
     assert out == {"l": [8, 2, 3, 4]}

@@ -13,31 +13,76 @@ from dashboard_server.watch import WatchStats, render, run_watch
 
 STATE: dict[str, Any] = {
     "market_data": {
-        "BTCUSDT": {"last_price": 67012.5, "bid": 67012.4, "ask": 67012.5,
-                    "change_pct_24h": 1.234, "volume_24h": 12345.678},
-        "ETHUSDT": {"last_price": 3499.25, "bid": 3499.2, "ask": 3499.3,
-                    "change_pct_24h": -0.5, "volume_24h": 2_230_233_036.0},
+        "BTCUSDT": {
+            "last_price": 67012.5,
+            "bid": 67012.4,
+            "ask": 67012.5,
+            "change_pct_24h": 1.234,
+            "volume_24h": 12345.678,
+        },
+        "ETHUSDT": {
+            "last_price": 3499.25,
+            "bid": 3499.2,
+            "ask": 3499.3,
+            "change_pct_24h": -0.5,
+            "volume_24h": 2_230_233_036.0,
+        },
     },
     "orders": {
-        "101": {"id": "101", "symbol": "BTCUSDT", "side": "buy", "type": "limit",
-                "price": 67000.0, "quantity": 0.5, "filled_quantity": 0.1,
-                "status": "partially_filled"},
-        "102": {"id": "102", "symbol": "ETHUSDT", "side": "sell", "type": "limit",
-                "price": 3600.0, "quantity": 2.0, "filled_quantity": 2.0, "status": "filled"},
+        "101": {
+            "id": "101",
+            "symbol": "BTCUSDT",
+            "side": "buy",
+            "type": "limit",
+            "price": 67000.0,
+            "quantity": 0.5,
+            "filled_quantity": 0.1,
+            "status": "partially_filled",
+        },
+        "102": {
+            "id": "102",
+            "symbol": "ETHUSDT",
+            "side": "sell",
+            "type": "limit",
+            "price": 3600.0,
+            "quantity": 2.0,
+            "filled_quantity": 2.0,
+            "status": "filled",
+        },
     },
     "positions": {
-        "BTCUSDT": {"side": "long", "quantity": 1.5, "entry_price": 66000.0,
-                    "mark_price": 67012.5, "unrealized_pnl": 1518.75},
+        "BTCUSDT": {
+            "side": "long",
+            "quantity": 1.5,
+            "entry_price": 66000.0,
+            "mark_price": 67012.5,
+            "unrealized_pnl": 1518.75,
+        },
     },
-    "account": {"main": {"equity": 1001518.75, "currency": "USDT", "unrealized_pnl": 1518.75,
-                         "realized_pnl": -20.0, "margin": {"ratio": 0.0201}}},
+    "account": {
+        "main": {
+            "equity": 1001518.75,
+            "currency": "USDT",
+            "unrealized_pnl": 1518.75,
+            "realized_pnl": -20.0,
+            "margin": {"ratio": 0.0201},
+        }
+    },
     "strategies": {"momentum": {"status": "paused", "pnl": -12.5, "fills": 7, "open_orders": 1}},
 }
 
-STATS = WatchStats(url="ws://x/ws", status="connected", seq=41, version=1234, epoch="ep",
-                   messages_per_s=10.0, updates_per_s=9.5, bytes_per_s=20480.0, rtt_ms=1.25,
-                   events=[{"type": "event", "channel": "fills",
-                            "data": {"order_id": "101", "quantity": 0.1}}])
+STATS = WatchStats(
+    url="ws://x/ws",
+    status="connected",
+    seq=41,
+    version=1234,
+    epoch="ep",
+    messages_per_s=10.0,
+    updates_per_s=9.5,
+    bytes_per_s=20480.0,
+    rtt_ms=1.25,
+    events=[{"type": "event", "channel": "fills", "data": {"order_id": "101", "quantity": 0.1}}],
+)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -80,8 +125,7 @@ def test_run_watch_against_a_server() -> None:
         await server.start()
         try:
             out = io.StringIO()
-            await run_watch(f"ws://127.0.0.1:{server.port}/ws", duration=0.6, refresh=0.2,
-                            out=out)
+            await run_watch(f"ws://127.0.0.1:{server.port}/ws", duration=0.6, refresh=0.2, out=out)
             return out.getvalue()
         finally:
             await server.shutdown()

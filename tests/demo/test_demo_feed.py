@@ -82,8 +82,11 @@ def test_orders_appear_progress_and_disappear(long_run: tuple[DemoFeed, EngineSi
     statuses = Counter(o["status"] for o in sink.removed_orders)
     assert set(statuses) <= {"filled", "cancelled", "rejected"}
     assert statuses["filled"] and statuses["cancelled"]
-    seen = Counter(patch.get("status") for kind, path, patch in sink.ops
-                   if path.startswith("/orders/") and kind == "merge")
+    seen = Counter(
+        patch.get("status")
+        for kind, path, patch in sink.ops
+        if path.startswith("/orders/") and kind == "merge"
+    )
     assert seen["partially_filled"] > 0
     for order in sink.doc.get("/orders").values():
         assert 0.0 <= order["filled_quantity"] <= order["quantity"]
@@ -133,11 +136,17 @@ def test_market_values_are_sane(long_run: tuple[DemoFeed, EngineSink]) -> None:
 
 def test_merges_carry_only_changes(long_run: tuple[DemoFeed, EngineSink]) -> None:
     _, sink = long_run
-    merges = [patch for kind, path, patch in sink.ops
-              if kind == "merge" and path.startswith("/market_data/")]
+    merges = [
+        patch
+        for kind, path, patch in sink.ops
+        if kind == "merge" and path.startswith("/market_data/")
+    ]
     assert merges and all("symbol" not in p and "open_24h" not in p for p in merges)
-    strategies = [patch for kind, path, patch in sink.ops
-                  if kind == "merge" and path.startswith("/strategies/")]
+    strategies = [
+        patch
+        for kind, path, patch in sink.ops
+        if kind == "merge" and path.startswith("/strategies/")
+    ]
     assert all("name" not in p for p in strategies)
 
 

@@ -1,0 +1,327 @@
+"""Server configuration: defaults < YAML file < environment (``DASHBOARD_*``) < CLI flags.
+
+Every setting is declared once in :data:`SETTINGS` (name, type, default, help); the environment
+variable is ``DASHBOARD_`` + the upper-cased name, the CLI flag ``--`` + the name with dashes, the
+YAML key the name itself. :func:`load_config` merges the sources and validates the result; any
+bad value raises :class:`ConfigError` naming the setting and where it came from.
+docs/configuration.md lists them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_SECTIONS",
+    "ENV_PREFIX",
+    "SETTINGS",
+    "Config",
+    "ConfigError",
+    "Setting",
+    "load_config",
+]
+
+ENV_PREFIX: Final = "DASHBOARD_"
+CONFIG_ENV: Final = "DASHBOARD_CONFIG"
+"""Environment variable naming the YAML file (the ``--config`` flag wins over it)."""
+DEFAULT_SECTIONS: Final = (
+    "market_data",
+    "orderbook",
+    "orders",
+    "positions",
+    "account",
+    "strategies",
+)
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value; the message names it and its source."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The validated settings of one server (see docs/configuration.md for each)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+    engine: str | None = None
+    redis_url: str | None = None
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
+    demo: bool = True
+    demo_symbols: int = 20
+    demo_rate: float = 50.0
+    demo_seed: int | None = None
+    tui_interval_ms: int = 100
+    web_interval_ms: int = 250
+    min_interval_ms: int = 20
+    max_interval_ms: int = 10_000
+    max_message_size: int = 65_536
+    write_buffer_high: int = 1_048_576
+    write_buffer_low: int = 262_144
+    lag_timeout_s: float = 10.0
+    max_bad_messages: int = 10
+    bad_message_window_s: float = 10.0
+    ping_interval_s: float = 30.0
+    ping_timeout_s: float = 30.0
+    close_timeout_s: float = 5.0
+    shutdown_grace_s: float = 0.0
+    max_tombstones: int = 100_000
+    max_pending_events: int = 10_000
+    compression: bool = False
+
+    def tier_intervals(self) -> dict[str, int]:
+        """The default interval of each tier, in milliseconds."""
+        return {"tui": self.tui_interval_ms, "web": self.web_interval_ms}
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some settings changed, validated again."""
+        return _validate(dataclasses.replace(self, **changes), {k: "argument" for k in changes})
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: its name, how a string turns into its value, and its help text."""
+
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        """The CLI flag that sets it."""
+        return "--" + self.name.replace("_", "-")
+
+
+def _int(text: str) -> int:
+    return int(text.strip().replace("_", ""))
+
+
+def _float(text: str) -> float:
+    value = float(text.strip())
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true/false")
+
+
+def _opt_str(text: str) -> str | None:
+    return text.strip() or None
+
+
+def _opt_int(text: str) -> int | None:
+    return _int(text) if text.strip() else None
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(","))
+
+
+def _str(text: str) -> str:
+    return text.strip()
+
+
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting("host", _str, "Address to listen on.", "ADDR"),
+    Setting("port", _int, "TCP port (0: any free port).", "PORT"),
+    Setting("log_level", _str, f"Log level: {', '.join(LOG_LEVELS)}.", "LEVEL"),
+    Setting(
+        "engine", _opt_str, "Diff engine: native or pure (default native, pure fallback).", "NAME"
+    ),
+    Setting("redis_url", _opt_str, "Redis URL; unset: run the built-in demo feed.", "URL"),
+    Setting("sections", _sections, "Comma-separated state sections (the channels).", "LIST"),
+    Setting("demo", _bool, "Run the demo feed when no Redis URL is set.", "BOOL"),
+    Setting("demo_symbols", _int, "Symbols simulated by the demo feed.", "N"),
+    Setting("demo_rate", _float, "Demo feed steps per second.", "N"),
+    Setting("demo_seed", _opt_int, "Seed of the demo feed (unset: random).", "N"),
+    Setting("tui_interval_ms", _int, "Flush interval of the tui tier (ms).", "MS"),
+    Setting("web_interval_ms", _int, "Flush interval of the web tier (ms).", "MS"),
+    Setting("min_interval_ms", _int, "Smallest interval_ms a client may ask for.", "MS"),
+    Setting("max_interval_ms", _int, "Largest interval_ms a client may ask for.", "MS"),
+    Setting("max_message_size", _int, "Largest client message accepted (bytes).", "BYTES"),
+    Setting(
+        "write_buffer_high",
+        _int,
+        "Write-buffer high-water mark per connection: above it a client is skipped.",
+        "BYTES",
+    ),
+    Setting(
+        "write_buffer_low",
+        _int,
+        "Low-water mark: a skipped client at or below it rejoins with a snapshot.",
+        "BYTES",
+    ),
+    Setting("lag_timeout_s", _float, "A client skipped this long is closed (code 4001).", "S"),
+    Setting(
+        "max_bad_messages",
+        _int,
+        "Unusable client messages tolerated per window before closing (code 4002).",
+        "N",
+    ),
+    Setting("bad_message_window_s", _float, "Window for max_bad_messages (s).", "S"),
+    Setting("ping_interval_s", _float, "WebSocket keepalive ping interval (0: off).", "S"),
+    Setting("ping_timeout_s", _float, "Close a peer that does not answer a ping in time.", "S"),
+    Setting("close_timeout_s", _float, "Wait this long for a closing handshake, then abort.", "S"),
+    Setting(
+        "shutdown_grace_s",
+        _float,
+        "On SIGTERM, answer health 503 this long before closing clients.",
+        "S",
+    ),
+    Setting("max_tombstones", _int, "Removals remembered for resume (the horizon).", "N"),
+    Setting("max_pending_events", _int, "Events kept between flushes before dropping.", "N"),
+    Setting(
+        "compression",
+        _bool,
+        "permessage-deflate (costs one compression per client per message).",
+        "BOOL",
+    ),
+)
+_BY_NAME: Final = {s.name: s for s in SETTINGS}
+
+
+def load_config(
+    *,
+    cli: Mapping[str, str | None] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Config:
+    """Merge defaults, the YAML file, the environment and CLI values, then validate.
+
+    ``cli`` maps setting names to the strings given as flags (``None``: not given); ``env``
+    defaults to ``os.environ``; ``config_file`` defaults to ``$DASHBOARD_CONFIG``.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    path = config_file if config_file is not None else env.get(CONFIG_ENV) or None
+    if path is not None:
+        for name, raw in _read_file(Path(path)).items():
+            values[name] = _from_file(name, raw, path)
+            sources[name] = f"{name} in {path}"
+    for setting in SETTINGS:
+        if setting.env in env:
+            values[setting.name] = _parse(setting, env[setting.env], setting.env)
+            sources[setting.name] = setting.env
+    for name, text in (cli or {}).items():
+        if text is None:
+            continue
+        setting = _BY_NAME[name]
+        values[name] = _parse(setting, text, setting.flag)
+        sources[name] = setting.flag
+    return _validate(Config(**values), sources)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: invalid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings")
+    for key in loaded:
+        if key not in _BY_NAME:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+    return loaded
+
+
+def _from_file(name: str, raw: Any, path: str | Path) -> Any:
+    where = f"{name} in {path}"
+    if name == "sections" and isinstance(raw, list):
+        if not all(isinstance(item, str) for item in raw):
+            raise ConfigError(f"{where}: expected a list of section names")
+        return tuple(raw)
+    if raw is None:
+        return None
+    if isinstance(raw, bool) and _BY_NAME[name].parse is not _bool:
+        raise ConfigError(f"{where}: invalid value {raw!r}")
+    return _parse(_BY_NAME[name], str(raw).lower() if isinstance(raw, bool) else str(raw), where)
+
+
+def _parse(setting: Setting, text: str, where: str) -> Any:
+    try:
+        return setting.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: invalid value {text!r} ({exc})") from None
+
+
+def _validate(config: Config, sources: Mapping[str, str]) -> Config:
+    def fail(name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{sources.get(name, name)}: {problem}")
+
+    for setting in SETTINGS:
+        value = getattr(config, setting.name)
+        if value is None and setting.parse not in (_opt_str, _opt_int):
+            raise fail(setting.name, "must be set")
+    if not 0 <= config.port <= 65535:
+        raise fail("port", f"must be between 0 and 65535, got {config.port}")
+    if not config.host:
+        raise fail("host", "must not be empty")
+    if config.log_level.lower() not in LOG_LEVELS:
+        raise fail(
+            "log_level", f"expected one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
+        )
+    if config.engine is not None and config.engine not in ("native", "pure"):
+        raise fail("engine", f"expected native or pure, got {config.engine!r}")
+    if not config.sections:
+        raise fail("sections", "must name at least one section")
+    for section in config.sections:
+        if not section or "/" in section or "~" in section or "," in section:
+            raise fail("sections", f"invalid section name {section!r}")
+        if section == "events":
+            raise fail("sections", "'events' is reserved for the events channel")
+    if len(set(config.sections)) != len(config.sections):
+        raise fail("sections", "duplicate section name")
+    positive = (
+        "demo_symbols",
+        "tui_interval_ms",
+        "web_interval_ms",
+        "min_interval_ms",
+        "max_interval_ms",
+        "max_message_size",
+        "write_buffer_high",
+        "max_bad_messages",
+        "max_tombstones",
+        "max_pending_events",
+    )
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise fail(name, f"must be > 0, got {getattr(config, name)}")
+    for name in ("demo_rate", "lag_timeout_s", "bad_message_window_s", "close_timeout_s"):
+        if getattr(config, name) <= 0:
+            raise fail(name, f"must be > 0, got {getattr(config, name)}")
+    for name in ("ping_interval_s", "ping_timeout_s", "shutdown_grace_s", "write_buffer_low"):
+        if getattr(config, name) < 0:
+            raise fail(name, f"must be >= 0, got {getattr(config, name)}")
+    if config.min_interval_ms > config.max_interval_ms:
+        raise fail("min_interval_ms", "must not exceed max_interval_ms")
+    if config.write_buffer_low >= config.write_buffer_high:
+        raise fail("write_buffer_low", "must be below write_buffer_high")
+    return dataclasses.replace(config, log_level=config.log_level.lower())

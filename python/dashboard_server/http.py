@@ -1,0 +1,97 @@
+"""Plain HTTP on the WebSocket port: ``/health``, ``/metrics``, the dashboard's static files and
+the ``/ws`` gatekeeper.
+
+:class:`HttpFront` is the ``process_request`` hook of ``websockets.asyncio.server.serve``: it
+answers the HTTP endpoints itself and checks the ``/ws`` query before the upgrade (400 with a
+JSON body naming the bad parameter, 503 while shutting down). The validated parameters of an
+accepted ``/ws`` request are kept for the connection handler (:meth:`HttpFront.take_params`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http
+import weakref
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from dashboard_server.protocol import ConnectParams, ParamError
+
+__all__ = ["HttpFront", "http_response"]
+
+
+def http_response(status: int, body: Any, content_type: str = "application/json") -> Response:
+    """An HTTP response: ``body`` as JSON, or raw bytes of type ``content_type``."""
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    status_enum = http.HTTPStatus(status)
+    headers = Headers(
+        [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Length", str(len(data))),
+            ("Content-Type", content_type),
+            ("Cache-Control", "no-store"),
+        ]
+    )
+    return Response(status_enum.value, status_enum.phrase, headers, data)
+
+
+class HttpFront:
+    """Routes a request before the WebSocket handshake (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        parse_params: Callable[[str], ConnectParams],
+        health: Callable[[], tuple[int, dict[str, Any]]],
+        metrics: Callable[[], bytes],
+        accepting: Callable[[], bool],
+        static: Callable[[str], tuple[int, str, bytes] | None] | None = None,
+    ) -> None:
+        self._parse_params = parse_params
+        self._health = health
+        self._metrics = metrics
+        self._accepting = accepting
+        self._static = static
+        # weak: a request that passed here but failed the upgrade leaves nothing behind
+        self._params: weakref.WeakKeyDictionary[ServerConnection, ConnectParams] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The ``process_request`` hook: a response, or ``None`` to go on with the upgrade."""
+        url = urlsplit(request.path)
+        if url.path == "/health":
+            status, body = self._health()
+            return http_response(status, body)
+        if url.path == "/metrics":
+            return http_response(200, self._metrics(), "text/plain; version=0.0.4; charset=utf-8")
+        if url.path != "/ws":
+            found = self._static(request.path) if self._static is not None else None
+            if found is not None:
+                page_status, content_type, page = found
+                return http_response(page_status, page, content_type)
+            return http_response(404, {"error": "not_found", "message": f"no route {url.path}"})
+        if not self._accepting():
+            return http_response(
+                503, {"error": "shutting_down", "message": "server is shutting down"}
+            )
+        try:
+            params = self._parse_params(url.query)
+        except ParamError as exc:
+            return http_response(
+                400,
+                {"error": "bad_parameter", "parameter": exc.parameter, "message": str(exc)},
+            )
+        self._params[connection] = params
+        return None
+
+    def take_params(self, connection: ServerConnection) -> ConnectParams | None:
+        """The parameters validated for ``connection`` (once), ``None`` if there are none."""
+        return self._params.pop(connection, None)

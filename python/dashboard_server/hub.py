@@ -1,0 +1,515 @@
+"""Groups, sequence numbers and flushes: who gets which bytes, decided without I/O.
+
+The hub is the sans-I/O core of the fan-out. It knows the state document, the members (one per
+WebSocket connection, seen only through :class:`Member`), the groups they form and the pending
+events. :meth:`Hub.flush` is called by the scheduler shell for one interval at a time and returns
+a :class:`Flush`: byte strings and the members each goes to, and the members to close. It never
+awaits and never writes; tests drive it with a fake clock and fake members.
+
+The rules (docs/protocol.md, "Sequence rule"):
+
+* Members with the same :class:`GroupKey` (interval, format, state channels, events or not, diff
+  form) form a group; a group's messages are encoded once per flush and are byte-identical for
+  every member. A group's ``seq`` grows by exactly 1 per message it sends; a flush with nothing
+  for the group sends nothing.
+* A member that joins (connect, refresh, subscription change, recovery after lagging, horizon
+  loss) gets a snapshot at its group's next flush, carrying the group's seq after that flush's
+  messages; one snapshot encode per group per flush serves every joiner.
+* A resuming member (``since``/``epoch``) gets instead one catch-up ``update`` with the changes
+  since its version, when the epoch matches and the version is within the horizon.
+* Before anything is written to a member, its write buffer is checked: above ``high_water`` it is
+  skipped and marked lagging; once at or below ``low_water`` it rejoins with a snapshot; lagging
+  for ``lag_timeout`` seconds or more, it is handed back to be closed.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import orjson
+
+from dashboard_server.metrics import ServerMetrics
+from dashboard_server.protocol import (
+    EVENTS_CHANNEL,
+    ConnectParams,
+    Diff,
+    Format,
+    Tier,
+    empty_update,
+    event_message,
+)
+
+__all__ = ["Clock", "Delivery", "Flush", "GroupKey", "Hub", "Member", "Phase", "SystemClock"]
+
+
+class Clock(Protocol):
+    """Time as the hub sees it: a monotonic clock for lag limits, wall time for timestamps."""
+
+    def monotonic(self) -> float:
+        """Seconds on a monotonic clock."""
+        ...
+
+    def wall_ms(self) -> int:
+        """Unix time in milliseconds (message timestamps)."""
+        ...
+
+
+class SystemClock:
+    """The real clocks (``time.monotonic``, ``time.time``)."""
+
+    def monotonic(self) -> float:
+        """Seconds on the monotonic clock."""
+        return time.monotonic()
+
+    def wall_ms(self) -> int:
+        """Unix time in milliseconds."""
+        return time.time_ns() // 1_000_000
+
+
+class Member(Hashable, Protocol):
+    """What the hub needs from a connection: how many bytes wait in its write buffer."""
+
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the network."""
+        ...
+
+
+M = TypeVar("M", bound=Member)
+
+
+class Phase(enum.Enum):
+    """Where a member stands in its group."""
+
+    JOINING = "joining"
+    """Waits for a snapshot (or catch-up) at the group's next flush."""
+    ACTIVE = "active"
+    """Receives every group message."""
+    LAGGING = "lagging"
+    """Skipped: its write buffer is above the high-water mark."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKey:
+    """What makes members share messages. ``channels`` is ``None`` for every section."""
+
+    interval_ms: int
+    fmt: Format
+    diff: Diff
+    channels: tuple[str, ...] | None
+    events: bool
+
+
+@dataclass(slots=True)
+class _MemberState:
+    tier: Tier
+    subscribed: frozenset[str]
+    key: GroupKey
+    phase: Phase = Phase.JOINING
+    reason: str | None = None
+    since: int | None = None
+    epoch: str | None = None
+    lag_started: float = 0.0
+
+
+@dataclass(slots=True)
+class _Group(Generic[M]):
+    key: GroupKey
+    seq: int = 0
+    members: dict[M, _MemberState] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Interval:
+    cursor: int
+    event_cursor: int
+    groups: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[M]):
+    """One encoded message and the members it goes to (all of them get the same bytes)."""
+
+    kind: str
+    payload: bytes
+    text: bool
+    members: tuple[M, ...]
+
+
+@dataclass(slots=True)
+class Flush(Generic[M]):
+    """The outcome of one interval's flush: writes, in order, and members to close."""
+
+    interval_ms: int
+    version: int
+    deliveries: list[Delivery[M]] = field(default_factory=list)
+    lagged_out: list[M] = field(default_factory=list)
+    snapshot_encodes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    number: int
+    channel: str
+    data: Mapping[str, Any]
+    timestamp_ms: int
+
+
+class Hub(Generic[M]):
+    """Membership, groups and flush decisions for one state document (see the module doc)."""
+
+    def __init__(
+        self,
+        doc: Any,
+        *,
+        epoch: str,
+        sections: Sequence[str],
+        clock: Clock,
+        high_water: int,
+        low_water: int,
+        lag_timeout: float,
+        max_pending_events: int = 10_000,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self.doc = doc
+        self.epoch = epoch
+        self.sections = tuple(sections)
+        self.clock = clock
+        self.high_water = high_water
+        self.low_water = low_water
+        self.lag_timeout = lag_timeout
+        self.max_pending_events = max_pending_events
+        self.metrics = metrics
+        self._members: dict[M, _MemberState] = {}
+        self._groups: dict[GroupKey, _Group[M]] = {}
+        self._intervals: dict[int, _Interval] = {}
+        self._events: deque[_Event] = deque()
+        self._event_number = 0
+
+    # --- membership ------------------------------------------------------------------------
+
+    def add(self, member: M, params: ConnectParams) -> None:
+        """Register a new connection; it gets a snapshot (or catch-up) at its next flush."""
+        if member in self._members:
+            raise ValueError("member already in the hub")
+        key = self._key(params.interval_ms, params.fmt, params.diff, params.channels)
+        state = _MemberState(
+            tier=params.tier,
+            subscribed=params.channels,
+            key=key,
+            since=params.since,
+            epoch=params.epoch,
+        )
+        self._members[member] = state
+        self._enter(member, state)
+        if self.metrics is not None:
+            self.metrics.connected_clients.labels(params.tier).inc()
+            for channel in params.channels:
+                self.metrics.subscriptions.labels(channel).inc()
+
+    def remove(self, member: M) -> None:
+        """Forget a connection (idempotent)."""
+        state = self._members.pop(member, None)
+        if state is None:
+            return
+        if state.phase is Phase.LAGGING:
+            self._lagging_gauge(-1)
+        self._leave(member, state)
+        if self.metrics is not None:
+            self.metrics.connected_clients.labels(state.tier).dec()
+            for channel in state.subscribed:
+                self.metrics.subscriptions.labels(channel).dec()
+
+    def refresh(self, member: M) -> None:
+        """Send the member a snapshot at its group's next flush."""
+        state = self._members[member]
+        if state.phase is Phase.LAGGING:
+            return  # it gets a snapshot when it drains anyway
+        state.phase = Phase.JOINING
+        state.reason = "refresh"
+        state.since = None
+
+    def set_channels(self, member: M, channels: frozenset[str]) -> None:
+        """Change the member's subscription: it moves to the matching group and rejoins."""
+        state = self._members[member]
+        if channels == state.subscribed:
+            return
+        if self.metrics is not None:
+            for channel in state.subscribed - channels:
+                self.metrics.subscriptions.labels(channel).dec()
+            for channel in channels - state.subscribed:
+                self.metrics.subscriptions.labels(channel).inc()
+        self._leave(member, state)
+        state.subscribed = channels
+        state.key = self._key(state.key.interval_ms, state.key.fmt, state.key.diff, channels)
+        if state.phase is not Phase.LAGGING:
+            state.phase = Phase.JOINING
+            state.reason = "subscription"
+        state.since = None
+        self._enter(member, state)
+
+    def __contains__(self, member: object) -> bool:
+        """Whether ``member`` is in the hub (not yet removed or lagged out)."""
+        return member in self._members
+
+    def channels_of(self, member: M) -> frozenset[str]:
+        """The member's current subscription (sections and possibly ``events``)."""
+        return self._members[member].subscribed
+
+    def phase_of(self, member: M) -> Phase:
+        """Where the member stands (joining, active, lagging)."""
+        return self._members[member].phase
+
+    def group_seq(self, member: M) -> int:
+        """The current seq of the member's group."""
+        return self._groups[self._members[member].key].seq
+
+    def intervals(self) -> set[int]:
+        """Intervals (ms) that have at least one group, i.e. need a scheduler."""
+        return set(self._intervals)
+
+    def group_count(self) -> int:
+        """Number of groups with at least one member."""
+        return len(self._groups)
+
+    def member_count(self) -> int:
+        """Number of members."""
+        return len(self._members)
+
+    def lagging_count(self) -> int:
+        """Members currently skipped for lagging."""
+        return sum(1 for s in self._members.values() if s.phase is Phase.LAGGING)
+
+    def _key(self, interval_ms: int, fmt: Format, diff: Diff, channels: frozenset[str]) -> GroupKey:
+        wanted = tuple(s for s in self.sections if s in channels)
+        state_channels = None if wanted == self.sections else wanted
+        return GroupKey(interval_ms, fmt, diff, state_channels, EVENTS_CHANNEL in channels)
+
+    def _enter(self, member: M, state: _MemberState) -> None:
+        group = self._groups.get(state.key)
+        if group is None:
+            group = self._groups[state.key] = _Group(state.key)
+            interval = self._intervals.get(state.key.interval_ms)
+            if interval is None:
+                interval = self._intervals[state.key.interval_ms] = _Interval(
+                    cursor=self.doc.version, event_cursor=self._event_number
+                )
+            interval.groups += 1
+            self._set_group_gauge()
+        group.members[member] = state
+
+    def _leave(self, member: M, state: _MemberState) -> None:
+        group = self._groups[state.key]
+        del group.members[member]
+        if group.members:
+            return
+        del self._groups[state.key]
+        interval = self._intervals[state.key.interval_ms]
+        interval.groups -= 1
+        if interval.groups == 0:
+            del self._intervals[state.key.interval_ms]
+            self._trim_events()
+        self._set_group_gauge()
+
+    # --- events ----------------------------------------------------------------------------
+
+    def publish_event(self, channel: str, data: Mapping[str, Any]) -> None:
+        """Queue an event for every group subscribed to ``events`` (sent at their next flush).
+
+        ``data`` is copied through JSON (so later changes by the caller do not show, and
+        anything that is not JSON data is rejected here with :class:`ValueError`, not at a
+        flush). Nothing is kept when no interval is scheduled. The log is capped at
+        ``max_pending_events``; the oldest are dropped (and counted) beyond it.
+        """
+        if not self._intervals:
+            return
+        try:
+            copy = orjson.loads(orjson.dumps(data))
+        except TypeError as exc:
+            raise ValueError(f"event on {channel!r}: data is not JSON data: {exc}") from None
+        if not isinstance(copy, dict):
+            raise ValueError(f"event on {channel!r}: data must be an object")
+        self._event_number += 1
+        self._events.append(_Event(self._event_number, channel, copy, self.clock.wall_ms()))
+        while len(self._events) > self.max_pending_events:
+            self._events.popleft()
+            if self.metrics is not None:
+                self.metrics.events_dropped.inc()
+
+    def _trim_events(self) -> None:
+        if not self._intervals:
+            self._events.clear()
+            return
+        oldest = min(i.event_cursor for i in self._intervals.values())
+        while self._events and self._events[0].number <= oldest:
+            self._events.popleft()
+
+    # --- flush -----------------------------------------------------------------------------
+
+    def flush(self, interval_ms: int) -> Flush[M]:
+        """Decide every write of one flush of ``interval_ms`` (see the module doc)."""
+        interval = self._intervals.get(interval_ms)
+        version = self.doc.version
+        result: Flush[M] = Flush(interval_ms, version)
+        if interval is None:
+            return result
+        now = self.clock.monotonic()
+        ts = self.clock.wall_ms()
+        changes: Any = None
+        horizon_lost = False
+        catch_ups: dict[int, Any] = {}
+        if version != interval.cursor:
+            changes = self.doc.changes_since(interval.cursor)
+            horizon_lost = changes is None
+            catch_ups[interval.cursor] = changes
+        interval.cursor = version
+        events = [e for e in self._events if e.number > interval.event_cursor]
+        interval.event_cursor = self._event_number
+        self._trim_events()
+
+        for group in [g for g in self._groups.values() if g.key.interval_ms == interval_ms]:
+            active, joiners, resumers = self._sort_members(group, now, horizon_lost, result)
+            if active:
+                self._send_group_messages(group, events, changes, ts, tuple(active), result)
+            if joiners:
+                self._send_snapshot(group, ts, tuple(joiners), result)
+            for since, members in resumers.items():
+                self._send_catch_up(group, since, tuple(members), ts, catch_ups, result)
+        if self.metrics is not None:
+            self.metrics.flushes.labels(str(interval_ms)).inc()
+            self.metrics.snapshot_encodes_per_flush.observe(result.snapshot_encodes)
+            self.metrics.state_version.set(version)
+        return result
+
+    def _sort_members(
+        self, group: _Group[M], now: float, horizon_lost: bool, result: Flush[M]
+    ) -> tuple[list[M], list[M], dict[int, list[M]]]:
+        active: list[M] = []
+        joiners: list[M] = []
+        resumers: dict[int, list[M]] = {}
+        for member, state in list(group.members.items()):
+            buffered = member.buffered()
+            if state.phase is Phase.LAGGING:
+                if buffered > self.low_water:
+                    if now - state.lag_started >= self.lag_timeout:
+                        result.lagged_out.append(member)
+                        self.remove(member)
+                        if self.metrics is not None:
+                            self.metrics.lag_closes.inc()
+                    continue
+                state.phase = Phase.JOINING
+                state.reason = "lag"
+                self._lagging_gauge(-1)
+            elif buffered > self.high_water:
+                state.phase = Phase.LAGGING
+                state.lag_started = now
+                state.since = None
+                self._lagging_gauge(+1)
+                continue
+            if state.phase is Phase.ACTIVE and horizon_lost:
+                state.phase = Phase.JOINING
+                state.reason = "horizon"
+            if state.phase is Phase.ACTIVE:
+                active.append(member)
+                continue
+            since, epoch = state.since, state.epoch
+            state.since = state.epoch = None
+            state.phase = Phase.ACTIVE
+            if (
+                since is not None
+                and epoch == self.epoch
+                and self.doc.floor <= since <= self.doc.version
+            ):
+                resumers.setdefault(since, []).append(member)
+                continue
+            joiners.append(member)
+            if self.metrics is not None:
+                if since is not None:
+                    self.metrics.resumes.labels("snapshot").inc()
+                elif state.reason is not None:
+                    self.metrics.resyncs.labels(state.reason).inc()
+            state.reason = None
+        return active, joiners, resumers
+
+    def _send_group_messages(
+        self,
+        group: _Group[M],
+        events: list[_Event],
+        changes: Any,
+        ts: int,
+        members: tuple[M, ...],
+        result: Flush[M],
+    ) -> None:
+        key = group.key
+        text = key.fmt == "json"
+        if key.events:
+            for event in events:
+                started = time.perf_counter()
+                payload = event_message(
+                    key.fmt, group.seq + 1, event.timestamp_ms, event.channel, event.data
+                )
+                group.seq += 1
+                self._observe(key.fmt, "event", started, payload)
+                result.deliveries.append(Delivery("event", payload, text, members))
+        if changes is not None:
+            started = time.perf_counter()
+            update = changes.encode(key.fmt, key.diff, key.channels, group.seq + 1, ts)
+            if update is not None:
+                group.seq += 1
+                self._observe(key.fmt, "update", started, update)
+                result.deliveries.append(Delivery("update", update, text, members))
+
+    def _send_snapshot(
+        self, group: _Group[M], ts: int, members: tuple[M, ...], result: Flush[M]
+    ) -> None:
+        key = group.key
+        started = time.perf_counter()
+        snapshot = self.doc.encode_snapshot(key.fmt, key.channels, group.seq, self.epoch, ts)
+        self._observe(key.fmt, "snapshot", started, snapshot)
+        result.snapshot_encodes += 1
+        if self.metrics is not None:
+            self.metrics.snapshot_encodes.inc()
+        result.deliveries.append(Delivery("snapshot", snapshot, key.fmt == "json", members))
+
+    def _send_catch_up(
+        self,
+        group: _Group[M],
+        since: int,
+        members: tuple[M, ...],
+        ts: int,
+        catch_ups: dict[int, Any],
+        result: Flush[M],
+    ) -> None:
+        """One catch-up update for the group's members resuming from ``since``."""
+        key = group.key
+        if since not in catch_ups:
+            catch_ups[since] = self.doc.changes_since(since) if since != self.doc.version else None
+        changes = catch_ups[since]
+        started = time.perf_counter()
+        payload = None
+        if changes is not None:
+            payload = changes.encode(key.fmt, key.diff, key.channels, group.seq, ts)
+        if payload is None:
+            payload = empty_update(key.fmt, key.diff, group.seq, self.doc.version, ts)
+        self._observe(key.fmt, "update", started, payload)
+        result.deliveries.append(Delivery("update", payload, key.fmt == "json", members))
+        if self.metrics is not None:
+            self.metrics.resumes.labels("catch_up").inc(len(members))
+
+    def _observe(self, fmt: str, kind: str, started: float, payload: bytes) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.serialization.labels(fmt, kind).observe(time.perf_counter() - started)
+        self.metrics.message_size.labels(fmt, kind).observe(len(payload))
+
+    def _lagging_gauge(self, delta: int) -> None:
+        if self.metrics is not None:
+            self.metrics.lagging_clients.inc(delta)
+
+    def _set_group_gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.groups.set(len(self._groups))

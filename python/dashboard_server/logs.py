@@ -1,0 +1,55 @@
+"""Structured logs: one JSON object per line on stderr.
+
+Each record carries ``ts`` (RFC 3339 UTC, milliseconds), ``level``, ``logger``, ``msg`` and any
+``extra={...}`` fields given at the call site; exceptions add ``exc``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Final, TextIO
+
+import orjson
+
+from dashboard_server.protocol import rfc3339_ms
+
+__all__ = ["JsonFormatter", "configure_logging"]
+
+_STANDARD: Final = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as a single JSON line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The JSON line for ``record``."""
+        entry: dict[str, Any] = {
+            "ts": rfc3339_ms(int(record.created * 1000)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str, stream: TextIO | None = None) -> None:
+    """Send every log record, as JSON lines, to ``stream`` (stderr) at ``level``.
+
+    The ``websockets`` library's own loggers are kept at WARNING unless ``level`` is debug.
+    """
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("websockets").setLevel(
+        logging.DEBUG if level.lower() == "debug" else logging.WARNING
+    )

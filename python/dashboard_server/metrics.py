@@ -1,0 +1,152 @@
+"""Prometheus metrics of one server instance, in a registry of its own.
+
+Each :class:`ServerMetrics` owns a :class:`~prometheus_client.CollectorRegistry`, so several
+servers (tests start many in one process) never share or clash. ``/metrics`` renders it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["ServerMetrics"]
+
+_SIZE_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+_SECONDS_BUCKETS = (
+    0.00001,
+    0.00005,
+    0.0001,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+_COUNT_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64)
+
+
+class ServerMetrics:
+    """Every metric the server exports (names under ``dashboard_``)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connected_clients = Gauge(
+            "dashboard_connected_clients",
+            "WebSocket clients connected, by tier.",
+            ["type"],
+            registry=r,
+        )
+        self.active_connections = Gauge(
+            "dashboard_active_connections",
+            "Open WebSocket connections (all tiers, lagging ones included).",
+            registry=r,
+        )
+        self.messages_sent = Counter(
+            "dashboard_messages_sent",
+            "Messages written to clients, by message type.",
+            ["type"],
+            registry=r,
+        )
+        self.bytes_sent = Counter(
+            "dashboard_bytes_sent",
+            "Payload bytes written to clients, by format.",
+            ["format"],
+            registry=r,
+        )
+        self.messages_received = Counter(
+            "dashboard_messages_received",
+            "Client messages received, by type (invalid: could not be used).",
+            ["type"],
+            registry=r,
+        )
+        self.broadcast_latency = Histogram(
+            "dashboard_broadcast_latency_seconds",
+            "From a flush's scheduled time to the end of its writes.",
+            registry=r,
+            buckets=_SECONDS_BUCKETS,
+        )
+        self.serialization = Histogram(
+            "dashboard_serialization_seconds",
+            "Time to encode one message, by format and message type.",
+            ["format", "type"],
+            registry=r,
+            buckets=_SECONDS_BUCKETS,
+        )
+        self.message_size = Histogram(
+            "dashboard_message_size_bytes",
+            "Size of encoded messages, by format and type.",
+            ["format", "type"],
+            registry=r,
+            buckets=_SIZE_BUCKETS,
+        )
+        self.subscriptions = Gauge(
+            "dashboard_subscriptions",
+            "Connections subscribed to each channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.groups = Gauge(
+            "dashboard_groups",
+            "Groups (interval, format, channels, diff form) with at least one member.",
+            registry=r,
+        )
+        self.lagging_clients = Gauge(
+            "dashboard_lagging_clients",
+            "Clients skipped because their write buffer is above the high-water mark.",
+            registry=r,
+        )
+        self.resyncs = Counter(
+            "dashboard_resyncs",
+            "Snapshots sent to already connected clients, by reason "
+            "(refresh, subscription, lag, horizon).",
+            ["reason"],
+            registry=r,
+        )
+        self.resumes = Counter(
+            "dashboard_resumes",
+            "Reconnects with since/epoch, by outcome (catch_up, snapshot).",
+            ["outcome"],
+            registry=r,
+        )
+        self.lag_closes = Counter(
+            "dashboard_lag_closes",
+            "Clients closed because they stayed lagging too long.",
+            registry=r,
+        )
+        self.bad_message_closes = Counter(
+            "dashboard_bad_message_closes",
+            "Clients closed because they kept sending unusable messages.",
+            registry=r,
+        )
+        self.snapshot_encodes = Counter(
+            "dashboard_snapshot_encodes", "Snapshot messages encoded.", registry=r
+        )
+        self.snapshot_encodes_per_flush = Histogram(
+            "dashboard_snapshot_encodes_per_flush",
+            "Snapshots encoded in one flush (one per group with joiners).",
+            registry=r,
+            buckets=_COUNT_BUCKETS,
+        )
+        self.flushes = Counter(
+            "dashboard_flushes", "Flushes run, by interval.", ["interval_ms"], registry=r
+        )
+        self.events_dropped = Counter(
+            "dashboard_events_dropped",
+            "Events dropped because the pending event log was full.",
+            registry=r,
+        )
+        self.state_version = Gauge(
+            "dashboard_state_version", "Current version of the state document.", registry=r
+        )
+        self.ingest_errors = Counter(
+            "dashboard_ingest_errors", "Ingest ops rejected by the engine.", registry=r
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,312 @@
+"""The server: state document, hub, fan-out, HTTP and WebSocket on one port, and its lifecycle.
+
+:class:`DashboardServer` is used the same way by the CLI and by tests (in-process, ``port=0``)::
+
+    server = DashboardServer(config)
+    await server.start()          # listening; server.port is the bound port
+    ...                           # server.sink (the server itself) takes ingest ops and events
+    await server.shutdown()       # health 503, clients closed with 1001, everything stopped
+
+It is also the :class:`~dashboard_server.sink.StateSink` the feeds write into: state ops go to
+the engine's ``StateDoc``, events to the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import CloseCode
+
+from dashboard_server.config import Config, ConfigError
+from dashboard_server.engine import Engine, load_engine
+from dashboard_server.fanout import Fanout, Peer
+from dashboard_server.http import HttpFront
+from dashboard_server.hub import Clock, Hub, SystemClock
+from dashboard_server.metrics import ServerMetrics
+from dashboard_server.protocol import (
+    CLOSE_GOING_AWAY,
+    EVENT_CHANNELS,
+    ConnectParams,
+    parse_connect_query,
+)
+from dashboard_server.session import Session, close_within
+from dashboard_server.web import static_response
+
+__all__ = ["DashboardServer"]
+
+log = logging.getLogger(__name__)
+
+
+class DashboardServer:
+    """One running instance (see the module doc). Not reusable after :meth:`shutdown`."""
+
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = ServerMetrics()
+        self.engine: Engine = load_engine(config.engine)
+        self.doc: Any = self.engine.StateDoc(
+            sections=config.sections, max_tombstones=config.max_tombstones
+        )
+        self.epoch = uuid.uuid4().hex[:16]
+        self.hub: Hub[Peer] = Hub(
+            self.doc,
+            epoch=self.epoch,
+            sections=config.sections,
+            clock=self.clock,
+            high_water=config.write_buffer_high,
+            low_water=config.write_buffer_low,
+            lag_timeout=config.lag_timeout_s,
+            max_pending_events=config.max_pending_events,
+            metrics=self.metrics,
+        )
+        self.fanout = Fanout(self.hub, self.metrics)
+        self.http = HttpFront(
+            parse_params=self._parse_params,
+            health=self.health,
+            metrics=self._render_metrics,
+            accepting=lambda: not self._shutting_down,
+            static=static_response,
+        )
+        self._ws: Server | None = None
+        self._sessions: set[Session] = set()
+        self._shutting_down = False
+        self._stopped = asyncio.Event()
+        self._feed_stop = asyncio.Event()
+        self._feed_task: asyncio.Task[None] | None = None
+        self._started_at = time.monotonic()
+        self.feed_name = "none"
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the port, start the feed (demo unless Redis is configured) and serve."""
+        if self.config.redis_url is not None:
+            raise ConfigError(
+                "redis_url: Redis ingest is not available in this build yet; unset it to run "
+                "the demo feed"
+            )
+        ping_interval = self.config.ping_interval_s or None
+        self._ws = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self.http,
+            compression="deflate" if self.config.compression else None,
+            max_size=self.config.max_message_size,
+            ping_interval=ping_interval,
+            ping_timeout=self.config.ping_timeout_s or None,
+            close_timeout=self.config.close_timeout_s,
+            server_header=None,
+        )
+        self._started_at = time.monotonic()
+        if self.config.demo:
+            self.start_demo_feed()
+        log.info(
+            "listening",
+            extra={
+                "host": self.config.host,
+                "port": self.port,
+                "engine": self.engine.name,
+                "epoch": self.epoch,
+                "feed": self.feed_name,
+            },
+        )
+
+    def start_demo_feed(self, *, rate: float | None = None) -> None:
+        """Run the built-in demo feed into this server (``rate``: steps/s, default config)."""
+        from dashboard_server.demo import DemoFeed
+
+        feed = DemoFeed(
+            self,
+            symbols=self.config.demo_symbols,
+            updates_per_second=rate or self.config.demo_rate,
+            seed=self.config.demo_seed,
+        )
+        self._feed_stop = asyncio.Event()
+        self._feed_task = asyncio.get_running_loop().create_task(self._run_feed(feed.run))
+        self.feed_name = "demo"
+
+    async def _run_feed(self, run: Any) -> None:
+        try:
+            await run(self._feed_stop)
+        except Exception:
+            log.exception("feed failed", extra={"feed": self.feed_name})
+
+    async def stop_feed(self) -> None:
+        """Stop the feed and wait for it (the state stays as it is)."""
+        self._feed_stop.set()
+        if self._feed_task is not None:
+            await self._feed_task
+            self._feed_task = None
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful with ``port=0``)."""
+        if self._ws is None:
+            raise RuntimeError("server not started")
+        return int(self._ws.sockets[0].getsockname()[1])
+
+    @property
+    def shutting_down(self) -> bool:
+        """True from the start of :meth:`shutdown` on."""
+        return self._shutting_down
+
+    def request_shutdown(self) -> None:
+        """Start :meth:`shutdown` in the background (signal handlers call this)."""
+        if not self._shutting_down:
+            asyncio.get_running_loop().create_task(self.shutdown())
+
+    async def wait_stopped(self) -> None:
+        """Return once :meth:`shutdown` has finished."""
+        await self._stopped.wait()
+
+    async def shutdown(self) -> None:
+        """Stop gracefully: health 503 and new ``/ws`` refused, then after ``shutdown_grace_s``
+        every client is closed with 1001 (aborted after ``close_timeout_s``), then the listener.
+        """
+        if self._shutting_down:
+            await self._stopped.wait()
+            return
+        self._shutting_down = True
+        log.info("shutting down", extra={"clients": len(self._sessions)})
+        try:
+            if self.config.shutdown_grace_s > 0:
+                await asyncio.sleep(self.config.shutdown_grace_s)
+            await self.stop_feed()
+            await self.fanout.stop()
+            await asyncio.gather(
+                *(
+                    close_within(
+                        s.connection,
+                        CLOSE_GOING_AWAY,
+                        "server shutting down",
+                        self.config.close_timeout_s,
+                    )
+                    for s in list(self._sessions)
+                )
+            )
+            if self._ws is not None:
+                # also closes (1001) any connection that slipped in while clients were closed
+                self._ws.close(close_connections=True, code=CLOSE_GOING_AWAY)
+                with contextlib.suppress(TimeoutError):  # normally immediate: all are closed
+                    await asyncio.wait_for(self._ws.wait_closed(), 1.0)
+        finally:
+            self._stopped.set()
+            log.info("stopped")
+
+    # --- connections -----------------------------------------------------------------------
+
+    def _parse_params(self, query: str) -> ConnectParams:
+        return parse_connect_query(
+            query,
+            sections=self.config.sections,
+            tier_intervals=self.config.tier_intervals(),
+            min_interval_ms=self.config.min_interval_ms,
+            max_interval_ms=self.config.max_interval_ms,
+        )
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        params = self.http.take_params(connection)
+        if params is None or self._shutting_down:
+            code, reason = (
+                (CLOSE_GOING_AWAY, "server shutting down")
+                if self._shutting_down
+                else (CloseCode.INTERNAL_ERROR, "no validated parameters")
+            )
+            await close_within(connection, code, reason, self.config.close_timeout_s)
+            return
+        session = Session(
+            connection,
+            params,
+            hub=self.hub,
+            fanout=self.fanout,
+            metrics=self.metrics,
+            config=self.config,
+            clock=self.clock,
+        )
+        self._sessions.add(session)
+        log.debug(
+            "client connected",
+            extra={
+                "remote": str(connection.remote_address),
+                "tier": params.tier,
+                "format": params.fmt,
+                "diff": params.diff,
+                "channels": sorted(params.channels),
+                "interval_ms": params.interval_ms,
+            },
+        )
+        try:
+            await session.run()
+        finally:
+            self._sessions.discard(session)
+            log.debug(
+                "client disconnected",
+                extra={
+                    "remote": str(connection.remote_address),
+                    "close_code": connection.close_code,
+                },
+            )
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """The ``/health`` status code and body."""
+        clients = {"tui": 0, "web": 0}
+        for session in self._sessions:
+            clients[session.params.tier] += 1
+        body = {
+            "status": "shutting_down" if self._shutting_down else "ok",
+            "engine": self.engine.name,
+            "epoch": self.epoch,
+            "version": self.doc.version,
+            "uptime_s": round(time.monotonic() - self._started_at, 3),
+            "clients": clients,
+            "lagging": self.hub.lagging_count(),
+            "groups": self.hub.group_count(),
+            "feed": self.feed_name,
+            "redis": "disabled",
+        }
+        return (503 if self._shutting_down else 200), body
+
+    def _render_metrics(self) -> bytes:
+        self.metrics.state_version.set(self.doc.version)
+        return self.metrics.render()
+
+    # --- StateSink -------------------------------------------------------------------------
+
+    def merge(self, path: str, patch: Any) -> None:
+        """RFC 7386 merge at ``path`` into the state document."""
+        self._ingest(self.doc.merge, path, patch)
+
+    def replace(self, path: str, value: Any) -> None:
+        """Make the value at ``path`` equal to ``value``."""
+        self._ingest(self.doc.replace, path, value)
+
+    def remove(self, path: str) -> None:
+        """Remove the value at ``path``."""
+        try:
+            self.doc.remove(path)
+        except ValueError:
+            self.metrics.ingest_errors.inc()
+            raise
+
+    def publish_event(self, channel: str, data: dict[str, Any]) -> None:
+        """Queue an event for the ``events`` subscribers (sent at their next flush)."""
+        if channel not in EVENT_CHANNELS:
+            raise ValueError(f"unknown event channel {channel!r}")
+        self.hub.publish_event(channel, data)
+
+    def _ingest(self, op: Any, path: str, value: Any) -> None:
+        try:
+            op(path, value)
+        except ValueError:
+            self.metrics.ingest_errors.inc()
+            raise

@@ -1,0 +1,174 @@
+"""One WebSocket connection: reads client messages, answers them, joins the hub.
+
+A :class:`Session` is the hub member of one connection. Its reader loop handles ``subscribe``,
+``unsubscribe``, ``refresh`` and ``ping``; anything else gets an ``error`` reply, and a client
+that keeps sending unusable messages is closed with :data:`~dashboard_server.protocol.
+CLOSE_BAD_MESSAGES`. Replies are written without awaiting and dropped while the connection's
+write buffer is over the cap, so a client can never make the server buffer without bound.
+Closing never awaits a peer that does not read: after ``close_timeout`` the transport is aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.exceptions import ConnectionClosed
+
+from dashboard_server.config import Config
+from dashboard_server.fanout import Fanout, Peer
+from dashboard_server.hub import Clock, Hub
+from dashboard_server.metrics import ServerMetrics
+from dashboard_server.protocol import (
+    CLOSE_BAD_MESSAGES,
+    CLOSE_LAGGING,
+    ConnectParams,
+    MessageError,
+    Ping,
+    Refresh,
+    StrikeCounter,
+    Subscribe,
+    Unsubscribe,
+    error_message,
+    parse_client_message,
+    pong_message,
+)
+
+__all__ = ["Session", "close_within"]
+
+log = logging.getLogger(__name__)
+
+
+async def close_within(
+    connection: ServerConnection, code: int, reason: str, timeout: float
+) -> None:
+    """Close ``connection`` with ``code``; abort the transport if that takes over ``timeout``.
+
+    ``ServerConnection.close`` waits for the write buffer to drain, which never happens with a
+    peer that does not read, so it is bounded here.
+    """
+    try:
+        await asyncio.wait_for(connection.close(code, reason), timeout)
+    except (TimeoutError, OSError):
+        connection.transport.abort()
+
+
+class Session:
+    """The hub member and message handler of one connection (see the module doc)."""
+
+    def __init__(
+        self,
+        connection: ServerConnection,
+        params: ConnectParams,
+        *,
+        hub: Hub[Peer],
+        fanout: Fanout,
+        metrics: ServerMetrics,
+        config: Config,
+        clock: Clock,
+    ) -> None:
+        self._connection = connection
+        self.params = params
+        self.hub = hub
+        self.fanout = fanout
+        self.metrics = metrics
+        self.config = config
+        self.clock = clock
+        self.strikes = StrikeCounter(config.max_bad_messages, config.bad_message_window_s)
+        self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def connection(self) -> ServerConnection:
+        """The WebSocket connection."""
+        return self._connection
+
+    def buffered(self) -> int:
+        """Bytes waiting in the transport's write buffer."""
+        return self._connection.transport.get_write_buffer_size()
+
+    async def run(self) -> None:
+        """Join the hub, handle client messages until the connection closes, then leave."""
+        self.hub.add(self, self.params)
+        self.fanout.sync()
+        self.metrics.active_connections.inc()
+        try:
+            async for message in self._connection:
+                try:
+                    self.handle(message)
+                except Exception:  # a bug must not take the connection (or server) down
+                    log.exception("failed to handle a client message")
+        except ConnectionClosed:
+            pass
+        finally:
+            self.metrics.active_connections.dec()
+            self.hub.remove(self)
+            if self._closing is not None:
+                await self._closing
+
+    def handle(self, data: str | bytes) -> None:
+        """Act on one client message (never raises, never awaits)."""
+        try:
+            message = parse_client_message(data, self.config.sections)
+        except MessageError as exc:
+            self.reject(exc)
+            return
+        if self not in self.hub and not isinstance(message, Ping):
+            return  # being closed (lagged out): nothing to subscribe or refresh any more
+        if isinstance(message, Subscribe):
+            self.metrics.messages_received.labels("subscribe").inc()
+            self.hub.set_channels(self, self.hub.channels_of(self) | message.channels)
+            self.fanout.sync()
+        elif isinstance(message, Unsubscribe):
+            self.metrics.messages_received.labels("unsubscribe").inc()
+            self.hub.set_channels(self, self.hub.channels_of(self) - message.channels)
+            self.fanout.sync()
+        elif isinstance(message, Refresh):
+            self.metrics.messages_received.labels("refresh").inc()
+            self.hub.refresh(self)
+        elif isinstance(message, Ping):
+            try:
+                pong = pong_message(self.params.fmt, message.payload, self.clock.wall_ms())
+            except (TypeError, ValueError) as exc:
+                self.reject(
+                    MessageError(
+                        "bad_message", f"ping payload cannot be echoed in {self.params.fmt}: {exc}"
+                    )
+                )
+                return
+            self.metrics.messages_received.labels("ping").inc()
+            self.reply("pong", pong)
+
+    def reject(self, problem: MessageError) -> None:
+        """Answer an unusable message with ``error``; close a client that keeps doing it."""
+        self.metrics.messages_received.labels("invalid").inc()
+        self.reply("error", error_message(self.params.fmt, problem.code, problem.message))
+        if self.strikes.strike(self.clock.monotonic()):
+            self.metrics.bad_message_closes.inc()
+            log.info(
+                "closing a client that keeps sending bad messages",
+                extra={"remote": str(self._connection.remote_address)},
+            )
+            self.close_soon(CLOSE_BAD_MESSAGES, "too many bad messages")
+
+    def reply(self, kind: str, payload: bytes) -> None:
+        """Write a direct reply (``pong``/``error``) unless the write buffer is over the cap."""
+        if self.buffered() > self.config.write_buffer_high:
+            return
+        broadcast([self._connection], payload, text=self.params.fmt == "json")
+        self.metrics.messages_sent.labels(kind).inc()
+
+    def close_lagging(self) -> None:
+        """Close with :data:`CLOSE_LAGGING` (the hub has already dropped this member)."""
+        log.info(
+            "closing a client that stayed lagging",
+            extra={"remote": str(self._connection.remote_address)},
+        )
+        self.close_soon(CLOSE_LAGGING, "lagging: not reading")
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Start closing with ``code`` in the background (once)."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(
+                close_within(self._connection, code, reason, self.config.close_timeout_s)
+            )
