@@ -10,7 +10,8 @@ DEPS_STAMP := $(VENV)/.deps-installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine redis clean
+.PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine redis \
+	web-test-deps screenshot clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -35,7 +36,14 @@ redis: ## Make sure redis-server is installed (apt-get update once, then install
 	@command -v redis-server >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; }
 	@redis-server --version
 
-test: build redis lint test-rust test-python ## Build, ensure redis-server, lint, run cargo test and the whole pytest suite
+test: build redis web-test-deps lint test-rust test-python ## Build, ensure redis-server and chromium, lint, cargo test, the whole pytest suite
+
+web-test-deps: $(DEPS_STAMP) ## Browser tests' needs: Debian chromium (apt) and playwright (pip; never `playwright install`)
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core; }
+	@$(PY) -c 'import playwright' 2>/dev/null || $(PIP) install -q "playwright>=1.40"
+
+screenshot: build web-test-deps ## Screenshot of the live dashboard (demo feed) in headless Chromium: screenshots/dashboard.png
+	$(PY) tests/web/screenshot.py --out screenshots/dashboard.png
 
 test-rust: ## cargo test: the Rust core on its own, no Python
 	cargo test -q

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -77,7 +78,8 @@ class ServerProcess:
             "--demo-rate", str(rate), "--log-level", "warning", *(extra or []),
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path: Path | None = None
+        # stderr goes to a file, never to a pipe that could fill up and block the server
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as this object
 
     @property
     def ws_url(self) -> str:
@@ -91,20 +93,26 @@ class ServerProcess:
         env = dict(os.environ)
         src = str(ROOT / "python")
         env["PYTHONPATH"] = src + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else src
-        log = open(os.devnull, "wb")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(self.args, env=env, stdout=log, stderr=subprocess.PIPE)
-        log.close()
+        self._log.seek(0)
+        self._log.truncate()
+        self.proc = subprocess.Popen(
+            self.args, env=env, stdout=subprocess.DEVNULL, stderr=self._log
+        )
 
         def up() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {err[-2000:]}")
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()}")
             with contextlib.suppress(OSError):
                 return http_get(self.http_url + "/health", 0.5)[0] == 200
             return False
 
         wait_until(up, timeout, f"the server on port {self.port}")
+
+    def log(self) -> str:
+        """The end of the server's stderr."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-3000:]
 
     def health(self) -> dict[str, Any]:
         _, _, body = http_get(self.http_url + "/health")
@@ -127,8 +135,6 @@ class ServerProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
     def serves_dashboard(self) -> bool:
         """Whether the server itself answers ``/`` with the dashboard page."""
@@ -264,6 +270,11 @@ class Recorder:
         if not data:
             raise AssertionError(f"the recorder had no state at seq {seq}")
         return data
+
+    def first_seq(self) -> int | None:
+        """The oldest seq still recorded (``None`` before the first message)."""
+        with self._lock:
+            return next(iter(self.states), None)
 
     def latest(self) -> tuple[int, dict[str, Any]]:
         with self._lock:

@@ -52,10 +52,11 @@ function nf(dp) {
   }
   return f;
 }
-/** Decimal places needed to show `v` exactly (at most 8). */
+/** Decimal places needed to show `v` exactly (at most 8), ignoring binary noise past 12
+ * significant digits (412.30000000000007 needs 1). */
 function decimalsOf(v) {
   if (typeof v !== "number" || !Number.isFinite(v) || Number.isInteger(v)) return 0;
-  let s = String(Math.abs(v));
+  let s = String(Number(Math.abs(v).toPrecision(12)));
   if (s.includes("e")) s = Math.abs(v).toFixed(10).replace(/0+$/, "");
   const dot = s.indexOf(".");
   return dot < 0 ? 0 : Math.min(8, s.length - dot - 1);
@@ -209,7 +210,7 @@ const orders = new KeyedTable($("t-orders").tBodies[0], [
   { k: "quantity", fmt: (v, it) => qtyText(v, it.symbol) },
   { k: "filled_quantity", flash: true, fmt: (v, it) => qtyText(v, it.symbol) },
   { k: "avg_fill_price", fmt: (v, it) => (isNum(v) ? pxText(v, it.symbol) : "") },
-  { k: "status", l: true, fmt: (v) => text(v).replace("_", " "), cls: (v) => "st-" + v },
+  { k: "status", l: true, fmt: (v) => (v === "partially_filled" ? "partial" : text(v)), cls: (v) => "st-" + v },
   { k: "strategy", l: true, cls: () => "muted" },
 ], {
   newestFirst: true,
@@ -505,7 +506,7 @@ function renderStatus() {
   setText($("m-version"), text(conn.state.version));
   setText($("m-rate"), st === "disconnected" ? "–" : s.updateRate.toFixed(1));
   setText($("m-msgrate"), st === "disconnected" ? "–" : s.messageRate.toFixed(1));
-  setText($("m-rtt"), s.rttMs === null ? "–" : `${s.rttMs.toFixed(0)} ms`);
+  setText($("m-rtt"), s.rttMs === null || conn.status !== "open" ? "–" : `${s.rttMs.toFixed(0)} ms`);
   const t = performance.now();
   if (t - lastBytesAt >= 1000) {
     setText($("m-rx"), `${kb(((s.bytes - lastBytes) * 1000) / (t - lastBytesAt))}/s`);
