@@ -10,7 +10,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine redis \
+.PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine system-deps \
 	web-test-deps screenshot clean
 
 help: ## List the targets
@@ -32,17 +32,22 @@ build: $(DEPS_STAMP) ## Build the Rust engine in release mode into .venv (cached
 run: build ## Build, then serve the live demo on http://127.0.0.1:8080 (no Redis needed)
 	$(VENV)/bin/dashboard-server serve --host $(HOST) --port $(PORT)
 
-redis: ## Make sure redis-server is installed (apt-get update once, then install)
-	@command -v redis-server >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; }
-	@redis-server --version
+system-deps: ## Install the Debian packages the tests use when missing: redis-server, chromium, promtool (one apt-get update)
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium fonts-dejavu-core"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
 
-test: build redis web-test-deps lint test-rust test-python ## Build, ensure redis-server and chromium, lint, cargo test, the whole pytest suite
+test: build system-deps web-test-deps lint test-rust test-python ## Build, ensure redis-server and chromium, lint, cargo test, the whole pytest suite
 
-web-test-deps: $(DEPS_STAMP) ## Browser tests' needs: Debian chromium (apt) and playwright (pip; never `playwright install`)
-	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core; }
+web-test-deps: $(DEPS_STAMP) ## The playwright package for the browser tests (drives Debian's chromium; never `playwright install`)
 	@$(PY) -c 'import playwright' 2>/dev/null || $(PIP) install -q "playwright>=1.40"
 
-screenshot: build web-test-deps ## Screenshot of the live dashboard (demo feed) in headless Chromium: screenshots/dashboard.png
+screenshot: build system-deps web-test-deps ## Screenshot of the live dashboard (demo feed) in headless Chromium: screenshots/dashboard.png
 	$(PY) tests/web/screenshot.py --out screenshots/dashboard.png
 
 test-rust: ## cargo test: the Rust core on its own, no Python
