@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 
 .PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine system-deps \
-	web-test-deps screenshot clean
+	web-test-deps screenshot fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -57,15 +57,15 @@ test-python: ## pytest against both engines (the native one must be built)
 	DASHBOARD_REQUIRE_NATIVE=1 HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest -q
 
 lint: $(DEPS_STAMP) ## ruff, mypy --strict, rustfmt and clippy
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/ruff check python tests benches fuzz
+	$(VENV)/bin/ruff format --check python tests benches fuzz
 	$(VENV)/bin/mypy
 	cargo fmt --check
 	cargo clippy -q --all-targets --features python -- -D warnings
 
 fmt: $(DEPS_STAMP) ## Format Python and Rust sources
-	$(VENV)/bin/ruff format python tests benches
-	$(VENV)/bin/ruff check --fix -q python tests benches || true
+	$(VENV)/bin/ruff format python tests benches fuzz
+	$(VENV)/bin/ruff check --fix -q python tests benches fuzz || true
 	cargo fmt
 
 bench: bench-engine ## Run every benchmark and print the ratios the issues ask for
@@ -74,6 +74,12 @@ bench-engine: build ## Engine benchmarks: native vs pure vs the naive peer path 
 	$(VENV)/bin/pytest benches/bench_engine.py -q -p no:randomly --benchmark-only \
 		--benchmark-json=.benchmarks/engine.json --benchmark-columns=min,median,mean,rounds
 	$(PY) benches/report.py .benchmarks/engine.json
+
+FUZZ_SECONDS ?= 60
+
+fuzz: build ## Fuzz the decoders and the client message parser with atheris for FUZZ_SECONDS (default 60)
+	$(PIP) install -q "atheris>=2.3"
+	corpus=$$(mktemp -d) && $(PY) fuzz/fuzz_decoders.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=4096 $$corpus fuzz/seeds
 
 clean: ## Remove build artefacts and the venv
 	rm -rf target dist $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -1,7 +1,10 @@
 """The ``dashboard-server`` command.
 
 ``dashboard-server serve [flags]`` runs the server until SIGTERM/SIGINT (then shuts down
-gracefully and exits 0); ``dashboard-server watch`` shows a server's live state in the terminal.
+gracefully and exits 0); ``dashboard-server watch`` shows a server's live state in the terminal;
+``dashboard-server publish-demo --redis-url URL`` drives the demo feed into Redis through the
+backends' contract (docs/redis.md); ``dashboard-server loadtest`` measures fan-out with many
+clients (docs/performance.md).
 Every setting of :mod:`dashboard_server.config` has a flag; a bad value stops the start with a
 message naming it (exit status 2).
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 from dashboard_server import __version__
 from dashboard_server.config import CONFIG_ENV, SETTINGS, Config, ConfigError, load_config
 from dashboard_server.engine import EngineUnavailable
+from dashboard_server.loadtest.command import add_loadtest_parser, loadtest_command
 from dashboard_server.logs import configure_logging
 
 __all__ = ["build_parser", "main"]
@@ -28,15 +33,27 @@ log = logging.getLogger("dashboard_server")
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dashboard-server`` command."""
     parser = argparse.ArgumentParser(
-        prog="dashboard-server", description="Real-time state server for trading dashboards."
+        prog="dashboard-server",
+        description="Real-time state server for trading dashboards: Redis state (or a built-in "
+        "demo feed) to WebSocket clients as a snapshot then compact updates.",
+        epilog="`dashboard-server COMMAND --help` lists a command's options. Documentation: "
+        "docs/configuration.md (settings), docs/protocol.md (WebSocket and HTTP), docs/redis.md, "
+        "docs/security.md, docs/operations.md (deployment).",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the version and exit",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
         help="run the server",
-        description="Run the server. Settings: CLI flags > DASHBOARD_* env > YAML file > "
-        "defaults (docs/configuration.md).",
+        description="Run the server until SIGTERM/SIGINT (then close every client with 1001 "
+        "and exit 0). With no settings it serves the live demo feed on http://127.0.0.1:8080 "
+        "(/ dashboard, /ws, /health, /metrics). Settings: CLI flags > DASHBOARD_* env > YAML "
+        "file > defaults (docs/configuration.md); an invalid one exits with status 2.",
     )
     serve.add_argument(
         "--config", metavar="FILE", help=f"YAML settings file (default: ${CONFIG_ENV})"
@@ -56,10 +73,47 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--url", default="ws://127.0.0.1:8080/ws", help="WebSocket URL (%(default)s)"
     )
-    watch.add_argument("--format", choices=("msgpack", "json"), default="msgpack")
-    watch.add_argument("--type", choices=("tui", "web"), default="tui")
+    watch.add_argument(
+        "--format",
+        choices=("msgpack", "json"),
+        default="msgpack",
+        help="message encoding (%(default)s)",
+    )
+    watch.add_argument(
+        "--type",
+        choices=("tui", "web"),
+        default="tui",
+        help="tier, which sets the update interval (%(default)s)",
+    )
     watch.add_argument("--channels", help="comma-separated channels (default: all)")
     watch.add_argument("--duration", type=float, help="stop after this many seconds")
+    watch.add_argument(
+        "--token",
+        default=os.environ.get("DASHBOARD_TOKEN"),
+        help="bearer token for a server with authentication on (default: $DASHBOARD_TOKEN)",
+    )
+    publish = commands.add_parser(
+        "publish-demo",
+        help="drive the demo feed into Redis, as the trading backends would",
+        description="Write the demo feed's items under {section}:{id} and PUBLISH them "
+        "(docs/redis.md), until SIGINT/SIGTERM or --duration.",
+    )
+    publish.add_argument(
+        "--redis-url",
+        default=os.environ.get("DASHBOARD_REDIS_URL") or "redis://127.0.0.1:6379/0",
+        help="Redis URL (default: $DASHBOARD_REDIS_URL or %(default)s)",
+    )
+    publish.add_argument("--symbols", type=int, default=20, help="symbols simulated (%(default)s)")
+    publish.add_argument("--rate", type=float, default=50.0, help="steps per second (%(default)s)")
+    publish.add_argument("--seed", type=int, help="seed of the simulation (default: random)")
+    publish.add_argument(
+        "--format",
+        choices=("json", "msgpack"),
+        default="json",
+        help="payload encoding written to Redis (%(default)s)",
+    )
+    publish.add_argument("--duration", type=float, help="stop after this many seconds")
+    add_loadtest_parser(commands)
     return parser
 
 
@@ -86,6 +140,7 @@ def _watch(args: argparse.Namespace) -> int:
                 type=args.type,
                 channels=channels,
                 duration=args.duration,
+                token=args.token,
             )
         )
     except KeyboardInterrupt:
@@ -96,11 +151,47 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _publish_demo(args: argparse.Namespace) -> None:
+    from dashboard_server.publish import publish_demo
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    publisher = await publish_demo(
+        args.redis_url,
+        symbols=args.symbols,
+        rate=args.rate,
+        seed=args.seed,
+        fmt=args.format,
+        duration=args.duration,
+        stop=stop,
+    )
+    log.info(
+        "publish-demo stopped",
+        extra={
+            "writes": publisher.writes,
+            "events": publisher.events,
+            "failures": publisher.failures,
+        },
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.command == "watch":
         return _watch(args)
+    if args.command == "loadtest":
+        return loadtest_command(args)
+    if args.command == "publish-demo":
+        configure_logging("info")
+        try:
+            asyncio.run(_publish_demo(args))
+        except ValueError as exc:
+            print(f"dashboard-server publish-demo: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     cli = {s.name: getattr(args, s.name) for s in SETTINGS}
     try:
         config = load_config(cli=cli, config_file=args.config)

@@ -219,6 +219,8 @@ class ClientState:
         self.epoch: str | None = None
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
         """The newest event messages, oldest first."""
+        self.recent_events: list[dict[str, Any]] = []
+        """The recent events sent after the last snapshot (``events`` message), oldest first."""
         self.awaiting_snapshot = True
         """True until a snapshot arrives, and again after a gap: updates are ignored meanwhile."""
         self.gaps = 0
@@ -243,6 +245,8 @@ class ClientState:
         """Apply one decoded server message and say what happened."""
         kind = msg.get("type")
         if kind not in GROUP_TYPES:
+            if kind == "events" and isinstance(msg.get("events"), list):
+                self.recent_events = msg["events"]
             return Outcome.CONTROL
         seq = msg.get("seq")
         if not isinstance(seq, int):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,6 +57,15 @@ class Config:
     log_level: str = "info"
     engine: str | None = None
     redis_url: str | None = None
+    redis_reload_interval_s: float = 30.0
+    redis_health_interval_s: float = 1.0
+    redis_health_timeout_s: float = 2.0
+    redis_backoff_initial_s: float = 0.1
+    redis_backoff_max_s: float = 5.0
+    history_sections: tuple[str, ...] = ("market_data",)
+    history_interval_s: float = 1.0
+    history_size: int = 1000
+    events_kept: int = 100
     sections: tuple[str, ...] = DEFAULT_SECTIONS
     demo: bool = True
     demo_symbols: int = 20
@@ -78,6 +88,16 @@ class Config:
     max_tombstones: int = 100_000
     max_pending_events: int = 10_000
     compression: bool = False
+    auth_tokens: tuple[str, ...] = field(default=(), repr=False)
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_leeway_s: float = 30.0
+    metrics_auth: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    max_connections: int = 10_000
+    max_connections_per_address: int = 1_000
+    max_message_rate: float = 20.0
+    message_burst: int = 40
+    open_timeout_s: float = 10.0
 
     def tier_intervals(self) -> dict[str, int]:
         """The default interval of each tier, in milliseconds."""
@@ -140,6 +160,10 @@ def _sections(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(","))
 
 
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _str(text: str) -> str:
     return text.strip()
 
@@ -152,6 +176,30 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "engine", _opt_str, "Diff engine: native or pure (default native, pure fallback).", "NAME"
     ),
     Setting("redis_url", _opt_str, "Redis URL; unset: run the built-in demo feed.", "URL"),
+    Setting(
+        "redis_reload_interval_s",
+        _float,
+        "Period of the safety-net reload of the state from Redis (0: only on reconnect).",
+        "S",
+    ),
+    Setting("redis_health_interval_s", _float, "PING Redis this often (s).", "S"),
+    Setting(
+        "redis_health_timeout_s",
+        _float,
+        "A PING pending with nothing received (or any Redis socket operation) this long: stalled.",
+        "S",
+    ),
+    Setting("redis_backoff_initial_s", _float, "First reconnect delay to Redis (s).", "S"),
+    Setting("redis_backoff_max_s", _float, "Longest reconnect delay to Redis (s).", "S"),
+    Setting(
+        "history_sections",
+        _list,
+        "Comma-separated sections whose items' numeric fields are recorded (empty: none).",
+        "LIST",
+    ),
+    Setting("history_interval_s", _float, "History sampling interval (s).", "S"),
+    Setting("history_size", _int, "History points kept per series (and largest limit).", "N"),
+    Setting("events_kept", _int, "Recent events sent to a joining client (0: none).", "N"),
     Setting("sections", _sections, "Comma-separated state sections (the channels).", "LIST"),
     Setting("demo", _bool, "Run the demo feed when no Redis URL is set.", "BOOL"),
     Setting("demo_symbols", _int, "Symbols simulated by the demo feed.", "N"),
@@ -196,9 +244,40 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         "compression",
         _bool,
-        "permessage-deflate (costs one compression per client per message).",
+        "permessage-deflate, without context takeover: one compression per group and message.",
         "BOOL",
     ),
+    Setting(
+        "auth_tokens",
+        _list,
+        "Comma-separated static bearer tokens (16+ characters); with jwt_secret, setting "
+        "either turns authentication on.",
+        "LIST",
+    ),
+    Setting("jwt_secret", _opt_str, "HS256 secret of accepted JWTs (32+ bytes).", "SECRET"),
+    Setting("jwt_leeway_s", _float, "Clock skew tolerated on JWT exp/nbf (s).", "S"),
+    Setting("metrics_auth", _bool, "Require a token with the metrics scope on /metrics.", "BOOL"),
+    Setting(
+        "allowed_origins",
+        _list,
+        "Comma-separated exact Origin allow-list for /ws (unset: any origin).",
+        "LIST",
+    ),
+    Setting("max_connections", _int, "WebSocket connections in all (more: 503).", "N"),
+    Setting(
+        "max_connections_per_address",
+        _int,
+        "WebSocket connections per client address (more: 429).",
+        "N",
+    ),
+    Setting(
+        "max_message_rate",
+        _float,
+        "Client messages per second per connection, sustained (faster: close 4029).",
+        "N",
+    ),
+    Setting("message_burst", _int, "Client messages a connection may send at once.", "N"),
+    Setting("open_timeout_s", _float, "Time allowed for a whole opening handshake (s).", "S"),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -254,9 +333,14 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _from_file(name: str, raw: Any, path: str | Path) -> Any:
     where = f"{name} in {path}"
-    if name == "sections" and isinstance(raw, list):
+    if name in (
+        "sections",
+        "auth_tokens",
+        "allowed_origins",
+        "history_sections",
+    ) and isinstance(raw, list):
         if not all(isinstance(item, str) for item in raw):
-            raise ConfigError(f"{where}: expected a list of section names")
+            raise ConfigError(f"{where}: expected a list of strings")
         return tuple(raw)
     if raw is None:
         return None
@@ -270,6 +354,32 @@ def _parse(setting: Setting, text: str, where: str) -> Any:
         return setting.parse(text)
     except ValueError as exc:
         raise ConfigError(f"{where}: invalid value {text!r} ({exc})") from None
+
+
+def _validate_redis_and_history(
+    config: Config, history_given: bool, fail: Callable[[str, str], ConfigError]
+) -> None:
+    """The rules of the Redis ingest and history settings (the default ``history_sections``
+    may name a section that is not configured: it is then just not recorded)."""
+    for name in (
+        "redis_health_interval_s",
+        "redis_health_timeout_s",
+        "redis_backoff_initial_s",
+        "redis_backoff_max_s",
+        "history_size",
+    ):
+        if getattr(config, name) <= 0:
+            raise fail(name, f"must be > 0, got {getattr(config, name)}")
+    for name in ("redis_reload_interval_s", "events_kept"):
+        if getattr(config, name) < 0:
+            raise fail(name, f"must be >= 0, got {getattr(config, name)}")
+    if config.history_interval_s < 0.001:
+        raise fail("history_interval_s", f"must be >= 0.001, got {config.history_interval_s}")
+    if config.redis_backoff_initial_s > config.redis_backoff_max_s:
+        raise fail("redis_backoff_initial_s", "must not exceed redis_backoff_max_s")
+    for section in config.history_sections if history_given else ():
+        if section not in config.sections:
+            raise fail("history_sections", f"{section!r} is not one of the sections")
 
 
 def _validate(config: Config, sources: Mapping[str, str]) -> Config:
@@ -310,18 +420,57 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
         "max_bad_messages",
         "max_tombstones",
         "max_pending_events",
+        "max_connections",
+        "max_connections_per_address",
+        "message_burst",
     )
     for name in positive:
         if getattr(config, name) <= 0:
             raise fail(name, f"must be > 0, got {getattr(config, name)}")
-    for name in ("demo_rate", "lag_timeout_s", "bad_message_window_s", "close_timeout_s"):
+    for name in (
+        "demo_rate",
+        "lag_timeout_s",
+        "bad_message_window_s",
+        "close_timeout_s",
+        "max_message_rate",
+        "open_timeout_s",
+    ):
         if getattr(config, name) <= 0:
             raise fail(name, f"must be > 0, got {getattr(config, name)}")
-    for name in ("ping_interval_s", "ping_timeout_s", "shutdown_grace_s", "write_buffer_low"):
+    for name in (
+        "ping_interval_s",
+        "ping_timeout_s",
+        "shutdown_grace_s",
+        "write_buffer_low",
+        "jwt_leeway_s",
+    ):
         if getattr(config, name) < 0:
             raise fail(name, f"must be >= 0, got {getattr(config, name)}")
+    _validate_redis_and_history(config, "history_sections" in sources, fail)
     if config.min_interval_ms > config.max_interval_ms:
         raise fail("min_interval_ms", "must not exceed max_interval_ms")
     if config.write_buffer_low >= config.write_buffer_high:
         raise fail("write_buffer_low", "must be below write_buffer_high")
+    _validate_security(config, fail)
     return dataclasses.replace(config, log_level=config.log_level.lower())
+
+
+_ORIGIN: Final = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
+
+
+def _validate_security(config: Config, fail: Callable[[str, str], ConfigError]) -> None:
+    """The rules of the auth, origin and limit settings (never echoing a secret)."""
+    for token in config.auth_tokens:
+        if len(token) < 16 or any(c.isspace() or c == "," for c in token):
+            raise fail("auth_tokens", "each token needs 16+ characters, no spaces or commas")
+    if config.jwt_secret is not None and len(config.jwt_secret.encode()) < 32:
+        raise fail("jwt_secret", "must be at least 32 bytes (HS256 key size)")
+    if config.metrics_auth and not (config.auth_tokens or config.jwt_secret):
+        raise fail("metrics_auth", "needs auth_tokens or jwt_secret")
+    for origin in config.allowed_origins:
+        if origin != "null" and not _ORIGIN.fullmatch(origin):
+            raise fail(
+                "allowed_origins",
+                f"expected scheme://host[:port] (no path, no trailing slash) or null, "
+                f"got {origin!r}",
+            )

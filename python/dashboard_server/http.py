@@ -1,5 +1,5 @@
-"""Plain HTTP on the WebSocket port: ``/health``, ``/metrics``, the dashboard's static files and
-the ``/ws`` gatekeeper.
+"""Plain HTTP on the WebSocket port: ``/health``, ``/metrics``, ``/api/v1/history``, the
+dashboard's static files and the ``/ws`` gatekeeper.
 
 :class:`HttpFront` is the ``process_request`` hook of ``websockets.asyncio.server.serve``: it
 answers the HTTP endpoints itself and checks the ``/ws`` query before the upgrade (400 with a
@@ -12,8 +12,8 @@ from __future__ import annotations
 import email.utils
 import http
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -21,7 +21,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from dashboard_server.auth import redact
 from dashboard_server.protocol import ConnectParams, ParamError
+
+if TYPE_CHECKING:
+    from dashboard_server.limits import Gate
 
 __all__ = ["HttpFront", "http_response"]
 
@@ -53,25 +57,38 @@ class HttpFront:
         metrics: Callable[[], bytes],
         accepting: Callable[[], bool],
         static: Callable[[str], tuple[int, str, bytes] | None] | None = None,
+        gate: Gate | None = None,
+        history: Callable[[str], Awaitable[tuple[int, dict[str, Any]]]] | None = None,
     ) -> None:
         self._parse_params = parse_params
         self._health = health
         self._metrics = metrics
         self._accepting = accepting
         self._static = static
+        self._gate = gate
+        self._history = history
         # weak: a request that passed here but failed the upgrade leaves nothing behind
         self._params: weakref.WeakKeyDictionary[ServerConnection, ConnectParams] = (
             weakref.WeakKeyDictionary()
         )
 
-    def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
-        """The ``process_request`` hook: a response, or ``None`` to go on with the upgrade."""
+    def __call__(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response] | None:
+        """The ``process_request`` hook: a response (awaitable for the history, which may read
+        Redis), or ``None`` to go on with the upgrade."""
         url = urlsplit(request.path)
+        if self._gate is not None:  # origin and credentials (docs/security.md)
+            refused = self._gate.check(connection, request, url.path, url.query)
+            if refused is not None:
+                return refused
         if url.path == "/health":
             status, body = self._health()
             return http_response(status, body)
         if url.path == "/metrics":
             return http_response(200, self._metrics(), "text/plain; version=0.0.4; charset=utf-8")
+        if url.path == "/api/v1/history" and self._history is not None:
+            return self._history_response(url.query)
         if url.path != "/ws":
             found = self._static(request.path) if self._static is not None else None
             if found is not None:
@@ -87,10 +104,20 @@ class HttpFront:
         except ParamError as exc:
             return http_response(
                 400,
-                {"error": "bad_parameter", "parameter": exc.parameter, "message": str(exc)},
+                {"error": "bad_parameter", "parameter": exc.parameter, "message": redact(str(exc))},
             )
+        if self._gate is not None:  # allowed channels, connection limits
+            admitted = self._gate.admit(connection, params, url.query)
+            if isinstance(admitted, Response):
+                return admitted
+            params = admitted
         self._params[connection] = params
         return None
+
+    async def _history_response(self, query: str) -> Response:
+        assert self._history is not None
+        status, body = await self._history(query)
+        return http_response(status, body)
 
     def take_params(self, connection: ServerConnection) -> ConnectParams | None:
         """The parameters validated for ``connection`` (once), ``None`` if there are none."""

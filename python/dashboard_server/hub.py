@@ -15,6 +15,8 @@ The rules (docs/protocol.md, "Sequence rule"):
 * A member that joins (connect, refresh, subscription change, recovery after lagging, horizon
   loss) gets a snapshot at its group's next flush, carrying the group's seq after that flush's
   messages; one snapshot encode per group per flush serves every joiner.
+* A joiner subscribed to ``events`` also gets, right after its snapshot, one seq-less ``events``
+  message with the last ``events_kept`` events (oldest first), encoded once per group per flush.
 * A resuming member (``since``/``epoch``) gets instead one catch-up ``update`` with the changes
   since its version, when the epoch matches and the version is within the horizon.
 * Before anything is written to a member, its write buffer is checked: above ``high_water`` it is
@@ -42,6 +44,7 @@ from dashboard_server.protocol import (
     Tier,
     empty_update,
     event_message,
+    recent_events_message,
 )
 
 __all__ = ["Clock", "Delivery", "Flush", "GroupKey", "Hub", "Member", "Phase", "SystemClock"]
@@ -173,6 +176,7 @@ class Hub(Generic[M]):
         low_water: int,
         lag_timeout: float,
         max_pending_events: int = 10_000,
+        events_kept: int = 0,
         metrics: ServerMetrics | None = None,
     ) -> None:
         self.doc = doc
@@ -188,6 +192,7 @@ class Hub(Generic[M]):
         self._groups: dict[GroupKey, _Group[M]] = {}
         self._intervals: dict[int, _Interval] = {}
         self._events: deque[_Event] = deque()
+        self._recent: deque[_Event] = deque(maxlen=events_kept)
         self._event_number = 0
 
     # --- membership ------------------------------------------------------------------------
@@ -322,10 +327,11 @@ class Hub(Generic[M]):
 
         ``data`` is copied through JSON (so later changes by the caller do not show, and
         anything that is not JSON data is rejected here with :class:`ValueError`, not at a
-        flush). Nothing is kept when no interval is scheduled. The log is capped at
-        ``max_pending_events``; the oldest are dropped (and counted) beyond it.
+        flush). The last ``events_kept`` are kept for joiners; nothing is queued when no interval
+        is scheduled. The log is capped at ``max_pending_events``; the oldest are dropped (and
+        counted) beyond it.
         """
-        if not self._intervals:
+        if not self._intervals and not self._recent.maxlen:
             return
         try:
             copy = orjson.loads(orjson.dumps(data))
@@ -334,7 +340,12 @@ class Hub(Generic[M]):
         if not isinstance(copy, dict):
             raise ValueError(f"event on {channel!r}: data must be an object")
         self._event_number += 1
-        self._events.append(_Event(self._event_number, channel, copy, self.clock.wall_ms()))
+        event = _Event(self._event_number, channel, copy, self.clock.wall_ms())
+        if self._recent.maxlen:
+            self._recent.append(event)
+        if not self._intervals:
+            return
+        self._events.append(event)
         while len(self._events) > self.max_pending_events:
             self._events.popleft()
             if self.metrics is not None:
@@ -474,6 +485,13 @@ class Hub(Generic[M]):
         if self.metrics is not None:
             self.metrics.snapshot_encodes.inc()
         result.deliveries.append(Delivery("snapshot", snapshot, key.fmt == "json", members))
+        if key.events and self._recent:
+            started = time.perf_counter()
+            recent = recent_events_message(
+                key.fmt, ts, [(e.channel, e.timestamp_ms, e.data) for e in self._recent]
+            )
+            self._observe(key.fmt, "events", started, recent)
+            result.deliveries.append(Delivery("events", recent, key.fmt == "json", members))
 
     def _send_catch_up(
         self,

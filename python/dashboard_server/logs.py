@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line on stderr.
 
 Each record carries ``ts`` (RFC 3339 UTC, milliseconds), ``level``, ``logger``, ``msg`` and any
-``extra={...}`` fields given at the call site; exceptions add ``exc``.
+``extra={...}`` fields given at the call site; exceptions add ``exc``. Every line is passed
+through :func:`dashboard_server.auth.redact`, so no token reaches the logs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Final, TextIO
 
 import orjson
 
+from dashboard_server.auth import redact
 from dashboard_server.protocol import rfc3339_ms
 
 __all__ = ["JsonFormatter", "configure_logging"]
@@ -37,7 +39,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return redact(orjson.dumps(entry, default=str).decode())
 
 
 def configure_logging(level: str, stream: TextIO | None = None) -> None:

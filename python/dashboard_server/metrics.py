@@ -146,6 +146,13 @@ class ServerMetrics:
         self.ingest_errors = Counter(
             "dashboard_ingest_errors", "Ingest ops rejected by the engine.", registry=r
         )
+        self.security_refusals = Counter(
+            "dashboard_security_refusals",
+            "Requests refused and connections closed by a security check or limit, by reason "
+            "(docs/security.md).",
+            ["reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -21,6 +21,8 @@ __all__ = [
     "CLOSE_BAD_MESSAGES",
     "CLOSE_GOING_AWAY",
     "CLOSE_LAGGING",
+    "CLOSE_RATE_LIMITED",
+    "CLOSE_TOKEN_EXPIRED",
     "DIFFS",
     "EVENTS_CHANNEL",
     "EVENT_CHANNELS",
@@ -43,6 +45,7 @@ __all__ = [
     "parse_client_message",
     "parse_connect_query",
     "pong_message",
+    "recent_events_message",
     "rfc3339_ms",
 ]
 
@@ -65,8 +68,21 @@ CLOSE_LAGGING: Final = 4001
 """The client did not read its messages for longer than ``lag_timeout_s``."""
 CLOSE_BAD_MESSAGES: Final = 4002
 """The client sent too many messages the server could not use."""
+CLOSE_TOKEN_EXPIRED: Final = 4003
+"""The client's credentials (a JWT) expired during the session."""
+CLOSE_RATE_LIMITED: Final = 4029
+"""The client sent messages faster than ``max_message_rate`` (beyond ``message_burst``)."""
 
-_QUERY_PARAMS: Final = ("type", "format", "channels", "diff", "interval_ms", "since", "epoch")
+_QUERY_PARAMS: Final = (
+    "type",
+    "format",
+    "channels",
+    "diff",
+    "interval_ms",
+    "since",
+    "epoch",
+    "token",  # credentials: checked by dashboard_server.auth, ignored here
+)
 
 
 class ParamError(ValueError):
@@ -331,6 +347,27 @@ def event_message(
             "timestamp": rfc3339_ms(timestamp_ms),
             "channel": channel,
             "data": data,
+        },
+    )
+
+
+def recent_events_message(
+    fmt: Format, timestamp_ms: int, events: Sequence[tuple[str, int, Mapping[str, Any]]]
+) -> bytes:
+    """The bytes of ``{"type":"events","timestamp":..,"events":[{"channel","timestamp","data"}]}``.
+
+    ``events`` are ``(channel, timestamp_ms, data)``, oldest first: the recent events a joining
+    client receives right after its snapshot (no ``seq``).
+    """
+    return encode_message(
+        fmt,
+        {
+            "type": "events",
+            "timestamp": rfc3339_ms(timestamp_ms),
+            "events": [
+                {"channel": channel, "timestamp": rfc3339_ms(ts), "data": data}
+                for channel, ts, data in events
+            ],
         },
     )
 

@@ -8,7 +8,9 @@
     await server.shutdown()       # health 503, clients closed with 1001, everything stopped
 
 It is also the :class:`~dashboard_server.sink.StateSink` the feeds write into: state ops go to
-the engine's ``StateDoc``, events to the hub.
+the engine's ``StateDoc``, events to the hub. The feed is the Redis ingest when ``redis_url`` is
+set (:mod:`dashboard_server.redis_ingest`), else the demo feed; the history sampler
+(:mod:`dashboard_server.history`) runs with either.
 """
 
 from __future__ import annotations
@@ -23,11 +25,21 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 
-from dashboard_server.config import Config, ConfigError
+from dashboard_server.auth import Authenticator, select_subprotocol
+from dashboard_server.config import Config
 from dashboard_server.engine import Engine, load_engine
-from dashboard_server.fanout import Fanout, Peer
+from dashboard_server.fanout import LISTEN_BACKLOG, Fanout, Peer, deflate_extensions
+from dashboard_server.history import (
+    HistoryMetrics,
+    HistorySampler,
+    HistoryStore,
+    MemoryHistory,
+    RedisHistory,
+    history_endpoint,
+)
 from dashboard_server.http import HttpFront
 from dashboard_server.hub import Clock, Hub, SystemClock
+from dashboard_server.limits import Gate, OriginPolicy, connection_class
 from dashboard_server.metrics import ServerMetrics
 from dashboard_server.protocol import (
     CLOSE_GOING_AWAY,
@@ -35,6 +47,7 @@ from dashboard_server.protocol import (
     ConnectParams,
     parse_connect_query,
 )
+from dashboard_server.redis_ingest import PayloadFormat, RedisIngest, RedisMetrics, RedisState
 from dashboard_server.session import Session, close_within
 from dashboard_server.web import static_response
 
@@ -64,15 +77,30 @@ class DashboardServer:
             low_water=config.write_buffer_low,
             lag_timeout=config.lag_timeout_s,
             max_pending_events=config.max_pending_events,
+            events_kept=config.events_kept,
             metrics=self.metrics,
         )
         self.fanout = Fanout(self.hub, self.metrics)
+        self.gate = Gate(
+            authenticator=Authenticator(
+                tokens=config.auth_tokens,
+                jwt_secret=config.jwt_secret,
+                leeway_s=config.jwt_leeway_s,
+            ),
+            origins=OriginPolicy(config.allowed_origins),
+            metrics=self.metrics,
+            metrics_auth=config.metrics_auth,
+            max_connections=config.max_connections,
+            max_connections_per_address=config.max_connections_per_address,
+        )
         self.http = HttpFront(
             parse_params=self._parse_params,
             health=self.health,
             metrics=self._render_metrics,
             accepting=lambda: not self._shutting_down,
             static=static_response,
+            gate=self.gate,
+            history=self._history_response,
         )
         self._ws: Server | None = None
         self._sessions: set[Session] = set()
@@ -82,32 +110,61 @@ class DashboardServer:
         self._feed_task: asyncio.Task[None] | None = None
         self._started_at = time.monotonic()
         self.feed_name = "none"
+        self.redis: RedisIngest | None = None
+        """The Redis ingest (``redis_url`` set), created by :meth:`start`."""
+        self._section_updated: dict[str, float] = {}
+        history_metrics = HistoryMetrics(self.metrics.registry)
+        self.history: HistoryStore = (
+            MemoryHistory(config.history_size, history_metrics)
+            if config.redis_url is None
+            else RedisHistory(
+                config.redis_url,
+                config.history_size,
+                history_metrics,
+                timeout=config.redis_health_timeout_s,
+            )
+        )
+        self.history_sampler = HistorySampler(
+            self.history,
+            sections=[s for s in config.history_sections if s in config.sections],
+            interval_ms=round(config.history_interval_s * 1000),
+            read_section=self._read_section,
+            active=lambda: self.redis is None or self.redis.state is RedisState.OK,
+        )
+        self._history_stop = asyncio.Event()
+        self._history_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Bind the port, start the feed (demo unless Redis is configured) and serve."""
-        if self.config.redis_url is not None:
-            raise ConfigError(
-                "redis_url: Redis ingest is not available in this build yet; unset it to run "
-                "the demo feed"
-            )
         ping_interval = self.config.ping_interval_s or None
         self._ws = await serve(
             self._handle,
             self.config.host,
             self.config.port,
             process_request=self.http,
-            compression="deflate" if self.config.compression else None,
+            compression=None,
+            extensions=deflate_extensions() if self.config.compression else None,
             max_size=self.config.max_message_size,
             ping_interval=ping_interval,
             ping_timeout=self.config.ping_timeout_s or None,
             close_timeout=self.config.close_timeout_s,
             server_header=None,
+            open_timeout=self.config.open_timeout_s,
+            select_subprotocol=select_subprotocol,
+            create_connection=connection_class(self.gate.handshake_timeout),
+            backlog=LISTEN_BACKLOG,
         )
         self._started_at = time.monotonic()
-        if self.config.demo:
+        if self.config.redis_url is not None:
+            self.start_redis_ingest(self.config.redis_url)
+        elif self.config.demo:
             self.start_demo_feed()
+        if self.history_sampler.sections:
+            self._history_task = asyncio.get_running_loop().create_task(
+                self.history_sampler.run(self._history_stop)
+            )
         log.info(
             "listening",
             extra={
@@ -133,6 +190,24 @@ class DashboardServer:
         self._feed_task = asyncio.get_running_loop().create_task(self._run_feed(feed.run))
         self.feed_name = "demo"
 
+    def start_redis_ingest(self, url: str) -> None:
+        """Feed the state from Redis at ``url`` (docs/redis.md); retries until Redis answers."""
+        c = self.config
+        self.redis = RedisIngest(
+            self,
+            url=url,
+            sections=c.sections,
+            metrics=RedisMetrics(self.metrics.registry),
+            reload_interval=c.redis_reload_interval_s,
+            health_interval=c.redis_health_interval_s,
+            health_timeout=c.redis_health_timeout_s,
+            backoff_initial=c.redis_backoff_initial_s,
+            backoff_max=c.redis_backoff_max_s,
+        )
+        self._feed_stop = asyncio.Event()
+        self._feed_task = asyncio.get_running_loop().create_task(self._run_feed(self.redis.run))
+        self.feed_name = "redis"
+
     async def _run_feed(self, run: Any) -> None:
         try:
             await run(self._feed_stop)
@@ -145,6 +220,13 @@ class DashboardServer:
         if self._feed_task is not None:
             await self._feed_task
             self._feed_task = None
+
+    async def stop_history(self) -> None:
+        """Stop the history sampler and wait for it (what it recorded stays readable)."""
+        self._history_stop.set()
+        if self._history_task is not None:
+            await self._history_task
+            self._history_task = None
 
     @property
     def port(self) -> int:
@@ -180,6 +262,8 @@ class DashboardServer:
             if self.config.shutdown_grace_s > 0:
                 await asyncio.sleep(self.config.shutdown_grace_s)
             await self.stop_feed()
+            await self.stop_history()
+            await self.history.close()
             await self.fanout.stop()
             await asyncio.gather(
                 *(
@@ -222,6 +306,7 @@ class DashboardServer:
             )
             await close_within(connection, code, reason, self.config.close_timeout_s)
             return
+        principal = self.gate.principal(connection)
         session = Session(
             connection,
             params,
@@ -230,7 +315,9 @@ class DashboardServer:
             metrics=self.metrics,
             config=self.config,
             clock=self.clock,
+            allowed_channels=principal.channels,
         )
+        expiry = self.gate.watch_expiry(principal, session.close_expired)
         self._sessions.add(session)
         log.debug(
             "client connected",
@@ -246,6 +333,8 @@ class DashboardServer:
         try:
             await session.run()
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._sessions.discard(session)
             log.debug(
                 "client disconnected",
@@ -262,8 +351,10 @@ class DashboardServer:
         clients = {"tui": 0, "web": 0}
         for session in self._sessions:
             clients[session.params.tier] += 1
-        body = {
-            "status": "shutting_down" if self._shutting_down else "ok",
+        redis_ok = self.redis is None or self.redis.state is RedisState.OK
+        status = "shutting_down" if self._shutting_down else "ok" if redis_ok else "degraded"
+        body: dict[str, Any] = {
+            "status": status,
             "engine": self.engine.name,
             "epoch": self.epoch,
             "version": self.doc.version,
@@ -272,9 +363,36 @@ class DashboardServer:
             "lagging": self.hub.lagging_count(),
             "groups": self.hub.group_count(),
             "feed": self.feed_name,
-            "redis": "disabled",
+            "redis": "disabled" if self.redis is None else self.redis.state.value,
         }
+        if self.redis is not None:
+            body["redis_since_s"] = round(self.redis.state_age, 3)
+            body["redis_error"] = self.redis.last_error
+        body["sections"] = self.section_ages()
         return (503 if self._shutting_down else 200), body
+
+    def section_ages(self) -> dict[str, float | None]:
+        """Seconds since each section last changed or got a live update (``None``: never)."""
+        now = time.monotonic()
+        return {
+            s: round(now - self._section_updated[s], 3) if s in self._section_updated else None
+            for s in self.config.sections
+        }
+
+    async def _history_response(self, query: str) -> tuple[int, dict[str, Any]]:
+        return await history_endpoint(
+            self.history,
+            query,
+            types=self.history_sampler.sections,
+            max_limit=self.config.history_size,
+            interval_ms=self.history_sampler.interval_ms,
+        )
+
+    def _read_section(self, section: str) -> Any:
+        try:
+            return self.doc.get(f"/{section}")
+        except KeyError:
+            return None
 
     def _render_metrics(self) -> bytes:
         self.metrics.state_version.set(self.doc.version)
@@ -292,11 +410,21 @@ class DashboardServer:
 
     def remove(self, path: str) -> None:
         """Remove the value at ``path``."""
-        try:
-            self.doc.remove(path)
-        except ValueError:
-            self.metrics.ingest_errors.inc()
-            raise
+        self._ingest(self.doc.remove, path)
+
+    def replace_bytes(self, path: str, payload: bytes, fmt: PayloadFormat) -> bool:
+        """Make the value at ``path`` equal to a JSON or MessagePack ``payload``, decoded by the
+        engine (no Python objects are built); True if something changed."""
+        return self._ingest(self.doc.replace_bytes, path, payload, fmt)
+
+    def note_section_update(self, section: str) -> None:
+        """A live update for ``section`` arrived, changed something or not (staleness)."""
+        self._section_updated[section] = time.monotonic()
+
+    def section_ids(self, section: str) -> list[str]:
+        """The ids of the items in ``section``."""
+        items = self._read_section(section)
+        return list(items) if isinstance(items, dict) else []
 
     def publish_event(self, channel: str, data: dict[str, Any]) -> None:
         """Queue an event for the ``events`` subscribers (sent at their next flush)."""
@@ -304,9 +432,12 @@ class DashboardServer:
             raise ValueError(f"unknown event channel {channel!r}")
         self.hub.publish_event(channel, data)
 
-    def _ingest(self, op: Any, path: str, value: Any) -> None:
+    def _ingest(self, op: Any, path: str, *args: Any) -> bool:
         try:
-            op(path, value)
+            changed = bool(op(path, *args))
         except ValueError:
             self.metrics.ingest_errors.inc()
             raise
+        if changed:  # a section's name has no "/" or "~": no unescaping needed
+            self._section_updated[path[1:].split("/", 1)[0]] = time.monotonic()
+        return changed

@@ -15,14 +15,18 @@ import logging
 
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from dashboard_server.config import Config
 from dashboard_server.fanout import Fanout, Peer
 from dashboard_server.hub import Clock, Hub
+from dashboard_server.limits import TokenBucket
 from dashboard_server.metrics import ServerMetrics
 from dashboard_server.protocol import (
     CLOSE_BAD_MESSAGES,
     CLOSE_LAGGING,
+    CLOSE_RATE_LIMITED,
+    CLOSE_TOKEN_EXPIRED,
     ConnectParams,
     MessageError,
     Ping,
@@ -67,6 +71,7 @@ class Session:
         metrics: ServerMetrics,
         config: Config,
         clock: Clock,
+        allowed_channels: frozenset[str] | None = None,
     ) -> None:
         self._connection = connection
         self.params = params
@@ -76,6 +81,9 @@ class Session:
         self.config = config
         self.clock = clock
         self.strikes = StrikeCounter(config.max_bad_messages, config.bad_message_window_s)
+        self.allowed_channels = allowed_channels
+        """The channels the client's credentials allow (``None``: all)."""
+        self.rate = TokenBucket(config.max_message_rate, config.message_burst)
         self._closing: asyncio.Task[None] | None = None
 
     @property
@@ -101,6 +109,9 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
+            sent = self._connection.protocol.close_sent
+            if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self.metrics.security_refusals.labels("message_size").inc()
             self.metrics.active_connections.dec()
             self.hub.remove(self)
             if self._closing is not None:
@@ -108,6 +119,15 @@ class Session:
 
     def handle(self, data: str | bytes) -> None:
         """Act on one client message (never raises, never awaits)."""
+        if not self.rate.take(self.clock.monotonic()):
+            if self._closing is None:
+                self.metrics.security_refusals.labels("rate_limit").inc()
+                log.info(
+                    "closing a client that sends too fast",
+                    extra={"remote": str(self._connection.remote_address)},
+                )
+                self.close_soon(CLOSE_RATE_LIMITED, "message rate limit exceeded")
+            return
         try:
             message = parse_client_message(data, self.config.sections)
         except MessageError as exc:
@@ -116,6 +136,10 @@ class Session:
         if self not in self.hub and not isinstance(message, Ping):
             return  # being closed (lagged out): nothing to subscribe or refresh any more
         if isinstance(message, Subscribe):
+            if self.allowed_channels is not None and not message.channels <= self.allowed_channels:
+                forbidden = sorted(message.channels - self.allowed_channels)[0]
+                self.reject(MessageError("forbidden_channel", f"channel {forbidden!r} not allowed"))
+                return
             self.metrics.messages_received.labels("subscribe").inc()
             self.hub.set_channels(self, self.hub.channels_of(self) | message.channels)
             self.fanout.sync()
@@ -165,6 +189,14 @@ class Session:
             extra={"remote": str(self._connection.remote_address)},
         )
         self.close_soon(CLOSE_LAGGING, "lagging: not reading")
+
+    def close_expired(self) -> None:
+        """Close with :data:`CLOSE_TOKEN_EXPIRED`: the client's credentials just expired."""
+        log.info(
+            "closing a client whose credentials expired",
+            extra={"remote": str(self._connection.remote_address)},
+        )
+        self.close_soon(CLOSE_TOKEN_EXPIRED, "token expired")
 
     def close_soon(self, code: int, reason: str) -> None:
         """Start closing with ``code`` in the background (once)."""

@@ -329,19 +329,23 @@ async def run_watch(
     refresh: float = 0.5,
     out: TextIO | None = None,
     color: bool | None = None,
+    token: str | None = None,
 ) -> None:
     """Connect to ``url`` and redraw the screen every ``refresh`` seconds.
 
     Runs for ``duration`` seconds, or until cancelled when ``None``. ``out`` defaults to stdout;
     on a terminal the screen is cleared between frames and colours are on (``color`` overrides).
     The first connection's error is raised; later disconnections show as ``reconnecting``.
+    ``token`` is sent as ``Authorization: Bearer`` (docs/security.md).
     """
     stream = out if out is not None else sys.stdout
     tty = stream.isatty()
     use_color = tty if color is None else color
     loop = asyncio.get_running_loop()
     stats = WatchStats(url=url)
-    async with DashboardClient(url, type=type, format=format, channels=channels) as client:
+    async with DashboardClient(
+        url, type=type, format=format, channels=channels, token=token
+    ) as client:
         stop_at = None if duration is None else loop.time() + duration
         last = (loop.time(), client.messages, client.state.updates, client.bytes_received)
         next_ping = loop.time()

@@ -1,0 +1,304 @@
+"""Who may connect: static bearer tokens and HS256 JWTs, checked before the WebSocket upgrade.
+
+Authentication is off until tokens or a JWT secret are configured (docs/security.md). A request
+carries its token in one of three places, looked up in this order:
+
+1. ``Authorization: Bearer <token>`` (non-browser clients, Prometheus, ``curl``);
+2. a ``Sec-WebSocket-Protocol`` entry ``bearer.<token>`` offered together with
+   :data:`SUBPROTOCOL` (browsers: ``new WebSocket(url, ["dashboard.v1", "bearer." + token])``);
+   the server then selects ``dashboard.v1``;
+3. the ``token`` query parameter (browsers; redacted from every log line).
+
+A static token grants everything. A JWT must be signed with HS256 (any other ``alg``, ``none``
+included, is refused), carry a numeric ``exp`` and, if present, a numeric ``nbf``; both are
+checked with ``jwt_leeway_s`` of tolerance. Two optional claims narrow what it grants:
+
+- ``channels``: a list of channel names (sections and/or ``events``) the holder may receive;
+- ``scope``: a space-separated string (or a list) of :data:`SCOPE_READ` (``/ws`` and ``/api/``)
+  and :data:`SCOPE_METRICS` (``/metrics`` when it is protected).
+
+Signatures and static tokens are compared in constant time. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import orjson
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.typing import Subprotocol
+
+__all__ = [
+    "ANONYMOUS",
+    "BEARER_PREFIX",
+    "MAX_TOKEN_LENGTH",
+    "SCOPE_METRICS",
+    "SCOPE_READ",
+    "SUBPROTOCOL",
+    "AuthError",
+    "Authenticator",
+    "Principal",
+    "find_token",
+    "redact",
+    "select_subprotocol",
+    "sign_jwt",
+]
+
+SUBPROTOCOL: Final = "dashboard.v1"
+"""The subprotocol a browser offers with its ``bearer.<token>`` entry; the server selects it."""
+BEARER_PREFIX: Final = "bearer."
+"""Prefix of the ``Sec-WebSocket-Protocol`` entry that carries a token."""
+SCOPE_READ: Final = "read"
+"""Scope needed for ``/ws`` and ``/api/`` paths."""
+SCOPE_METRICS: Final = "metrics"
+"""Scope needed for ``/metrics`` when ``metrics_auth`` is on."""
+MAX_TOKEN_LENGTH: Final = 4096
+"""Longer tokens are refused without being decoded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request authenticated as, and what it may do.
+
+    ``channels``/``scopes`` are ``None`` when unrestricted; ``expires_at`` (Unix seconds, the
+    leeway included) is ``None`` for credentials that do not expire.
+    """
+
+    subject: str
+    channels: frozenset[str] | None = None
+    scopes: frozenset[str] | None = None
+    expires_at: float | None = None
+
+    def has_scope(self, scope: str) -> bool:
+        """Whether the credentials grant ``scope``."""
+        return self.scopes is None or scope in self.scopes
+
+    def forbidden_channels(self, channels: Iterable[str]) -> list[str]:
+        """The channels of ``channels`` this principal may not receive, sorted."""
+        if self.channels is None:
+            return []
+        return sorted(set(channels) - self.channels)
+
+
+ANONYMOUS: Final = Principal("anonymous")
+"""The principal of every request while authentication is off."""
+
+
+class AuthError(Exception):
+    """A request's credentials are refused: ``status`` 401 (``reason`` ``missing_token``,
+    ``invalid_token``, ``expired_token``) or 403 (``forbidden``)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def _b64decode(part: str) -> bytes:
+    if not part or not re.fullmatch(r"[A-Za-z0-9_-]+", part):
+        raise ValueError("not base64url")
+    try:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not base64url") from exc
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def sign_jwt(
+    claims: Mapping[str, Any], secret: str, header: Mapping[str, Any] | None = None
+) -> str:
+    """An HS256 JWT of ``claims`` signed with ``secret`` (for operators' scripts and tests).
+
+    ``header`` replaces the default ``{"alg":"HS256","typ":"JWT"}`` (tests forge others).
+    """
+    head = _b64encode(
+        orjson.dumps(header if header is not None else {"alg": "HS256", "typ": "JWT"})
+    )
+    body = _b64encode(orjson.dumps(claims))
+    signing_input = f"{head}.{body}".encode("ascii")
+    signature = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64encode(signature)}"
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AuthError(401, "invalid_token", f"token claim {name!r} is not a number")
+    return float(value)
+
+
+def _string_set(claims: Mapping[str, Any], name: str, *, split: bool) -> frozenset[str] | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if split and isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return frozenset(value)
+    raise AuthError(401, "invalid_token", f"token claim {name!r} has the wrong type")
+
+
+class Authenticator:
+    """Checks a token against the configured static tokens and JWT secret (module doc)."""
+
+    def __init__(
+        self,
+        *,
+        tokens: Sequence[str] = (),
+        jwt_secret: str | None = None,
+        leeway_s: float = 30.0,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._digests = tuple(_digest(t) for t in tokens)
+        self._secret = jwt_secret.encode() if jwt_secret else None
+        self._leeway = leeway_s
+        self.now = now
+        """The wall clock (Unix seconds) that ``exp``/``nbf`` are checked against."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any credentials are configured (otherwise everyone is :data:`ANONYMOUS`)."""
+        return bool(self._digests) or self._secret is not None
+
+    def authenticate(self, token: str | None) -> Principal:
+        """The principal ``token`` stands for; raises :class:`AuthError` (401) if it is refused."""
+        if not self.enabled:
+            return ANONYMOUS
+        if token is None or not token:
+            raise AuthError(401, "missing_token", "credentials required")
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise AuthError(401, "invalid_token", "token too long")
+        if self._digests:
+            digest = _digest(token)
+            # no early exit: the time taken does not depend on which token matched
+            matched = False
+            for known in self._digests:
+                matched |= hmac.compare_digest(digest, known)
+            if matched:
+                return Principal("static-token")
+        if self._secret is not None and token.count(".") == 2:
+            return self._verify_jwt(token, self._secret)
+        raise AuthError(401, "invalid_token", "invalid token")
+
+    def _verify_jwt(self, token: str, secret: bytes) -> Principal:
+        head_b64, body_b64, sig_b64 = token.split(".")
+        try:
+            header = orjson.loads(_b64decode(head_b64))
+            signature = _b64decode(sig_b64)
+        except ValueError:
+            raise AuthError(401, "invalid_token", "malformed token") from None
+        if not isinstance(header, dict) or header.get("alg") != "HS256" or "crit" in header:
+            raise AuthError(401, "invalid_token", "token algorithm must be HS256")
+        expected = hmac.new(secret, f"{head_b64}.{body_b64}".encode("ascii"), hashlib.sha256)
+        if not hmac.compare_digest(expected.digest(), signature):
+            raise AuthError(401, "invalid_token", "bad token signature")
+        try:
+            claims = orjson.loads(_b64decode(body_b64))
+        except ValueError:
+            raise AuthError(401, "invalid_token", "malformed token claims") from None
+        if not isinstance(claims, dict):
+            raise AuthError(401, "invalid_token", "token claims are not an object")
+        now = self.now()
+        exp = _number(claims, "exp")
+        if exp is None:
+            raise AuthError(401, "invalid_token", "token has no 'exp' claim")
+        if now > exp + self._leeway:
+            raise AuthError(401, "expired_token", "token expired")
+        nbf = _number(claims, "nbf")
+        if nbf is not None and now < nbf - self._leeway:
+            raise AuthError(401, "invalid_token", "token not valid yet")
+        subject = claims.get("sub")
+        return Principal(
+            subject if isinstance(subject, str) else "jwt",
+            channels=_string_set(claims, "channels", split=False),
+            scopes=_string_set(claims, "scope", split=True),
+            expires_at=exp + self._leeway,
+        )
+
+
+def _subprotocols(headers: Headers) -> list[str]:
+    return [
+        item.strip()
+        for value in headers.get_all("Sec-WebSocket-Protocol")
+        for item in value.split(",")
+        if item.strip()
+    ]
+
+
+def find_token(headers: Headers, query: str) -> str | None:
+    """The token a request carries (module doc for the order), ``None`` if it carries none.
+
+    Raises :class:`AuthError` (401 ``invalid_token``) when a source is ambiguous: several
+    ``Authorization`` headers, ``bearer.`` entries or ``token`` parameters, or a ``bearer.``
+    entry offered without :data:`SUBPROTOCOL`.
+    """
+    authorization = headers.get_all("Authorization")
+    if len(authorization) > 1:
+        raise AuthError(401, "invalid_token", "more than one Authorization header")
+    if authorization:
+        scheme, _, credentials = authorization[0].strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    offered = _subprotocols(headers)
+    bearer = [p[len(BEARER_PREFIX) :] for p in offered if p.lower().startswith(BEARER_PREFIX)]
+    if len(bearer) > 1:
+        raise AuthError(401, "invalid_token", "more than one bearer subprotocol entry")
+    if bearer:
+        if SUBPROTOCOL not in offered:
+            raise AuthError(
+                401, "invalid_token", f"offer {SUBPROTOCOL!r} with the bearer subprotocol entry"
+            )
+        return bearer[0]
+    tokens = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "token"]
+    if len(tokens) > 1:
+        raise AuthError(401, "invalid_token", "token given more than once")
+    return tokens[0] if tokens else None
+
+
+def select_subprotocol(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """The ``select_subprotocol`` hook: :data:`SUBPROTOCOL` when offered, else none at all."""
+    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
+
+
+_REDACTIONS: Final = (
+    # token=... in query strings (raw or inside a repr)
+    (re.compile(r"(?i)(\btoken=)[^&\s\"'\\]+"), r"\1[REDACTED]"),
+    # Authorization: Bearer xyz / 'authorization': 'Basic xyz'
+    (
+        re.compile(r"(?i)(authorization[\"']?\s*[:=,]\s*[\"']?)(\w+\s+)?[^\s\"',\\]+"),
+        r"\1\2[REDACTED]",
+    ),
+    (re.compile(r"(?i)(\bbearer[.\s]+)[^\s\"',\\]+"), r"\1[REDACTED]"),
+    # anything shaped like a JWT
+    (re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*"), "[REDACTED-JWT]"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with tokens removed: ``token=`` values, ``Authorization`` credentials,
+    ``bearer.`` subprotocol entries and anything shaped like a JWT."""
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text

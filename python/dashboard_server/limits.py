@@ -1,0 +1,251 @@
+"""What protects the server from its clients: the handshake gate and per-connection limits.
+
+:class:`Gate` is consulted by :class:`~dashboard_server.http.HttpFront` before any upgrade:
+
+- :meth:`Gate.check` (every request): ``/ws`` needs an allowed ``Origin`` (403) and credentials
+  with the ``read`` scope (401/403); any ``/api/`` path needs the same credentials; ``/metrics``
+  needs the ``metrics`` scope when ``metrics_auth`` is on. ``/health`` and the dashboard's static
+  files stay open.
+- :meth:`Gate.admit` (``/ws`` with valid parameters): the requested channels must be allowed by
+  the credentials (403), then a connection slot is taken: at most ``max_connections`` in all (503)
+  and ``max_connections_per_address`` per client address (429). The slot is given back when the
+  TCP connection is lost, whatever happened in between.
+
+Every refusal increments ``dashboard_security_refusals_total{reason}`` and answers a JSON body.
+:class:`TokenBucket` is the per-connection inbound message rate limit used by the session, and
+:func:`connection_class` makes the connections count handshakes cut by ``open_timeout_s``.
+docs/security.md lists every limit, default, status and close code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import weakref
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
+from dashboard_server.auth import (
+    ANONYMOUS,
+    SCOPE_METRICS,
+    SCOPE_READ,
+    Authenticator,
+    AuthError,
+    Principal,
+    find_token,
+)
+from dashboard_server.http import http_response
+from dashboard_server.metrics import ServerMetrics
+from dashboard_server.protocol import ConnectParams
+
+__all__ = ["Gate", "OriginPolicy", "TokenBucket", "connection_class"]
+
+log = logging.getLogger(__name__)
+
+_WS_PATH: Final = "/ws"
+_API_PREFIX: Final = "/api/"
+
+
+class OriginPolicy:
+    """Exact ``Origin`` allow-list for ``/ws`` (browsers always send ``Origin`` on a WebSocket
+    handshake; clients that are not browsers usually send none).
+
+    With no list configured every origin is allowed. With a list, a request is allowed when it
+    has no ``Origin`` header (not a browser: cross-site WebSocket hijacking is a browser attack)
+    or when its single ``Origin`` is exactly one of the list (no case folding, no suffix or
+    substring matching). ``null`` (sandboxed frames, ``file://`` pages) is allowed only if the
+    list contains ``null`` literally.
+    """
+
+    def __init__(self, allowed: Sequence[str]) -> None:
+        self._allowed = frozenset(allowed)
+
+    def allows(self, origins: Sequence[str]) -> bool:
+        """Whether a request with these ``Origin`` header values may open a WebSocket."""
+        if not self._allowed or not origins:
+            return True
+        return len(origins) == 1 and origins[0] in self._allowed
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up (starts full)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Spend one token at time ``now`` (seconds, monotonic); ``False`` if there is none."""
+        if self._last is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+def connection_class(on_handshake_timeout: Callable[[], None]) -> type[ServerConnection]:
+    """A :class:`ServerConnection` subclass that calls ``on_handshake_timeout`` when its opening
+    handshake is cancelled (``open_timeout`` expired: slowloris, a stalled client)."""
+
+    class TimedConnection(ServerConnection):
+        async def handshake(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                await super().handshake(*args, **kwargs)
+            except asyncio.CancelledError:
+                on_handshake_timeout()
+                raise
+
+    return TimedConnection
+
+
+def _refusal(status: int, error: str, message: str, **headers: str) -> Response:
+    response = http_response(status, {"error": error, "message": message})
+    for name, value in headers.items():
+        response.headers[name.replace("_", "-")] = value
+    return response
+
+
+def _address(connection: ServerConnection) -> str:
+    peer = connection.remote_address
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+
+class Gate:
+    """The handshake policy of one server (module doc)."""
+
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        origins: OriginPolicy,
+        metrics: ServerMetrics,
+        metrics_auth: bool,
+        max_connections: int,
+        max_connections_per_address: int,
+    ) -> None:
+        self.authenticator = authenticator
+        self.origins = origins
+        self.metrics = metrics
+        self.metrics_auth = metrics_auth
+        self.max_connections = max_connections
+        self.max_connections_per_address = max_connections_per_address
+        self.connections = 0
+        self.per_address: Counter[str] = Counter()
+        self._principals: weakref.WeakKeyDictionary[ServerConnection, Principal] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def refuse(self, reason: str, connection: ServerConnection, path: str) -> None:
+        """Count and log a refusal (never the query string: it may hold a token)."""
+        self.metrics.security_refusals.labels(reason).inc()
+        log.info("refused", extra={"reason": reason, "remote": _address(connection), "path": path})
+
+    def check(
+        self, connection: ServerConnection, request: Request, path: str, query: str
+    ) -> Response | None:
+        """Origin and credentials for ``path``: a refusal, or ``None`` to go on."""
+        if path == _WS_PATH:
+            if not self.origins.allows(request.headers.get_all("Origin")):
+                self.refuse("origin", connection, path)
+                return _refusal(403, "origin_not_allowed", "origin not allowed")
+            scope: str | None = SCOPE_READ
+        elif path.startswith(_API_PREFIX):
+            scope = SCOPE_READ
+        elif path == "/metrics" and self.metrics_auth:
+            scope = SCOPE_METRICS
+        else:
+            scope = None
+        if scope is None or not self.authenticator.enabled:
+            return None
+        try:
+            principal = self.authenticator.authenticate(find_token(request.headers, query))
+            if not principal.has_scope(scope):
+                raise AuthError(403, "forbidden", f"credentials lack the {scope!r} scope")
+        except AuthError as exc:
+            self.refuse(exc.reason, connection, path)
+            if exc.status == 401:
+                return _refusal(
+                    401,
+                    "unauthorized",
+                    exc.message,
+                    WWW_Authenticate=f'Bearer realm="dashboard", error="{exc.reason}"',
+                )
+            return _refusal(exc.status, "forbidden", exc.message)
+        self._principals[connection] = principal
+        return None
+
+    def admit(
+        self, connection: ServerConnection, params: ConnectParams, query: str
+    ) -> ConnectParams | Response:
+        """Authorise the channels of a ``/ws`` request and take a connection slot.
+
+        Without a ``channels`` parameter a restricted principal gets the channels it may see;
+        naming a channel it may not see is refused (403).
+        """
+        principal = self._principals.get(connection, ANONYMOUS)
+        if principal.channels is not None:
+            named = any(k == "channels" for k, _ in parse_qsl(query, keep_blank_values=True))
+            forbidden = principal.forbidden_channels(params.channels) if named else []
+            allowed = params.channels & principal.channels
+            if forbidden or not allowed:
+                self.refuse("forbidden", connection, _WS_PATH)
+                what = f"channel {forbidden[0]!r}" if forbidden else "none of the channels"
+                return _refusal(403, "forbidden", f"{what} not allowed for these credentials")
+            params = dataclasses.replace(params, channels=allowed)
+        address = _address(connection)
+        if self.connections >= self.max_connections:
+            self.refuse("max_connections", connection, _WS_PATH)
+            return _refusal(503, "too_many_connections", "server is full", Retry_After="5")
+        if self.per_address[address] >= self.max_connections_per_address:
+            self.refuse("max_connections_per_address", connection, _WS_PATH)
+            return _refusal(
+                429,
+                "too_many_connections_from_address",
+                "too many connections from this address",
+                Retry_After="5",
+            )
+        self.connections += 1
+        self.per_address[address] += 1
+        connection.connection_lost_waiter.add_done_callback(lambda _lost: self._release(address))
+        return params
+
+    def _release(self, address: str) -> None:
+        self.connections -= 1
+        self.per_address[address] -= 1
+        if self.per_address[address] <= 0:
+            del self.per_address[address]
+
+    def principal(self, connection: ServerConnection) -> Principal:
+        """Who ``connection`` authenticated as (:data:`ANONYMOUS` with auth off)."""
+        return self._principals.get(connection, ANONYMOUS)
+
+    def watch_expiry(
+        self, principal: Principal, close: Callable[[], None]
+    ) -> asyncio.TimerHandle | None:
+        """Call ``close`` when ``principal``'s credentials expire (``None``: they never do).
+
+        One timer per connection; the caller cancels it when the connection ends.
+        """
+        if principal.expires_at is None:
+            return None
+
+        def expire() -> None:
+            self.metrics.security_refusals.labels("session_expired").inc()
+            close()
+
+        delay = max(0.0, principal.expires_at - self.authenticator.now())
+        return asyncio.get_running_loop().call_later(delay, expire)
+
+    def handshake_timeout(self) -> None:
+        """Count a handshake cut by ``open_timeout_s``."""
+        self.metrics.security_refusals.labels("handshake_timeout").inc()
