@@ -1,0 +1,106 @@
+"""Type stub of the native engine ``dashboard_server._fastdiff`` (Rust, PyO3).
+
+The contract (semantics, errors, message layouts) is docs/engine.md; the pure-Python twin
+``dashboard_server._purediff`` has the same interface.
+"""
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Literal, TypeAlias, final
+
+__version__: Final[str]
+MAX_DEPTH: Final[int]
+"""Containers may nest at most this many levels; a pointer may have at most this many tokens."""
+
+JSONValue: TypeAlias = (
+    bool | int | float | str | list[Any] | tuple[Any, ...] | dict[str, Any] | None
+)
+Format: TypeAlias = Literal["msgpack", "json"]
+DiffForm: TypeAlias = Literal["changes", "json-patch"]
+Payload: TypeAlias = bytes | bytearray | memoryview
+
+@final
+class StateDoc:
+    """The state document: ingest ops, change tracking and snapshot encoding."""
+
+    def __init__(
+        self, sections: Iterable[str] | None = None, *, max_tombstones: int = 100_000
+    ) -> None:
+        """``sections`` start as empty objects (version 0); ``max_tombstones`` >= 0."""
+
+    @property
+    def version(self) -> int:
+        """The number of effective ops so far."""
+
+    @property
+    def floor(self) -> int:
+        """The oldest version ``changes_since`` can still answer from."""
+
+    @property
+    def max_tombstones(self) -> int: ...
+    def merge(self, path: str, patch: JSONValue) -> bool:
+        """RFC 7386 merge at ``path`` (``None`` at a non-root path removes); True if changed."""
+
+    def replace(self, path: str, value: JSONValue) -> bool:
+        """Make the value at ``path`` equal to ``value``; True if changed."""
+
+    def remove(self, path: str) -> bool:
+        """Remove the value at ``path``; False if there was none."""
+
+    def merge_bytes(self, path: str, payload: Payload, fmt: Format = "json") -> bool:
+        """``merge`` with a JSON or MessagePack payload decoded natively."""
+
+    def replace_bytes(self, path: str, payload: Payload, fmt: Format = "json") -> bool:
+        """``replace`` with a JSON or MessagePack payload decoded natively."""
+
+    def get(self, path: str = "") -> Any:
+        """A fresh copy of the value at ``path``; KeyError if absent."""
+
+    def stats(self) -> dict[str, int]:
+        """``{"version", "floor", "tombstones", "nodes"}``."""
+
+    def changes_since(self, version: int) -> ChangeSet | None:
+        """Changes from ``version`` to now; None if older than ``floor``; ValueError if out of
+        ``0..version``."""
+
+    def encode_snapshot(
+        self,
+        fmt: Format,
+        channels: Sequence[str] | None,
+        seq: int,
+        epoch: str,
+        timestamp_ms: int,
+    ) -> bytes:
+        """The bytes of a ``snapshot`` message for ``channels`` (None: every section)."""
+
+@final
+class ChangeSet:
+    """The changes between two versions, with values read when it was taken."""
+
+    @property
+    def from_version(self) -> int: ...
+    @property
+    def to_version(self) -> int: ...
+    def __len__(self) -> int:
+        """Entries: changes plus removals."""
+
+    def changes(self) -> dict[str, Any]:
+        """``{pointer: value}``, in walk order."""
+
+    def removed(self) -> list[str]:
+        """Removed pointers, in walk order."""
+
+    def is_empty(self, channels: Sequence[str] | None = None) -> bool:
+        """Whether nothing is there for ``channels`` (None: every section)."""
+
+    def encode(
+        self,
+        fmt: Format,
+        diff: DiffForm,
+        channels: Sequence[str] | None,
+        seq: int,
+        timestamp_ms: int,
+    ) -> bytes | None:
+        """The bytes of an ``update`` message, or None if nothing is there for ``channels``."""
+
+def diff(old: JSONValue, new: JSONValue) -> list[dict[str, Any]]:
+    """Stateless structural diff as an RFC 6902 op list."""

@@ -1,0 +1,1000 @@
+//! JSON (RFC 8259) straight into [`Value`], and compact JSON out of it.
+//!
+//! The parser is strict: exactly one value, no NaN/Infinity literals, integer literals outside
+//! `[-2**63, 2**64 - 1]` rejected (`out of range`) rather than turned into floats, fractions and
+//! exponents parsed as finite floats (`non-finite float` otherwise), invalid UTF-8 and lone
+//! surrogate escapes rejected (`UTF-8`), containers nested at most [`MAX_DEPTH`] levels. Strings
+//! without escapes are borrowed from the input. Duplicate keys: the last one wins.
+
+use std::borrow::Cow;
+
+use crate::value::{dedupe_keys, depth_error, Map, Value, ValueError, MAX_DEPTH};
+
+/// Parses one JSON value from `input`.
+///
+/// UTF-8 is checked where it matters: inside strings (outside them, any non-ASCII byte is an
+/// error anyway).
+pub fn parse(input: &[u8]) -> Result<Value<'_>, ValueError> {
+    let mut p = Parser {
+        bytes: input,
+        pos: 0,
+    };
+    let v = p.value(0)?;
+    p.skip_ws();
+    if p.pos < p.bytes.len() {
+        return Err(p.unexpected_or("trailing characters after the value"));
+    }
+    Ok(v)
+}
+
+struct Parser<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+/// `10^i` for the exactly representable powers.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+impl<'a> Parser<'a> {
+    fn err(&self, what: &str) -> ValueError {
+        ValueError::new(format!("invalid JSON: {what} at byte {}", self.pos))
+    }
+
+    /// The ASCII text of `start..end` (numbers; empty if not ASCII, which cannot happen).
+    fn text(&self, start: usize, end: usize) -> &'a str {
+        self.bytes
+            .get(start..end)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+
+    /// The error for the byte at `self.pos`: invalid UTF-8, or an unexpected character.
+    fn unexpected(&self) -> ValueError {
+        self.unexpected_or("unexpected character")
+    }
+
+    fn unexpected_or(&self, what: &str) -> ValueError {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        if rest.is_empty() {
+            return self.err("unexpected end of input");
+        }
+        let head = &rest[..rest.len().min(4)];
+        let c = match std::str::from_utf8(head) {
+            Ok(s) => s.chars().next(),
+            Err(e) if e.valid_up_to() > 0 => head
+                .get(..e.valid_up_to())
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.chars().next()),
+            Err(_) => None,
+        };
+        match c {
+            Some(c) => self.err(&format!("{what} {c:?}")),
+            None => self.err("invalid UTF-8"),
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, ValueError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b'"') => {
+                self.pos += 1;
+                Ok(Value::Str(self.string()?))
+            }
+            Some(b't') => self.literal("true", Value::Bool(true)),
+            Some(b'f') => self.literal("false", Value::Bool(false)),
+            Some(b'n') => self.literal("null", Value::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    fn literal(&mut self, word: &str, v: Value<'a>) -> Result<Value<'a>, ValueError> {
+        if self
+            .bytes
+            .get(self.pos..)
+            .unwrap_or_default()
+            .starts_with(word.as_bytes())
+        {
+            self.pos += word.len();
+            Ok(v)
+        } else {
+            Err(self.unexpected())
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, ValueError> {
+        if depth > MAX_DEPTH {
+            return Err(depth_error());
+        }
+        self.pos += 1; // '{'
+        let mut map: Map<'a> = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Value::Object(map));
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(match self.peek() {
+                    None => self.err("unexpected end of input"),
+                    Some(_) => self.err("expected a string key"),
+                });
+            }
+            self.pos += 1;
+            let key = self.string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(self.err("expected ':'").within(key.into_owned()));
+            }
+            self.pos += 1;
+            let v = match self.value(depth) {
+                Ok(v) => v,
+                Err(e) => return Err(e.within(key.into_owned())),
+            };
+            map.push((key, v));
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    break;
+                }
+                None => return Err(self.err("unexpected end of input")),
+                Some(_) => return Err(self.err("expected ',' or '}'")),
+            }
+        }
+        dedupe_keys(&mut map);
+        Ok(Value::Object(map))
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Value<'a>, ValueError> {
+        if depth > MAX_DEPTH {
+            return Err(depth_error());
+        }
+        self.pos += 1; // '['
+        let mut items = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            match self.value(depth) {
+                Ok(v) => items.push(v),
+                Err(e) => return Err(e.within(items.len().to_string())),
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    break;
+                }
+                None => return Err(self.err("unexpected end of input")),
+                Some(_) => return Err(self.err("expected ',' or ']'")),
+            }
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn number(&mut self) -> Result<Value<'a>, ValueError> {
+        let start = self.pos;
+        let neg = self.peek() == Some(b'-');
+        if neg {
+            self.pos += 1;
+        }
+        // The digits as an integer, for the integer result and for the exact float fast path.
+        // Up to 19 digits always fit in a u64, so the loop needs no overflow check: `ndig`
+        // counts them and longer numbers take a careful path.
+        let mut mag: u64 = 0;
+        let mut ndig = 0usize;
+        let int_start = self.pos;
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(b @ b'0'..=b'9') = self.peek() {
+                    mag = mag.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+                    ndig += 1;
+                    self.pos += 1;
+                }
+            }
+            _ => return Err(self.err("invalid number")),
+        }
+        let int_end = self.pos;
+        let mut is_float = false;
+        let mut frac_digits: i64 = 0;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            while let Some(b @ b'0'..=b'9') = self.peek() {
+                mag = mag.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+                ndig += 1;
+                frac_digits += 1;
+                self.pos += 1;
+            }
+            if frac_digits == 0 {
+                return Err(self.err("invalid number: expected a digit after '.'"));
+            }
+            is_float = true;
+        }
+        let mut exp: i64 = 0;
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            let exp_neg = match self.peek() {
+                Some(b'-') => {
+                    self.pos += 1;
+                    true
+                }
+                Some(b'+') => {
+                    self.pos += 1;
+                    false
+                }
+                _ => false,
+            };
+            let exp_start = self.pos;
+            while let Some(b @ b'0'..=b'9') = self.peek() {
+                exp = (exp * 10 + i64::from(b - b'0')).min(1 << 40);
+                self.pos += 1;
+            }
+            if self.pos == exp_start {
+                return Err(self.err("invalid number: expected a digit in the exponent"));
+            }
+            if exp_neg {
+                exp = -exp;
+            }
+            is_float = true;
+        }
+        if is_float {
+            // Exact when the digits fit in 53 bits and the power of ten is exact (Clinger).
+            let e = exp - frac_digits;
+            if ndig <= 19 && mag <= (1u64 << 53) && (-22..=22).contains(&e) {
+                let m = mag as f64;
+                let f = if e >= 0 {
+                    m * POW10[e as usize]
+                } else {
+                    m / POW10[(-e) as usize]
+                };
+                return Ok(Value::Float(if neg { -f } else { f }));
+            }
+            let text = self.text(start, self.pos);
+            let f: f64 = text
+                .parse()
+                .map_err(|_| ValueError::new(format!("invalid JSON: invalid number {text}")))?;
+            return Value::float(f).ok_or_else(|| {
+                ValueError::new(format!("non-finite float: {text} overflows a float"))
+            });
+        }
+        if ndig > 19 {
+            // 20 digits may still fit (up to 18446744073709551615): redo it carefully.
+            mag = 0;
+            for &b in self.bytes.get(int_start..int_end).unwrap_or_default() {
+                mag = match mag
+                    .checked_mul(10)
+                    .and_then(|m| m.checked_add(u64::from(b - b'0')))
+                {
+                    Some(m) => m,
+                    None => return Err(self.out_of_range(start)),
+                };
+            }
+        }
+        if !neg {
+            return Ok(Value::UInt(mag));
+        }
+        if mag == 0 {
+            return Ok(Value::UInt(0));
+        }
+        if mag > 1u64 << 63 {
+            return Err(self.out_of_range(start));
+        }
+        // mag in 1..=2**63: -mag fits in i64.
+        Ok(Value::Int((mag as i64).wrapping_neg()))
+    }
+
+    fn out_of_range(&self, start: usize) -> ValueError {
+        let text = self.text(start, self.pos);
+        ValueError::new(format!("integer {text} out of range [-2**63, 2**64 - 1]"))
+    }
+
+    /// `bytes[start..end]` (part of a string body) as `str`.
+    fn utf8(&self, start: usize, end: usize) -> Result<&'a str, ValueError> {
+        let b = self.bytes.get(start..end).unwrap_or_default();
+        std::str::from_utf8(b).map_err(|e| {
+            ValueError::new(format!(
+                "invalid JSON: invalid UTF-8 in a string at byte {}",
+                start + e.valid_up_to()
+            ))
+        })
+    }
+
+    /// A string body; `self.pos` is just after the opening quote.
+    fn string(&mut self) -> Result<Cow<'a, str>, ValueError> {
+        let start = self.pos;
+        // Fast path: no escape.
+        loop {
+            match self.peek() {
+                None => return Err(self.err("unterminated string")),
+                Some(b'"') => {
+                    let s = self.utf8(start, self.pos)?;
+                    self.pos += 1;
+                    return Ok(Cow::Borrowed(s));
+                }
+                Some(b'\\') => break,
+                Some(b) if b < 0x20 => return Err(self.err("control character in string")),
+                Some(_) => self.pos += 1,
+            }
+        }
+        let mut out = String::with_capacity(self.pos - start + 16);
+        out.push_str(self.utf8(start, self.pos)?);
+        loop {
+            let run = self.pos;
+            loop {
+                match self.peek() {
+                    None => return Err(self.err("unterminated string")),
+                    Some(b'"' | b'\\') => break,
+                    Some(b) if b < 0x20 => return Err(self.err("control character in string")),
+                    Some(_) => self.pos += 1,
+                }
+            }
+            out.push_str(self.utf8(run, self.pos)?);
+            if self.peek() == Some(b'"') {
+                self.pos += 1;
+                return Ok(Cow::Owned(out));
+            }
+            // Backslash.
+            self.pos += 1;
+            let Some(e) = self.peek() else {
+                return Err(self.err("unterminated string"));
+            };
+            self.pos += 1;
+            match e {
+                b'"' => out.push('"'),
+                b'\\' => out.push('\\'),
+                b'/' => out.push('/'),
+                b'b' => out.push('\u{8}'),
+                b'f' => out.push('\u{c}'),
+                b'n' => out.push('\n'),
+                b'r' => out.push('\r'),
+                b't' => out.push('\t'),
+                b'u' => {
+                    let at = self.pos - 2;
+                    let hi = self.hex4()?;
+                    let c = if (0xD800..0xDC00).contains(&hi) {
+                        if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                            return Err(self.surrogate(at));
+                        }
+                        self.pos += 2;
+                        let lo = self.hex4()?;
+                        if !(0xDC00..0xE000).contains(&lo) {
+                            return Err(self.surrogate(at));
+                        }
+                        0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                    } else if (0xDC00..0xE000).contains(&hi) {
+                        return Err(self.surrogate(at));
+                    } else {
+                        hi
+                    };
+                    match char::from_u32(c) {
+                        Some(c) => out.push(c),
+                        None => return Err(self.surrogate(at)),
+                    }
+                }
+                _ => {
+                    self.pos -= 1;
+                    return Err(self.err("invalid escape in string"));
+                }
+            }
+        }
+    }
+
+    fn surrogate(&self, at: usize) -> ValueError {
+        ValueError::new(format!(
+            "invalid JSON: lone surrogate escape at byte {at} is not valid UTF-8"
+        ))
+    }
+
+    fn hex4(&mut self) -> Result<u32, ValueError> {
+        let mut v = 0u32;
+        for _ in 0..4 {
+            let d = match self.peek() {
+                Some(b @ b'0'..=b'9') => b - b'0',
+                Some(b @ b'a'..=b'f') => b - b'a' + 10,
+                Some(b @ b'A'..=b'F') => b - b'A' + 10,
+                _ => return Err(self.err("invalid \\u escape")),
+            };
+            v = v * 16 + u32::from(d);
+            self.pos += 1;
+        }
+        Ok(v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer
+
+/// Appends `v` as compact JSON.
+pub fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Int(i) => write_i64(out, *i),
+        Value::UInt(u) => write_u64(out, *u),
+        Value::Float(f) => write_f64(out, *f),
+        Value::Str(s) => write_str(out, s),
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, x);
+            }
+            out.push(b']');
+        }
+        Value::Object(m) => {
+            out.push(b'{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_value(out, x);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// JSON text of `v`.
+pub fn to_vec(v: &Value<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    write_value(&mut out, v);
+    out
+}
+
+/// Appends `s`. Short slices are copied with fixed-size (inlined) moves instead of a call to
+/// `memcpy`: encoders append many small pieces.
+#[inline(always)]
+pub fn put(out: &mut Vec<u8>, s: &[u8]) {
+    let n = s.len();
+    if n > 32 {
+        out.extend_from_slice(s);
+        return;
+    }
+    let len = out.len();
+    out.resize(len + 32, 0);
+    let buf = &mut out[len..];
+    if n >= 16 {
+        buf[..16].copy_from_slice(&s[..16]);
+        buf[n - 16..n].copy_from_slice(&s[n - 16..]);
+    } else if n >= 8 {
+        buf[..8].copy_from_slice(&s[..8]);
+        buf[n - 8..n].copy_from_slice(&s[n - 8..]);
+    } else if n >= 4 {
+        buf[..4].copy_from_slice(&s[..4]);
+        buf[n - 4..n].copy_from_slice(&s[n - 4..]);
+    } else {
+        for (d, &b) in buf.iter_mut().zip(s) {
+            *d = b;
+        }
+    }
+    out.truncate(len + n);
+}
+
+/// Number of decimal digits of `u`.
+#[inline]
+fn digit_count(u: u64) -> usize {
+    match u.checked_ilog10() {
+        Some(l) => l as usize + 1,
+        None => 1,
+    }
+}
+
+/// "00" to "99".
+static PAIRS: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
+
+/// Writes the decimal digits of `u` at the start of `buf` (at least 20 bytes); returns how many.
+#[inline]
+fn digits_into(buf: &mut [u8], mut u: u64) -> usize {
+    let n = digit_count(u);
+    let Some(digits) = buf.get_mut(..n) else {
+        return 0;
+    };
+    // Two digits at a time, from the end.
+    let mut chunks = digits.rchunks_exact_mut(2);
+    for pair in chunks.by_ref() {
+        pair.copy_from_slice(&PAIRS[(u % 100) as usize]);
+        u /= 100;
+    }
+    if let [d] = chunks.into_remainder() {
+        *d = b'0' + (u % 10) as u8;
+    }
+    n
+}
+
+#[inline]
+pub fn write_i64(out: &mut Vec<u8>, i: i64) {
+    if i < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, i.unsigned_abs());
+}
+
+#[inline]
+pub fn write_u64(out: &mut Vec<u8>, u: u64) {
+    // Digits written in place (a stack buffer copied out would stall store forwarding).
+    let len = out.len();
+    out.resize(len + 20, 0);
+    let n = digits_into(&mut out[len..], u);
+    out.truncate(len + n);
+}
+
+/// A finite float: the shortest text that reads back as the same float, and always as a float
+/// (`1.0`, `-0.0`, `0.1`, `1e+20`; zmij, a faster successor of ryu).
+#[inline]
+pub fn write_f64(out: &mut Vec<u8>, f: f64) {
+    if write_short_decimal(out, f) {
+        return;
+    }
+    if f.is_finite() {
+        put(out, zmij::Buffer::new().format_finite(f).as_bytes());
+    } else {
+        // Unreachable for a valid Value; never write invalid JSON.
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Fast path for the common case of a float that is a decimal with at most 4 fraction digits
+/// below 1e11 (prices, sizes): writes it and returns true, or returns false and writes nothing.
+///
+/// If `r / 10^4` (a correctly rounded division of exact operands) gives back `|f|`, the decimal
+/// `r * 10^-4` reads back as `|f|`; it has at most 15 significant digits, and two decimals that
+/// short never read back as the same float, so with its trailing zeros dropped it is exactly
+/// the shortest representation that zmij or ryu would print (in plain notation, as they do in
+/// this range).
+#[inline]
+fn write_short_decimal(out: &mut Vec<u8>, f: f64) -> bool {
+    let a = f.abs();
+    if a.is_nan() || a >= 1e11 {
+        return false;
+    }
+    // r < 1e15: exact as i64 and as f64 (i64 converts in one instruction).
+    let r = (a * 1e4 + 0.5) as i64;
+    // The digits are written before the (slow, divide) check resolves, and dropped if it fails.
+    // sign, integer part, '.', up to 4 fraction digits: at most 1 + 11 + 1 + 4 bytes, written
+    // in place.
+    let len = out.len();
+    out.resize(len + 40, 0);
+    let buf = &mut out[len..];
+    let mut n = 0;
+    if f.is_sign_negative() {
+        buf[0] = b'-';
+        n = 1;
+    }
+    n += digits_into(&mut buf[n..], (r / 10_000) as u64);
+    let frac = (r % 10_000) as u32;
+    let [a1, a2] = PAIRS[(frac / 100) as usize];
+    let [b1, b2] = PAIRS[(frac % 100) as usize];
+    buf[n..n + 5].copy_from_slice(&[b'.', a1, a2, b1, b2]);
+    n += if frac % 1000 == 0 {
+        2
+    } else if frac % 100 == 0 {
+        3
+    } else if frac % 10 == 0 {
+        4
+    } else {
+        5
+    };
+    if r as f64 / 1e4 != a {
+        out.truncate(len);
+        return false;
+    }
+    out.truncate(len + n);
+    true
+}
+
+/// Bytes that need escaping inside a JSON string: 0 = none, else the escape letter or b'u'.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Whether any of the 8 bytes of `w` needs escaping in a JSON string (`< 0x20`, `"` or `\`).
+#[inline]
+pub(crate) fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte < 0x20, or a zero byte in w ^ '"' or in w ^ '\\' (exact as existence tests).
+    let lt = w.wrapping_sub(ONES * 0x20) & !w;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let b = w ^ (ONES * u64::from(b'\\'));
+    ((lt | (q.wrapping_sub(ONES) & !q) | (b.wrapping_sub(ONES) & !b)) & HIGH) != 0
+}
+
+/// Appends `s` as a JSON string (escaping `"`, `\` and control characters; non-ASCII raw).
+#[inline]
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_str_bytes(out, s.as_bytes());
+}
+
+/// [`write_str`] of the UTF-8 bytes of a string.
+pub fn write_str_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    // Fast path: skip 8 bytes at a time while nothing needs escaping.
+    let mut clean = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        if needs_escape(u64::from_le_bytes(w)) {
+            break;
+        }
+        clean += 8;
+    }
+    let tail = bytes.get(clean..).unwrap_or_default();
+    if !tail.iter().any(|&b| ESCAPE[b as usize] != 0) {
+        put(out, bytes);
+        out.push(b'"');
+        return;
+    }
+    put(out, bytes.get(..clean).unwrap_or_default());
+    let bytes = tail;
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        if esc == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', esc]);
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> Value<'_> {
+        parse(s.as_bytes()).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn bad(s: &[u8]) -> String {
+        match parse(s) {
+            Ok(v) => panic!("{:?} parsed as {v:?}", String::from_utf8_lossy(s)),
+            Err(e) => e.render("/p"),
+        }
+    }
+
+    #[test]
+    fn scalars() {
+        assert_eq!(ok("null"), Value::Null);
+        assert_eq!(ok(" true "), Value::Bool(true));
+        assert_eq!(ok("false"), Value::Bool(false));
+        assert_eq!(ok("0"), Value::UInt(0));
+        assert_eq!(ok("-0"), Value::UInt(0));
+        assert_eq!(ok("-0.0"), Value::Float(-0.0));
+        assert_eq!(ok("12"), Value::UInt(12));
+        assert_eq!(ok("-12"), Value::Int(-12));
+        assert_eq!(ok("1.0"), Value::Float(1.0));
+        assert_eq!(ok("1e2"), Value::Float(100.0));
+        assert_eq!(ok("1E-2"), Value::Float(0.01));
+        assert_eq!(ok("1e-400"), Value::Float(0.0));
+        assert_eq!(ok("18446744073709551615"), Value::UInt(u64::MAX));
+        assert_eq!(ok("-9223372036854775808"), Value::Int(i64::MIN));
+        assert_eq!(
+            ok("\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\""),
+            Value::str("a\"b\\c/d\u{8}\u{c}\n\r\t")
+        );
+        assert_eq!(ok("\"\\u00e9\\ud83d\\ude00\""), Value::str("é😀"));
+        assert_eq!(ok("\"é😀\""), Value::str("é😀"));
+    }
+
+    #[test]
+    fn floats_are_correctly_rounded() {
+        // The fast path (exact digits and power of ten) and the fallback agree with std.
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let int = next() % 10u64.pow((next() % 12) as u32);
+            let frac_len = (next() % 12) as usize;
+            let frac: String = (0..frac_len)
+                .map(|_| char::from(b'0' + (next() % 10) as u8))
+                .collect();
+            let exp = (next() % 60) as i64 - 30;
+            let mut s = format!("{}{int}", if next() % 2 == 0 { "-" } else { "" });
+            if frac_len > 0 {
+                s.push('.');
+                s.push_str(&frac);
+            }
+            if next() % 2 == 0 {
+                s.push_str(&format!("e{exp}"));
+            } else if frac_len == 0 {
+                s.push_str(".0");
+            }
+            let want: f64 = s.parse().unwrap();
+            assert_eq!(ok(&s), Value::Float(want), "{s}");
+        }
+        for s in [
+            "0.1",
+            "0.3",
+            "123456789012345678.5",
+            "9007199254740993.0",
+            "1e22",
+            "1e23",
+            "4.9e-324",
+            "2.2250738585072014e-308",
+            "1.7976931348623157e308",
+            "0.000001",
+        ] {
+            assert_eq!(ok(s), Value::Float(s.parse().unwrap()), "{s}");
+        }
+    }
+
+    #[test]
+    fn borrowing() {
+        match ok("\"plain\"") {
+            Value::Str(Cow::Borrowed(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn containers_and_duplicates() {
+        let v = ok(r#"{"a": [1, 2.5, "x", null], "b": {}, "a": {"c": []}}"#);
+        let Value::Object(m) = v else { panic!() };
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].0, "a");
+        assert_eq!(m[0].1, ok(r#"{"c": []}"#));
+        assert_eq!(m[1].0, "b");
+    }
+
+    #[test]
+    fn rejections() {
+        assert!(bad(b"").contains("invalid JSON"));
+        assert!(bad(b"  ").contains("end of input"));
+        assert!(bad(b"1 2").contains("trailing"));
+        assert!(bad(b"NaN").contains("invalid JSON"));
+        assert!(bad(b"Infinity").contains("invalid JSON"));
+        assert!(bad(b"-Infinity").contains("invalid JSON"));
+        assert!(bad(b"01").contains("trailing"));
+        assert!(bad(b"1.").contains("invalid number"));
+        assert!(bad(b".5").contains("invalid JSON"));
+        assert!(bad(b"+1").contains("invalid JSON"));
+        assert!(bad(b"1e").contains("invalid number"));
+        assert!(bad(b"[1,]").contains("invalid JSON"));
+        assert!(bad(b"{\"a\":1,}").contains("invalid JSON"));
+        assert!(bad(b"{\"a\" 1}").contains("':'"));
+        assert!(bad(b"{a:1}").contains("string key"));
+        assert!(bad(b"\"abc").contains("unterminated"));
+        assert!(bad(b"\"a\nb\"").contains("control character"));
+        assert!(bad(b"\"\\x\"").contains("invalid escape"));
+        assert!(bad(b"\"\\u12\"").contains("\\u"));
+        assert!(bad(b"tru").contains("invalid JSON"));
+        assert!(bad(b"nul").contains("invalid JSON"));
+        assert!(bad(b"18446744073709551616").contains("out of range"));
+        assert!(bad(b"-9223372036854775809").contains("out of range"));
+        assert!(bad(b"123456789012345678901234567890").contains("out of range"));
+        assert!(bad(b"1e400").contains("non-finite float"));
+        assert!(bad(b"-1e400").contains("non-finite float"));
+        assert!(bad(b"\"\xff\"").contains("UTF-8"));
+        assert!(bad(b"\"\\ud800\"").contains("UTF-8"));
+        assert!(bad(b"\"\\udc00\"").contains("UTF-8"));
+        assert!(bad(b"\"\\ud800\\u0041\"").contains("UTF-8"));
+    }
+
+    #[test]
+    fn error_pointers() {
+        assert_eq!(
+            bad(br#"{"a": {"b/c": [1, 1e999]}}"#),
+            "/p/a/b~1c/1: non-finite float: 1e999 overflows a float"
+        );
+        assert!(bad(br#"{"x": [true, 99999999999999999999]}"#).starts_with("/p/x/1: integer"));
+    }
+
+    #[test]
+    fn depth_limit() {
+        let ok_deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert_eq!(ok(&ok_deep).depth(), MAX_DEPTH);
+        let too_deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(bad(too_deep.as_bytes()).contains("depth"));
+        let objs = format!(
+            "{}1{}",
+            "{\"a\":".repeat(MAX_DEPTH + 1),
+            "}".repeat(MAX_DEPTH + 1)
+        );
+        assert!(bad(objs.as_bytes()).contains("depth"));
+        // Very deep input must not overflow the stack.
+        let huge = "[".repeat(1_000_000);
+        assert!(bad(huge.as_bytes()).contains("depth"));
+    }
+
+    #[test]
+    fn short_decimal_floats_match_zmij() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut fast = 0;
+        for i in 0..2_000_000u64 {
+            let f = match i % 4 {
+                0 => (next() % 1_000_000_000_000_000) as f64 / 10f64.powi((next() % 8) as i32),
+                1 => f64::from_bits(next()),
+                2 => (next() % 100_000) as f64 * 0.0001 * if next() % 2 == 0 { -1.0 } else { 1.0 },
+                _ => ((next() % 2_000_000) as f64 * 1.000_1).round() / 100.0,
+            };
+            if !f.is_finite() {
+                continue;
+            }
+            let mut a = Vec::new();
+            if write_short_decimal(&mut a, f) {
+                fast += 1;
+            }
+            let mut b = Vec::new();
+            b.extend_from_slice(zmij::Buffer::new().format_finite(f).as_bytes());
+            if !a.is_empty() {
+                assert_eq!(
+                    String::from_utf8(a).unwrap(),
+                    String::from_utf8(b).unwrap(),
+                    "{f:e}"
+                );
+            }
+        }
+        assert!(fast > 500_000, "{fast}");
+        for (f, s) in [
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1.0, "1.0"),
+            (-2.5, "-2.5"),
+            (0.0001, "0.0001"),
+            (99999999999.9999, "99999999999.9999"),
+            (1e11, "100000000000.0"),
+            (0.1 + 0.2, "0.30000000000000004"),
+        ] {
+            let mut out = Vec::new();
+            write_f64(&mut out, f);
+            assert_eq!(String::from_utf8(out).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn string_escapes() {
+        for s in [
+            "",
+            "a",
+            "abcdefgh",
+            "abcdefghi\"",
+            "\u{1}abcdefghijklmnop",
+            "abcdefgh\\ijk",
+            "é✓𝄞 and some more text",
+            "0123456789\n",
+            "\u{7f}\u{80}\u{ff}",
+            "\"\"\"\"\"\"\"\"",
+        ] {
+            let mut out = Vec::new();
+            write_str(&mut out, s);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(parse(text.as_bytes()).unwrap(), Value::str(s), "{text}");
+        }
+        // Every byte value at every position of a 16-byte string.
+        for pos in 0..16 {
+            for b in 0u8..0x80 {
+                let mut s = vec![b'a'; 16];
+                s[pos] = b;
+                let s = String::from_utf8(s).unwrap();
+                let mut out = Vec::new();
+                write_str(&mut out, &s);
+                let needs = b < 0x20 || b == b'"' || b == b'\\';
+                assert_eq!(out.len() > s.len() + 2, needs, "{b} at {pos}");
+                assert_eq!(parse(&out).unwrap(), Value::str(s.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn small_writers() {
+        for n in 0..70 {
+            let s: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut out = b"xy".to_vec();
+            put(&mut out, &s);
+            assert_eq!(&out[2..], &s[..]);
+            assert_eq!(&out[..2], b"xy");
+        }
+        for u in [
+            0u64,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            999_999_999_999,
+            u64::MAX / 10,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            write_u64(&mut out, u);
+            assert_eq!(out, u.to_string().as_bytes());
+        }
+        for i in [0i64, -1, -10, 7, i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            write_i64(&mut out, i);
+            assert_eq!(out, i.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn writer() {
+        let v = ok(r#"{"a":[1,-2,1.0,-0.0,1e20,0.1,"x\"y\\z\n\u0001é"],"b":null,"c":true}"#);
+        let s = String::from_utf8(to_vec(&v)).unwrap();
+        assert_eq!(
+            s,
+            r#"{"a":[1,-2,1.0,-0.0,1e+20,0.1,"x\"y\\z\n\u0001é"],"b":null,"c":true}"#
+        );
+        // Round trip.
+        assert_eq!(ok(&s), v);
+        assert_eq!(to_vec(&Value::UInt(u64::MAX)), b"18446744073709551615");
+        assert_eq!(to_vec(&Value::Int(i64::MIN)), b"-9223372036854775808");
+        assert_eq!(to_vec(&Value::Float(1.5e-7)), b"1.5e-7");
+    }
+}

@@ -1,0 +1,552 @@
+//! The PyO3 binding: `dashboard_server._fastdiff`.
+//!
+//! Only conversions and argument handling live here; the logic is in the core modules. Every
+//! rejection of a value or path raises `ValueError` whose message starts with the JSON Pointer of
+//! the offending place; `get` raises `KeyError` for a missing path.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
+};
+
+use crate::diff::diff as diff_values;
+use crate::doc::{self, GetError, Kind, Node, ObjNode};
+use crate::encode::{self, DiffForm, Format};
+use crate::value::{depth_error, Map, Value, ValueError, MAX_DEPTH};
+use crate::{json, msgpack, pointer};
+
+fn value_error(msg: impl Into<String>) -> PyErr {
+    PyValueError::new_err(msg.into())
+}
+
+fn doc_error(e: doc::Error) -> PyErr {
+    PyValueError::new_err(e.0)
+}
+
+// -- Python -> Value --------------------------------------------------------------------------
+
+/// Strict conversion of a Python object (`depth`: containers above it).
+fn to_value(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value<'static>, ValueError> {
+    // Exact types first (the common case), then subclasses; bool before int.
+    if obj.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return py_str(s).map(|s| Value::Str(Cow::Owned(s.to_owned())));
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        if let Ok(i) = obj.extract::<i64>() {
+            return Ok(Value::int(i));
+        }
+        if let Ok(u) = obj.extract::<u64>() {
+            return Ok(Value::UInt(u));
+        }
+        return Err(ValueError::new(
+            "out of range: int outside [-2**63, 2**64 - 1]",
+        ));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        let f = f.value();
+        return Value::float(f).ok_or_else(|| ValueError::new(format!("non-finite float: {f}")));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        if depth >= MAX_DEPTH {
+            return Err(depth_error());
+        }
+        let mut map: Map<'static> = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            let Ok(ks) = k.cast::<PyString>() else {
+                return Err(ValueError::new(format!(
+                    "non-string key: {} key {}",
+                    type_name(&k),
+                    k.repr().map(|r| r.to_string()).unwrap_or_default()
+                )));
+            };
+            let key = py_str(ks)?.to_owned();
+            match to_value(&v, depth + 1) {
+                Ok(val) => map.push((Cow::Owned(key), val)),
+                Err(e) => return Err(e.within(key)),
+            }
+        }
+        return Ok(Value::Object(map));
+    }
+    if let Ok(l) = obj.cast::<PyList>() {
+        if depth >= MAX_DEPTH {
+            return Err(depth_error());
+        }
+        let mut items = Vec::with_capacity(l.len());
+        for (i, x) in l.iter().enumerate() {
+            items.push(to_value(&x, depth + 1).map_err(|e| e.within(i.to_string()))?);
+        }
+        return Ok(Value::Array(items));
+    }
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        if depth >= MAX_DEPTH {
+            return Err(depth_error());
+        }
+        let mut items = Vec::with_capacity(t.len());
+        for (i, x) in t.iter().enumerate() {
+            items.push(to_value(&x, depth + 1).map_err(|e| e.within(i.to_string()))?);
+        }
+        return Ok(Value::Array(items));
+    }
+    Err(ValueError::new(format!(
+        "unsupported type: {}",
+        type_name(obj)
+    )))
+}
+
+fn py_str<'a>(s: &'a Bound<'_, PyString>) -> Result<&'a str, ValueError> {
+    s.to_str()
+        .map_err(|_| ValueError::new("string is not valid UTF-8 (lone surrogate)"))
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+/// The value of an op, with errors prefixed by the op's `path`.
+fn arg_value(path: &str, obj: &Bound<'_, PyAny>) -> PyResult<Value<'static>> {
+    to_value(obj, 0).map_err(|e| value_error(e.render(path)))
+}
+
+/// A `str` path argument.
+#[inline]
+fn path_arg<'a>(path: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
+    match path.cast::<PyString>() {
+        Ok(s) => Ok(s.to_str()?),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "path must be a str, not {}",
+            type_name(path)
+        ))),
+    }
+}
+
+/// The bytes of a payload (`bytes`, `bytearray` or `memoryview`), handed to `f`.
+fn with_payload<R>(
+    path: &str,
+    payload: &Bound<'_, PyAny>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> PyResult<R> {
+    if let Ok(b) = payload.cast::<PyBytes>() {
+        return Ok(f(b.as_bytes()));
+    }
+    if let Ok(b) = payload.cast::<PyByteArray>() {
+        return Ok(f(&b.to_vec()));
+    }
+    if payload.is_instance_of::<PyMemoryView>() {
+        let b = payload.call_method0("tobytes")?;
+        let b = b.cast::<PyBytes>()?;
+        return Ok(f(b.as_bytes()));
+    }
+    Err(value_error(format!(
+        "{}: payload must be bytes, not {}",
+        pointer::display(path),
+        type_name(payload)
+    )))
+}
+
+/// An int argument that must not be a bool (as the pure engine checks).
+fn int_arg(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
+        return Err(value_error(format!(
+            "{name} must be an int, not {}",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        )));
+    }
+    Ok(obj.extract::<i64>().ok())
+}
+
+fn decode<'a>(fmt: &str, bytes: &'a [u8]) -> Result<Value<'a>, ValueError> {
+    match fmt {
+        "json" => json::parse(bytes),
+        "msgpack" => msgpack::parse(bytes),
+        other => Err(ValueError::new(format!(
+            "unknown payload format {other:?}: expected \"json\" or \"msgpack\""
+        ))),
+    }
+}
+
+/// `None` or a sequence of names (`what`: for messages). A bare `str` is refused (ValueError):
+/// it is almost surely a mistake.
+fn names_arg(what: &str, names: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>> {
+    let Some(names) = names else {
+        return Ok(None);
+    };
+    if names.is_none() {
+        return Ok(None);
+    }
+    if names.is_instance_of::<PyString>() {
+        return Err(value_error(format!(
+            "{what} must be a sequence of names, not a single string"
+        )));
+    }
+    let mut out = Vec::new();
+    for item in names.try_iter()? {
+        let item = item?;
+        let Ok(s) = item.cast::<PyString>() else {
+            return Err(value_error(format!(
+                "{what}: a name must be a string, not {}",
+                type_name(&item)
+            )));
+        };
+        out.push(s.to_str()?.to_owned());
+    }
+    Ok(Some(out))
+}
+
+fn channels_arg(channels: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>> {
+    names_arg("channels", channels)
+}
+
+// -- Value -> Python --------------------------------------------------------------------------
+
+fn value_to_py<'py>(py: Python<'py>, v: &Value<'_>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::UInt(u) => u.into_pyobject(py)?.into_any(),
+        Value::Float(f) => PyFloat::new(py, *f).into_any(),
+        Value::Str(s) => PyString::new(py, s).into_any(),
+        Value::Array(a) => {
+            let items = a
+                .iter()
+                .map(|x| value_to_py(py, x))
+                .collect::<PyResult<Vec<_>>>()?;
+            PyList::new(py, items)?.into_any()
+        }
+        Value::Object(m) => {
+            let d = PyDict::new(py);
+            for (k, x) in m {
+                d.set_item(PyString::new(py, k), value_to_py(py, x)?)?;
+            }
+            d.into_any()
+        }
+    })
+}
+
+fn obj_to_py<'py>(py: Python<'py>, o: &ObjNode) -> PyResult<Bound<'py, PyAny>> {
+    let d = PyDict::new(py);
+    for (k, n) in o.children() {
+        d.set_item(PyString::new(py, k), node_to_py(py, n)?)?;
+    }
+    Ok(d.into_any())
+}
+
+fn node_to_py<'py>(py: Python<'py>, n: &Node) -> PyResult<Bound<'py, PyAny>> {
+    match &n.kind {
+        Kind::Leaf(v) => value_to_py(py, v),
+        Kind::Obj(o) => obj_to_py(py, o),
+    }
+}
+
+// -- StateDoc ---------------------------------------------------------------------------------
+
+/// The state document: ingest ops, change tracking and snapshot encoding.
+#[pyclass(name = "StateDoc", module = "dashboard_server._fastdiff")]
+pub struct PyStateDoc {
+    doc: doc::StateDoc,
+    /// Size of the last snapshot, to pre-size the next one.
+    snapshot_hint: AtomicUsize,
+}
+
+#[pymethods]
+impl PyStateDoc {
+    #[new]
+    #[pyo3(
+        signature = (sections = None, *, max_tombstones = None),
+        text_signature = "(sections=None, *, max_tombstones=100000)"
+    )]
+    fn new(
+        sections: Option<&Bound<'_, PyAny>>,
+        max_tombstones: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let max = match max_tombstones {
+            None => 100_000,
+            Some(m) => match int_arg("max_tombstones", m)? {
+                Some(n) if n >= 0 => n as usize,
+                Some(n) => {
+                    return Err(value_error(format!("max_tombstones must be >= 0, not {n}")))
+                }
+                None => usize::MAX,
+            },
+        };
+        let names = names_arg("sections", sections)?;
+        Ok(PyStateDoc {
+            doc: doc::StateDoc::new(names.unwrap_or_default(), max),
+            snapshot_hint: AtomicUsize::new(4096),
+        })
+    }
+
+    /// The number of effective ops so far.
+    #[getter]
+    fn version(&self) -> u64 {
+        self.doc.version()
+    }
+
+    /// The oldest version `changes_since` can still answer from.
+    #[getter]
+    fn floor(&self) -> u64 {
+        self.doc.floor()
+    }
+
+    #[getter]
+    fn max_tombstones(&self) -> usize {
+        self.doc.max_tombstones()
+    }
+
+    /// RFC 7386 merge of `patch` into the value at `path`.
+    fn merge(&mut self, path: &str, patch: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let v = arg_value(path, patch)?;
+        self.doc.merge(path, v).map_err(doc_error)
+    }
+
+    /// Makes the value at `path` equal to `value`.
+    fn replace(&mut self, path: &str, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let v = arg_value(path, value)?;
+        self.doc.replace(path, v).map_err(doc_error)
+    }
+
+    /// Removes the value at `path`; False if there is none.
+    fn remove(&mut self, path: &str) -> PyResult<bool> {
+        self.doc.remove(path).map_err(doc_error)
+    }
+
+    /// `merge` with the patch given as a JSON or MessagePack payload.
+    #[pyo3(signature = (path, payload, fmt = "json"))]
+    fn merge_bytes(
+        &mut self,
+        path: &Bound<'_, PyAny>,
+        payload: &Bound<'_, PyAny>,
+        fmt: &str,
+    ) -> PyResult<bool> {
+        // Look at both arguments before using either: their memory is often cold (payloads
+        // fresh from Redis), and independent loads get fetched in parallel.
+        let bytes = payload.cast::<PyBytes>().ok();
+        let path = path_arg(path)?;
+        let ptr = pointer::parse(path).map_err(value_error)?;
+        let doc = &mut self.doc;
+        if fmt == "json" {
+            if let Some(b) = bytes {
+                return doc.merge_json_at(ptr, b.as_bytes()).map_err(doc_error);
+            }
+            return with_payload(path, payload, |bytes| {
+                doc.merge_json_at(ptr, bytes).map_err(doc_error)
+            })?;
+        }
+        with_payload(path, payload, |bytes| match decode(fmt, bytes) {
+            Ok(v) => doc.merge_at(ptr, v).map_err(doc_error),
+            Err(e) => Err(value_error(e.render(path))),
+        })?
+    }
+
+    /// `replace` with the value given as a JSON or MessagePack payload.
+    #[pyo3(signature = (path, payload, fmt = "json"))]
+    fn replace_bytes(
+        &mut self,
+        path: &str,
+        payload: &Bound<'_, PyAny>,
+        fmt: &str,
+    ) -> PyResult<bool> {
+        let ptr = pointer::parse(path).map_err(value_error)?;
+        let doc = &mut self.doc;
+        with_payload(path, payload, |bytes| match decode(fmt, bytes) {
+            Ok(v) => doc.replace_at(ptr, v).map_err(doc_error),
+            Err(e) => Err(value_error(e.render(path))),
+        })?
+    }
+
+    /// A fresh copy of the value at `path`; KeyError if absent.
+    #[pyo3(signature = (path = ""))]
+    fn get<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyAny>> {
+        if path.is_empty() {
+            return obj_to_py(py, self.doc.root());
+        }
+        match self.doc.get(path) {
+            Ok(n) => node_to_py(py, n),
+            Err(GetError::Missing) => Err(PyKeyError::new_err(path.to_owned())),
+            Err(GetError::Invalid(e)) => Err(doc_error(e)),
+        }
+    }
+
+    /// `{"version", "floor", "tombstones", "nodes"}`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.doc.stats();
+        let d = PyDict::new(py);
+        d.set_item("version", s.version)?;
+        d.set_item("floor", s.floor)?;
+        d.set_item("tombstones", s.tombstones)?;
+        d.set_item("nodes", s.nodes)?;
+        Ok(d)
+    }
+
+    /// The changes from version `v` to now; None if `v` is older than the floor.
+    fn changes_since(&self, v: &Bound<'_, PyAny>) -> PyResult<Option<PyChangeSet>> {
+        let version = self.doc.version();
+        let Some(v) = int_arg("version", v)? else {
+            return Err(value_error(format!("version {v} is outside 0..{version}")));
+        };
+        if v < 0 {
+            return Err(value_error(format!("version {v} is outside 0..{version}")));
+        }
+        self.doc
+            .changes_since(v as u64)
+            .map(|cs| cs.map(|cs| PyChangeSet { cs }))
+            .map_err(doc_error)
+    }
+
+    /// The bytes of a `snapshot` message for `channels` (None: every section).
+    fn encode_snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        fmt: &str,
+        channels: Option<&Bound<'py, PyAny>>,
+        seq: u64,
+        epoch: &str,
+        timestamp_ms: i64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let fmt = Format::parse(fmt).map_err(doc_error)?;
+        let channels = channels_arg(channels)?;
+        let hint = self.snapshot_hint.load(Ordering::Relaxed);
+        let out = encode::encode_snapshot(
+            &self.doc,
+            fmt,
+            channels.as_deref(),
+            seq,
+            epoch,
+            timestamp_ms,
+            hint + hint / 8,
+        )
+        .map_err(doc_error)?;
+        self.snapshot_hint.store(out.len(), Ordering::Relaxed);
+        Ok(PyBytes::new(py, &out))
+    }
+
+    fn __repr__(&self) -> String {
+        let s = self.doc.stats();
+        format!(
+            "<StateDoc version={} floor={} nodes={} tombstones={}>",
+            s.version, s.floor, s.nodes, s.tombstones
+        )
+    }
+}
+
+// -- ChangeSet --------------------------------------------------------------------------------
+
+/// The changes between two versions, with values read when it was taken.
+#[pyclass(name = "ChangeSet", module = "dashboard_server._fastdiff", frozen)]
+pub struct PyChangeSet {
+    cs: doc::ChangeSet,
+}
+
+#[pymethods]
+impl PyChangeSet {
+    #[getter(from_version)]
+    fn get_from_version(&self) -> u64 {
+        self.cs.from_version
+    }
+
+    #[getter(to_version)]
+    fn get_to_version(&self) -> u64 {
+        self.cs.to_version
+    }
+
+    fn __len__(&self) -> usize {
+        self.cs.len()
+    }
+
+    /// `{pointer: value}` of the changed values, in walk order.
+    fn changes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (p, v) in self.cs.changes() {
+            d.set_item(PyString::new(py, p), value_to_py(py, &v)?)?;
+        }
+        Ok(d)
+    }
+
+    /// Removed pointers, in walk order.
+    fn removed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.cs.removed().map(|p| PyString::new(py, p)))
+    }
+
+    /// Whether there is nothing for `channels` (None: every section).
+    #[pyo3(signature = (channels = None))]
+    fn is_empty(&self, channels: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let channels = channels_arg(channels)?;
+        Ok(self.cs.is_empty_for(channels.as_deref()))
+    }
+
+    /// The bytes of an `update` message, or None if there is nothing for `channels`.
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        fmt: &str,
+        diff: &str,
+        channels: Option<&Bound<'py, PyAny>>,
+        seq: u64,
+        timestamp_ms: i64,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let fmt = Format::parse(fmt).map_err(doc_error)?;
+        let diff = DiffForm::parse(diff).map_err(doc_error)?;
+        let channels = channels_arg(channels)?;
+        let out =
+            encode::encode_update(&self.cs, fmt, diff, channels.as_deref(), seq, timestamp_ms)
+                .map_err(doc_error)?;
+        Ok(out.map(|b| PyBytes::new(py, &b)))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<ChangeSet from_version={} to_version={} entries={}>",
+            self.cs.from_version,
+            self.cs.to_version,
+            self.cs.len()
+        )
+    }
+}
+
+// -- module -----------------------------------------------------------------------------------
+
+/// Stateless structural diff of two values as an RFC 6902 op list.
+#[pyfunction]
+fn diff<'py>(
+    py: Python<'py>,
+    old: &Bound<'py, PyAny>,
+    new: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let old = to_value(old, 0).map_err(|e| value_error(e.render("")))?;
+    let new = to_value(new, 0).map_err(|e| value_error(e.render("")))?;
+    let list = PyList::empty(py);
+    for op in diff_values(&old, new) {
+        let d = PyDict::new(py);
+        d.set_item("op", op.op.name())?;
+        d.set_item("path", PyString::new(py, &op.path))?;
+        if let Some(v) = &op.value {
+            d.set_item("value", value_to_py(py, v)?)?;
+        }
+        list.append(d)?;
+    }
+    Ok(list)
+}
+
+/// The Rust engine of dashboard-server: state document, change tracking, message encoding.
+#[pymodule]
+fn _fastdiff(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStateDoc>()?;
+    m.add_class::<PyChangeSet>()?;
+    m.add_function(wrap_pyfunction!(diff, m)?)?;
+    m.add("MAX_DEPTH", MAX_DEPTH)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
