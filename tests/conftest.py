@@ -46,9 +46,17 @@ def engine_or_skip(name: str) -> Engine:
 
 
 @pytest.fixture(params=ENGINE_NAMES)
-def engine(request: pytest.FixtureRequest) -> Engine:
-    """Each test that takes this runs once per engine: native and pure."""
-    return engine_or_skip(request.param)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    """Each test that takes this runs once per engine name: native and pure."""
+    name: str = request.param
+    engine_or_skip(name)
+    return name
+
+
+@pytest.fixture
+def engine(engine_name: str) -> Engine:
+    """The engine of the current parametrisation (see :func:`engine_name`)."""
+    return load_engine(engine_name)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # redis_helpers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))  # server_helpers
 
 from redis_helpers import RedisProcess
-from server_helpers import ENGINES, native_available
 
 _install_tried = False
 
@@ -79,14 +78,3 @@ def make_redis(redis_binary: str) -> Iterator[Callable[..., RedisProcess]]:
     finally:
         for proc in created:
             proc.stop()
-
-
-@pytest.fixture(params=ENGINES)
-def engine_name(request: pytest.FixtureRequest) -> str:
-    """Each test that uses it runs once per engine (native skipped only if not built)."""
-    name: str = request.param
-    if name == "native" and not native_available():
-        if os.environ.get("DASHBOARD_REQUIRE_NATIVE"):
-            pytest.fail("DASHBOARD_REQUIRE_NATIVE is set but dashboard_server._fastdiff is missing")
-        pytest.skip("dashboard_server._fastdiff is not built yet (make build)")
-    return name
