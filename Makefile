@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 
 .PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine system-deps \
-	web-test-deps screenshot fuzz clean
+	web-test-deps screenshot fuzz wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -74,6 +74,14 @@ bench-engine: build ## Engine benchmarks: native vs pure vs the naive peer path 
 	$(VENV)/bin/pytest benches/bench_engine.py -q -p no:randomly --benchmark-only \
 		--benchmark-json=.benchmarks/engine.json --benchmark-columns=min,median,mean,rounds
 	$(PY) benches/report.py .benchmarks/engine.json
+
+MATURIN ?= $(VENV)/bin/maturin
+
+# With the venv's maturin (the default) the venv must exist; the Dockerfile passes its own.
+wheel: $(if $(filter $(VENV)/bin/maturin,$(MATURIN)),$(DEPS_STAMP)) ## Release wheel and sdist into dist/ (cached in target/wheel)
+	rm -f dist/dashboard_server-*
+	$(MATURIN) build --release --interpreter $(PYTHON) --out dist --target-dir target/wheel
+	$(MATURIN) sdist --out dist
 
 FUZZ_SECONDS ?= 60
 

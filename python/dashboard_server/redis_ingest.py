@@ -322,7 +322,12 @@ class RedisIngest:
         try:
             await stop.wait()
         finally:
-            supervisor.cancel()
+            # A cancellation can be swallowed when a library call completes at the same moment
+            # (asyncio.wait_for in Python 3.11 does this), and the supervisor would then loop on
+            # forever: cancel again until it has really ended.
+            while not supervisor.done():
+                supervisor.cancel()
+                await asyncio.wait([supervisor], timeout=0.5)
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
 

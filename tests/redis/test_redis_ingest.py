@@ -341,3 +341,19 @@ def test_a_burst_longer_than_the_health_timeout_is_not_a_stall(redis_proc: Redis
 
     run(scenario())
     r.close()
+
+
+def test_stop_right_after_start_with_redis_unreachable(tmp_path: Path) -> None:
+    """Stopping while the ingest is between failed connection attempts always ends (a
+    cancellation swallowed by a library call once left the supervisor looping forever)."""
+    from redis_helpers import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
+
+    async def scenario() -> None:
+        for _ in range(20):
+            async with asyncio.timeout(10):
+                async with redis_server("pure", url):
+                    await asyncio.sleep(0.005 * (_ % 4))
+
+    run(scenario(), timeout=120)
