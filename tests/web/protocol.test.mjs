@@ -197,3 +197,18 @@ test("connection: stale after silence", async (t) => {
   assert.equal(conn.stale, false);
   conn.stop();
 });
+
+test("recent-events backlog: replaces the kept events, outside the seq rule", () => {
+  const st = new DashboardState({ maxEvents: 2 });
+  assert.equal(st.apply(snap(5, { orders: {} })), Outcome.APPLIED);
+  const backlog = { type: "events", timestamp: "2026-11-27T10:30:00.250Z", events: [
+    { channel: "fills", timestamp: "t1", data: { n: 1 } },
+    { channel: "alerts", timestamp: "t2", data: { n: 2 } },
+    { channel: "trades", timestamp: "t3", data: { n: 3 } },
+  ] };
+  assert.equal(st.apply(backlog), Outcome.CONTROL);
+  const kept = st.recentEvents(backlog);
+  assert.deepEqual(kept.map((e) => [e.type, e.channel, e.data.n]), [["event", "alerts", 2], ["event", "trades", 3]]);
+  assert.equal(st.seq, 5);
+  assert.equal(st.apply(ev(6)), Outcome.EVENT);
+});

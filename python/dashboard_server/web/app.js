@@ -525,6 +525,12 @@ conn.on("event", (msg) => {
   if (pendingEvents.length > MAX_EVENTS * 4) pendingEvents.splice(0, pendingEvents.length - MAX_EVENTS);
   schedule();
 });
+conn.on("recent-events", (list) => {
+  // the backlog after a snapshot replaces what the list shows (it holds the latest events)
+  $("events").replaceChildren();
+  pendingEvents = list.slice(-MAX_EVENTS);
+  schedule();
+});
 conn.on("status", renderStatus);
 conn.on("tick", renderStatus);
 conn.on("error", (msg) => console.warn("dashboard-server error:", msg.code, msg.message));

@@ -235,6 +235,15 @@ export class DashboardState {
 
   get synced() { return !this.awaitingSnapshot; }
 
+  // The recent-events backlog the server sends right after a snapshot ({"type":"events"}, no
+  // seq): it replaces the kept events, since it already holds the latest ones. Returns them as
+  // "event" messages, oldest first.
+  recentEvents(msg) {
+    const list = (Array.isArray(msg.events) ? msg.events : []).map((e) => ({ type: "event", ...e }));
+    this.events = list.slice(-this.maxEvents);
+    return this.events;
+  }
+
   connectionReset() { this._fresh = true; }
 
   apply(msg) {
@@ -540,6 +549,8 @@ export class DashboardConnection {
     } else if (outcome === Outcome.EVENT) {
       this.stats.events++;
       this._emit("event", msg);
+    } else if (msg.type === "events") {
+      this._emit("recent-events", this.state.recentEvents(msg));
     } else if (msg.type === "pong") {
       const id = msg.payload && msg.payload.id;
       const sent = this._pings.get(id);
