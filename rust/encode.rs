@@ -204,13 +204,20 @@ impl W {
     fn raw_value(&mut self, mp: &[u8]) {
         match self.fmt {
             Format::Msgpack => json::put(&mut self.out, mp),
-            // The common case, a float, without the general transcoder.
+            // The common cases, a float or a non-negative int (timestamps), without the general
+            // transcoder.
             Format::Json => match mp {
                 [0xcb, rest @ ..] if rest.len() == 8 => {
                     let mut b = [0u8; 8];
                     b.copy_from_slice(rest);
                     json::write_f64(&mut self.out, f64::from_be_bytes(b));
                 }
+                [0xcf, rest @ ..] if rest.len() == 8 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(rest);
+                    json::write_u64(&mut self.out, u64::from_be_bytes(b));
+                }
+                &[b] if b < 0x80 => json::write_u64(&mut self.out, u64::from(b)),
                 _ => msgpack::transcode_json(mp, &mut self.out),
             },
         }

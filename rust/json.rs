@@ -550,8 +550,19 @@ pub fn write_i64(out: &mut Vec<u8>, i: i64) {
 pub fn write_u64(out: &mut Vec<u8>, u: u64) {
     // Digits written in place (a stack buffer copied out would stall store forwarding).
     let len = out.len();
-    out.resize(len + 20, 0);
-    let n = digits_into(&mut out[len..], u);
+    out.resize(len + 24, 0);
+    let buf = &mut out[len..len + 24];
+    let n = if u < 100_000_000 {
+        put_digits8(buf, u)
+    } else if u < 10_000_000_000_000_000 {
+        // Up to 16 digits (timestamps in milliseconds): two words.
+        let n = put_digits8(buf, u / 100_000_000);
+        let lo = swar8(u % 100_000_000) + 0x3030_3030_3030_3030;
+        buf[n..n + 8].copy_from_slice(&lo.to_le_bytes());
+        n + 8
+    } else {
+        digits_into(buf, u)
+    };
     out.truncate(len + n);
 }
 
@@ -584,39 +595,59 @@ fn write_short_decimal(out: &mut Vec<u8>, f: f64) -> bool {
     if a.is_nan() || a >= 1e11 {
         return false;
     }
-    // r < 1e15: exact as i64 and as f64 (i64 converts in one instruction).
-    let r = (a * 1e4 + 0.5) as i64;
-    // The digits are written before the (slow, divide) check resolves, and dropped if it fails.
-    // sign, integer part, '.', up to 4 fraction digits: at most 1 + 11 + 1 + 4 bytes, written
-    // in place.
-    let len = out.len();
-    out.resize(len + 40, 0);
-    let buf = &mut out[len..];
-    let mut n = 0;
-    if f.is_sign_negative() {
-        buf[0] = b'-';
-        n = 1;
-    }
-    n += digits_into(&mut buf[n..], (r / 10_000) as u64);
-    let frac = (r % 10_000) as u32;
-    let [a1, a2] = PAIRS[(frac / 100) as usize];
-    let [b1, b2] = PAIRS[(frac % 100) as usize];
-    buf[n..n + 5].copy_from_slice(&[b'.', a1, a2, b1, b2]);
-    n += if frac % 1000 == 0 {
-        2
-    } else if frac % 100 == 0 {
-        3
-    } else if frac % 10 == 0 {
-        4
-    } else {
-        5
-    };
+    // r < 1e15: exact as u64 and as f64.
+    let r = (a * 1e4 + 0.5) as u64;
     if r as f64 / 1e4 != a {
-        out.truncate(len);
         return false;
     }
+    // sign, integer part (at most 11 digits), '.', 4 fraction digits: written in place, with
+    // whole 8-byte stores (and then cut to length).
+    let len = out.len();
+    out.resize(len + 32, 0);
+    let Some(buf) = out.get_mut(len..len + 32) else {
+        return false;
+    };
+    buf[0] = b'-';
+    let mut n = usize::from(f.is_sign_negative());
+    let ip = r / 10_000;
+    if ip < 100_000_000 {
+        n += put_digits8(&mut buf[n..n + 8], ip);
+    } else {
+        n += digits_into(&mut buf[n..], ip);
+    }
+    // '.' and the 4 fraction digits, without their trailing zeros (but at least one digit).
+    let fd = swar8(r % 10_000) >> 32;
+    let keep = 4 - ((fd << 32) | (1 << 32)).leading_zeros() as usize / 8;
+    let w = ((fd + 0x3030_3030) << 8) | u64::from(b'.');
+    buf[n..n + 8].copy_from_slice(&w.to_le_bytes());
+    n += 1 + keep;
     out.truncate(len + n);
     true
+}
+
+/// The 8 decimal digits of `n < 10^8` (leading zeros included) as the bytes 0..=9 of a
+/// little-endian word: the most significant digit in the lowest byte (SWAR, no division loop).
+#[inline]
+fn swar8(n: u64) -> u64 {
+    let v = (n / 10_000) | ((n % 10_000) << 32);
+    let h = ((v * 10_486) >> 20) & 0x0000_007F_0000_007F; // / 100 in each 32-bit lane
+    let v = h | ((v - h * 100) << 16);
+    let h = ((v * 103) >> 10) & 0x000F_000F_000F_000F; // / 10 in each 16-bit lane
+    h | ((v - h * 10) << 8)
+}
+
+/// Writes the digits of `n < 10^8` (no leading zeros) into `buf[..8]` (all 8 bytes are
+/// written); returns how many there are.
+#[inline]
+fn put_digits8(buf: &mut [u8], n: u64) -> usize {
+    let d = swar8(n);
+    // Leading zero digits are low zero bytes; the last digit always stays.
+    let skip = (d | (1 << 56)).trailing_zeros() as usize / 8;
+    let w = (d + 0x3030_3030_3030_3030) >> (8 * skip);
+    if let Some(b) = buf.get_mut(..8) {
+        b.copy_from_slice(&w.to_le_bytes());
+    }
+    8 - skip
 }
 
 /// Bytes that need escaping inside a JSON string: 0 = none, else the escape letter or b'u'.
@@ -975,6 +1006,23 @@ mod tests {
             let mut out = Vec::new();
             write_u64(&mut out, u);
             assert_eq!(out, u.to_string().as_bytes());
+        }
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for k in 0..200_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = x >> (k % 64);
+            let mut out = b"-".to_vec();
+            write_u64(&mut out, u);
+            assert_eq!(&out[1..], u.to_string().as_bytes());
+        }
+        for p in 0..20u32 {
+            for u in [10u64.pow(p), 10u64.pow(p) - 1, 10u64.pow(p) + 1] {
+                let mut out = Vec::new();
+                write_u64(&mut out, u);
+                assert_eq!(out, u.to_string().as_bytes());
+            }
         }
         for i in [0i64, -1, -10, 7, i64::MIN, i64::MAX] {
             let mut out = Vec::new();

@@ -209,6 +209,134 @@ fn channels_arg(channels: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<Stri
     names_arg("channels", channels)
 }
 
+/// The items of `merge_many`: an iterable of `(str, bytes-like)` pairs (tuples or lists), checked
+/// (and bytes-like payloads turned into `bytes`) before anything is applied.
+fn batch_arg<'py>(
+    items: &Bound<'py, PyAny>,
+) -> PyResult<Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)>> {
+    if items.is_instance_of::<PyString>()
+        || items.is_instance_of::<PyBytes>()
+        || items.is_instance_of::<PyByteArray>()
+    {
+        return Err(PyTypeError::new_err(format!(
+            "items must be an iterable of (path, payload) pairs, not {}",
+            type_name(items)
+        )));
+    }
+    let mut out = Vec::new();
+    if let Ok(list) = items.cast::<PyList>() {
+        touch_items(list);
+        out.reserve(list.len());
+        for (i, item) in list.iter().enumerate() {
+            out.push(batch_item(i, &item)?);
+        }
+    } else if let Ok(tuple) = items.cast::<PyTuple>() {
+        out.reserve(tuple.len());
+        for (i, item) in tuple.iter().enumerate() {
+            out.push(batch_item(i, &item)?);
+        }
+    } else {
+        let iter = items.try_iter().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "items must be an iterable of (path, payload) pairs, not {}",
+                type_name(items)
+            ))
+        })?;
+        for (i, item) in iter.enumerate() {
+            out.push(batch_item(i, &item?)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a little of every item of a batch (the pair, the path and the payload with its bytes)
+/// in one light pass, before the real work: a batch of payloads is often cold in memory, and
+/// loads issued back to back overlap their cache misses instead of waiting one after the other
+/// (a prefetch, in safe code; the results are thrown away).
+fn touch_items(list: &Bound<'_, PyList>) {
+    for item in list.iter() {
+        let Ok(pair) = item.cast::<PyTuple>() else {
+            continue;
+        };
+        if let Ok(payload) = pair.get_borrowed_item(1) {
+            if let Ok(b) = payload.cast::<PyBytes>() {
+                let d = b.as_bytes();
+                std::hint::black_box((
+                    d.first().copied(),
+                    d.get(d.len() / 2).copied(),
+                    d.last().copied(),
+                ));
+            }
+        }
+        if let Ok(path) = pair.get_borrowed_item(0) {
+            if let Ok(s) = path.cast::<PyString>() {
+                if let Ok(s) = s.to_str() {
+                    std::hint::black_box(s.as_bytes().last().copied());
+                }
+            }
+        }
+    }
+}
+
+/// Item `i` of `merge_many`: a `(str, bytes-like)` pair.
+fn batch_item<'py>(
+    i: usize,
+    item: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyString>, Bound<'py, PyBytes>)> {
+    let pair = if let Ok(t) = item.cast::<PyTuple>() {
+        (t.len() == 2).then(|| Ok::<_, PyErr>((t.get_item(0)?, t.get_item(1)?)))
+    } else if let Ok(l) = item.cast::<PyList>() {
+        (l.len() == 2).then(|| Ok::<_, PyErr>((l.get_item(0)?, l.get_item(1)?)))
+    } else {
+        None
+    };
+    let Some(pair) = pair else {
+        return Err(PyTypeError::new_err(format!(
+            "items[{i}] must be a (path, payload) pair, not {}",
+            type_name(item)
+        )));
+    };
+    let (path, payload) = pair?;
+    let path = path.cast_into::<PyString>().map_err(|e| {
+        PyTypeError::new_err(format!(
+            "items[{i}]: path must be a str, not {}",
+            type_name(&e.into_inner())
+        ))
+    })?;
+    let py = item.py();
+    let payload = if let Ok(b) = payload.cast::<PyBytes>() {
+        b.clone()
+    } else if let Ok(b) = payload.cast::<PyByteArray>() {
+        PyBytes::new(py, &b.to_vec())
+    } else if payload.is_instance_of::<PyMemoryView>() {
+        payload.call_method0("tobytes")?.cast_into::<PyBytes>()?
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "items[{i}]: payload must be bytes, bytearray or memoryview, not {}",
+            type_name(&payload)
+        )));
+    };
+    Ok((path, payload))
+}
+
+/// One item of `merge_many`: `merge_bytes` with its `ValueError` as a message.
+fn merge_one(
+    doc: &mut doc::StateDoc,
+    path: &Bound<'_, PyString>,
+    bytes: &[u8],
+    json: bool,
+) -> Result<bool, String> {
+    let path = path.to_str().map_err(|e| e.value(path.py()).to_string())?;
+    let ptr = pointer::parse(path)?;
+    if json {
+        return doc.merge_json_at(ptr, bytes).map_err(|e| e.0);
+    }
+    match msgpack::parse(bytes) {
+        Ok(v) => doc.merge_at(ptr, v).map_err(|e| e.0),
+        Err(e) => Err(e.render(path)),
+    }
+}
+
 // -- Value -> Python --------------------------------------------------------------------------
 
 fn value_to_py<'py>(py: Python<'py>, v: &Value<'_>) -> PyResult<Bound<'py, PyAny>> {
@@ -349,6 +477,38 @@ impl PyStateDoc {
             Ok(v) => doc.merge_at(ptr, v).map_err(doc_error),
             Err(e) => Err(value_error(e.render(path))),
         })?
+    }
+
+    /// `merge_bytes` of each `(path, payload)` of `items`, in order, each atomic on its own: the
+    /// result of each (whether it changed something), or the message of the `ValueError` it
+    /// would have raised (that item changes nothing; the others still apply). Raises only for a
+    /// wrongly shaped argument (`TypeError`, checked before anything is applied) or an unknown
+    /// `fmt` (`ValueError`).
+    #[pyo3(signature = (items, fmt = "json"))]
+    fn merge_many<'py>(
+        &mut self,
+        py: Python<'py>,
+        items: &Bound<'py, PyAny>,
+        fmt: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let json = match fmt {
+            "json" => true,
+            "msgpack" => false,
+            other => {
+                return Err(value_error(format!(
+                    "unknown payload format {other:?}: expected \"json\" or \"msgpack\""
+                )))
+            }
+        };
+        let batch = batch_arg(items)?;
+        let doc = &mut self.doc;
+        let results = batch.iter().map(|(path, payload)| {
+            match merge_one(doc, path, payload.as_bytes(), json) {
+                Ok(changed) => PyBool::new(py, changed).to_owned().into_any(),
+                Err(msg) => PyString::new(py, &msg).into_any(),
+            }
+        });
+        PyList::new(py, results)
     }
 
     /// `replace` with the value given as a JSON or MessagePack payload.

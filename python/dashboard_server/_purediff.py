@@ -91,6 +91,34 @@ def _check_utf8(text: str, ptr: str) -> None:
             raise _fail(ptr, "string is not valid UTF-8 (lone surrogate)") from None
 
 
+def _batch_items(items: object) -> list[tuple[str, bytes]]:
+    """The items of ``merge_many``, checked before anything is applied (``TypeError``)."""
+    if isinstance(items, str | bytes | bytearray):
+        raise TypeError(
+            f"items must be an iterable of (path, payload) pairs, not {type(items).__name__}"
+        )
+    try:
+        iterator = iter(items)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(
+            f"items must be an iterable of (path, payload) pairs, not {type(items).__name__}"
+        ) from None
+    batch: list[tuple[str, bytes]] = []
+    for i, item in enumerate(iterator):
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise TypeError(f"items[{i}] must be a (path, payload) pair, not {type(item).__name__}")
+        path, payload = item
+        if not isinstance(path, str):
+            raise TypeError(f"items[{i}]: path must be a str, not {type(path).__name__}")
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"items[{i}]: payload must be bytes, bytearray or memoryview, "
+                f"not {type(payload).__name__}"
+            )
+        batch.append((path, bytes(payload)))
+    return batch
+
+
 def normalize(value: object, ptr: str = "", depth: int = 0) -> Any:
     """Check ``value`` against the JSON data model and return a private normalised copy.
 
@@ -361,6 +389,20 @@ class StateDoc:
         if value is None and tokens:
             return self._remove(tokens, path)
         return self._apply(tokens, path, value, merge=True)
+
+    def merge_many(self, items: Iterable[Any], fmt: str = "json") -> list[bool | str]:
+        """``merge_bytes`` of each ``(path, payload)``, in order; per item its result or the
+        message of the ``ValueError`` it raised (that item changes nothing)."""
+        if fmt not in ("json", "msgpack"):
+            raise ValueError(f"unknown payload format {fmt!r}: expected 'json' or 'msgpack'")
+        batch = _batch_items(items)
+        results: list[bool | str] = []
+        for path, payload in batch:
+            try:
+                results.append(self.merge_bytes(path, payload, fmt))
+            except ValueError as exc:
+                results.append(str(exc))
+        return results
 
     def replace_bytes(self, path: str, payload: bytes, fmt: str = "json") -> bool:
         tokens = parse_pointer(path)

@@ -395,6 +395,109 @@ def test_unknown_payload_format(engine: Engine) -> None:
         doc.merge_bytes("/orders/1", b"1", "xml")
 
 
+# -- batch ingest (merge_many) ---------------------------------------------------------------
+
+BATCH = [
+    ("/orders/1", b'{"q": 1, "s": "open"}'),
+    ("/orders/2", b'{"q": 2}'),
+    ("/orders/1", b'{"q": 1}'),  # no change
+    ("/orders/1", b'{"q": 1.5, "fills": [1, 2]}'),
+    ("/orders/1/q", b"NaN"),  # invalid JSON
+    ("/orders/1/fills/x", b"1"),  # into an array
+    ("orders/3", b"1"),  # bad pointer
+    ("/orders/1/s/deeper", b"1"),  # through a scalar
+    ("/orders/3", b'{"bad": 1e999}'),  # non-finite float
+    ("/orders/2", b"null"),  # removal
+    ("/orders/2", b"null"),  # nothing to remove
+    ("/market_data/BTC", b'{"p": 1.0, "x": null}'),
+    ("", b'{"market_data": {"ETH": {"p": 2}}}'),
+    ("", b"[1]"),  # the root must be an object
+]
+
+
+def sequential(doc: Any, items: list[tuple[str, bytes]], fmt: str = "json") -> list[Any]:
+    results: list[Any] = []
+    for path, payload in items:
+        try:
+            results.append(doc.merge_bytes(path, payload, fmt))
+        except ValueError as exc:
+            results.append(str(exc))
+    return results
+
+
+def test_merge_many_equals_sequential_merge_bytes(engine: Engine) -> None:
+    one, many = new_doc(engine), new_doc(engine)
+    expected = sequential(one, BATCH)
+    results = many.merge_many(BATCH)
+    assert results == expected
+    assert [type(r) for r in results] == [type(r) for r in expected]
+    assert results[:4] == [True, True, False, True]
+    assert all(isinstance(r, str) for r in results[4:9])
+    assert results[9:12] == [True, False, True]
+    assert results[4].startswith("/orders/1/q")
+    assert results[6].startswith("invalid JSON pointer")
+    assert isinstance(results[13], str) and "object" in results[13]
+    assert many.version == one.version == 6
+    assert canon(many.get("")) == canon(one.get(""))
+    for v in range(one.version + 1):
+        a, b = one.changes_since(v), many.changes_since(v)
+        assert a.encode("json", "changes", None, 1, 0) == b.encode("json", "changes", None, 1, 0)
+
+
+def test_merge_many_msgpack_and_payload_types(engine: Engine) -> None:
+    one, many = new_doc(engine), new_doc(engine)
+    items = [
+        ("/orders/1", msgpack.packb({"q": 1})),
+        ("/orders/2", b"\xc1"),  # never used in MessagePack
+        ("/orders/1", msgpack.packb({"q": 2, "r": None})),
+    ]
+    assert many.merge_many(items, "msgpack") == sequential(one, items, "msgpack")
+    assert canon(many.get("")) == canon(one.get(""))
+    mixed: list[Any] = [
+        ["/orders/3", bytearray(b'{"a": 1}')],
+        ("/orders/4", memoryview(b'{"b": 2}')),
+    ]
+    assert many.merge_many(iter(mixed)) == [True, True]
+    assert many.merge_many(()) == []
+    assert many.get("/orders/3") == {"a": 1}
+    assert many.get("/orders/4") == {"b": 2}
+
+
+def test_merge_many_bad_item_touches_nothing_else(engine: Engine) -> None:
+    doc = new_doc(engine)
+    doc.merge("/orders/1", {"q": 1, "s": "open"})
+    before, version = doc.get(""), doc.version
+    results = doc.merge_many([("/orders/1", b'{"q": 2, "s": NaN}'), ("/orders/1/s/x", b"1")])
+    assert all(isinstance(r, str) and r.startswith("/orders/1") for r in results)
+    assert doc.get("") == before and doc.version == version
+    assert doc.changes_since(version).encode("json", "changes", None, 1, 0) is None
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        None,
+        1,
+        "/orders/1",
+        b"{}",
+        [("/orders/1",)],
+        [("/orders/1", b"1", "json")],
+        ["/orders/1"],
+        [(1, b"1")],
+        [("/orders/1", "1")],
+        [("/orders/1", None)],
+    ],
+)
+def test_merge_many_wrong_shape_raises_before_applying(engine: Engine, items: Any) -> None:
+    doc = new_doc(engine)
+    with pytest.raises(TypeError):
+        doc.merge_many([("/orders/9", b"1"), *items] if isinstance(items, list) else items)
+    assert doc.version == 0
+    with pytest.raises(ValueError, match="format"):
+        doc.merge_many([("/orders/9", b"1")], "xml")
+    assert doc.version == 0
+
+
 # -- change tracking and the horizon ---------------------------------------------------------
 
 
