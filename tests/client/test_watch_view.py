@@ -134,3 +134,47 @@ def test_run_watch_against_a_server() -> None:
     assert "\x1b" not in text  # not a terminal: no clearing, no colours
     assert text.count("dashboard-server") >= 2
     assert "BTCUSDT" in text and "connected" in text and "account main" in text
+
+
+def test_watch_command_in_a_pseudo_terminal() -> None:
+    """`dashboard-server watch` run as a person runs it: on a terminal (a pty), it redraws the
+    screen with colours and shows the live market."""
+    import os
+    import pty
+    import sys
+
+    async def scenario() -> bytes:
+        config = Config().replace(port=0, engine="pure", demo=True, demo_symbols=5, demo_seed=1)
+        server = DashboardServer(config)
+        await server.start()
+        master, slave = pty.openpty()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "dashboard_server", "watch",
+                "--url", f"ws://127.0.0.1:{server.port}/ws", "--duration", "1.5",
+                stdin=slave, stdout=slave, stderr=slave,
+                env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"},
+            )  # fmt: skip
+            os.close(slave)
+            reading = asyncio.create_task(asyncio.to_thread(read_until_closed, master))
+            assert await asyncio.wait_for(proc.wait(), 20) == 0
+            chunks = await asyncio.wait_for(reading, 10)
+            return b"".join(chunks)
+        finally:
+            os.close(master)
+            await server.shutdown()
+
+    def read_until_closed(fd: int) -> list[bytes]:
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the other side of the terminal is closed and drained
+                return chunks
+            if not chunk:
+                return chunks
+            chunks.append(chunk)
+
+    screen = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert b"\x1b[" in screen  # a terminal: the viewer clears and colours
+    assert b"BTCUSDT" in screen and b"connected" in screen
