@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 
 .PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine system-deps \
-	web-test-deps screenshot fuzz wheel clean
+	web-test-deps screenshot fuzz wheel bench-fanout loadtest clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -68,7 +68,7 @@ fmt: $(DEPS_STAMP) ## Format Python and Rust sources
 	$(VENV)/bin/ruff check --fix -q python tests benches fuzz || true
 	cargo fmt
 
-bench: bench-engine ## Run every benchmark and print the ratios the issues ask for
+bench: bench-engine bench-fanout ## Run every benchmark and print the ratios the issues ask for
 
 bench-engine: build ## Engine benchmarks: native vs pure vs the naive peer path vs orjson/ormsgpack
 	$(VENV)/bin/pytest benches/bench_engine.py -q -p no:randomly --benchmark-only \
@@ -88,6 +88,17 @@ FUZZ_SECONDS ?= 60
 fuzz: build ## Fuzz the decoders and the client message parser with atheris for FUZZ_SECONDS (default 60)
 	$(PIP) install -q "atheris>=2.3"
 	corpus=$$(mktemp -d) && $(PY) fuzz/fuzz_decoders.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=4096 $$corpus fuzz/seeds
+
+bench-fanout: $(DEPS_STAMP) ## Fan-out CPU per connection: raw-send floor vs websockets.broadcast() vs ours
+	$(PY) benches/bench_fanout.py --clients 1000 --rounds 60
+	$(PY) benches/bench_fanout.py --clients 1000 --rounds 60 --deflate
+
+loadtest: build ## 1,000/5,000 clients at 10 Hz, a 2,000-client storm, idle memory (docs/performance.md)
+	@mkdir -p .benchmarks
+	$(VENV)/bin/dashboard-server loadtest --clients 1000 --processes 1 --duration 30 --channels market_data --server-args=--demo-rate=30 --json .benchmarks/loadtest-1000.json
+	$(VENV)/bin/dashboard-server loadtest --clients 5000 --processes 1 --duration 30 --channels market_data --server-args=--demo-rate=30 --json .benchmarks/loadtest-5000.json
+	$(VENV)/bin/dashboard-server loadtest --clients 2000 --processes 2 --duration 5 --storm --channels market_data --server-args=--demo-rate=30 --json .benchmarks/loadtest-storm.json
+	$(VENV)/bin/dashboard-server loadtest --clients 5000 --processes 2 --duration 5 --server-args=--demo=false --json .benchmarks/loadtest-idle.json
 
 clean: ## Remove build artefacts and the venv
 	rm -rf target dist $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -144,36 +144,55 @@ class FrameWriter:
     def write(self, connections: Iterable[ServerConnection], payload: bytes, text: bool) -> int:
         """Write ``payload`` as one data frame to every open connection; returns how many."""
         frame = frame_header(len(payload), text=text) + payload
+        others: list[ServerConnection] = []
+        total = 0
+        for connection in connections:
+            total += 1
+            protocol = connection.protocol
+            transport = connection.transport
+            if (
+                protocol.state is _OPEN
+                and not protocol.writes
+                and not protocol.expect_continuation_frame
+                and not protocol.extensions
+                and not transport.is_closing()
+            ):
+                transport.write(frame)  # the common case, kept as short as it can be
+            else:
+                others.append(connection)
+        self.fast += total - len(others)
+        if not others:
+            return total
+        return total - len(others) + self._write_others(others, payload, text)
+
+    def _write_others(self, connections: list[ServerConnection], payload: bytes, text: bool) -> int:
+        """The connections that cannot take the plain frame: closing ones are skipped, those
+        with our permessage-deflate get the shared compressed frame, the rest ``broadcast()``."""
         compressed: dict[int, bytes] = {}
         slow: list[ServerConnection] = []
-        fast = deflated = skipped = 0
+        deflated = 0
         for connection in connections:
             protocol = connection.protocol
             transport = connection.transport
             if protocol.state is not _OPEN or transport.is_closing():
-                skipped += 1
-            elif protocol.writes or protocol.expect_continuation_frame:
-                slow.append(connection)
-            elif not protocol.extensions:
-                transport.write(frame)
-                fast += 1
-            else:
+                self.skipped += 1
+                continue
+            window_bits = None
+            if not (protocol.writes or protocol.expect_continuation_frame):
                 window_bits = _shared_deflate(protocol.extensions)
-                if window_bits is None:
-                    slow.append(connection)
-                    continue
-                data = compressed.get(window_bits)
-                if data is None:
-                    data = compressed[window_bits] = self._compress(payload, text, window_bits)
-                transport.write(data)
-                deflated += 1
+            if window_bits is None:
+                slow.append(connection)
+                continue
+            data = compressed.get(window_bits)
+            if data is None:
+                data = compressed[window_bits] = self._compress(payload, text, window_bits)
+            transport.write(data)
+            deflated += 1
         if slow:
             broadcast(slow, payload, text=text)
-        self.fast += fast
         self.deflated += deflated
         self.fallback += len(slow)
-        self.skipped += skipped
-        return fast + deflated + len(slow)
+        return deflated + len(slow)
 
     def _compress(self, payload: bytes, text: bool, window_bits: int) -> bytes:
         """The compressed frame exactly as ``websockets`` would build it for one connection."""
@@ -190,10 +209,11 @@ def _shared_deflate(extensions: list[Any]) -> int | None:
     """The window bits if ``extensions`` is exactly one permessage-deflate whose server side
     compresses every message on its own with :data:`DEFLATE_SETTINGS` (the very object
     :func:`deflate_extensions` hands to the library, which passes it on), else ``None``."""
+    if len(extensions) != 1:
+        return None
     ext = extensions[0]
     if (
-        len(extensions) == 1
-        and type(ext) is PerMessageDeflate
+        type(ext) is PerMessageDeflate
         and ext.local_no_context_takeover
         and ext.compress_settings is DEFLATE_SETTINGS
     ):

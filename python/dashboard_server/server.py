@@ -29,6 +29,7 @@ from dashboard_server.auth import Authenticator, select_subprotocol
 from dashboard_server.config import Config
 from dashboard_server.engine import Engine, load_engine
 from dashboard_server.fanout import LISTEN_BACKLOG, Fanout, Peer, deflate_extensions
+from dashboard_server.gcpolicy import GcPolicy
 from dashboard_server.history import (
     HistoryMetrics,
     HistorySampler,
@@ -81,6 +82,7 @@ class DashboardServer:
             metrics=self.metrics,
         )
         self.fanout = Fanout(self.hub, self.metrics)
+        self._gc_policy = GcPolicy()
         self.gate = Gate(
             authenticator=Authenticator(
                 tokens=config.auth_tokens,
@@ -156,6 +158,7 @@ class DashboardServer:
             create_connection=connection_class(self.gate.handshake_timeout),
             backlog=LISTEN_BACKLOG,
         )
+        self._gc_policy.install()
         self._started_at = time.monotonic()
         if self.config.redis_url is not None:
             self.start_redis_ingest(self.config.redis_url)
@@ -282,6 +285,7 @@ class DashboardServer:
                 with contextlib.suppress(TimeoutError):  # normally immediate: all are closed
                     await asyncio.wait_for(self._ws.wait_closed(), 1.0)
         finally:
+            self._gc_policy.uninstall()
             self._stopped.set()
             log.info("stopped")
 
