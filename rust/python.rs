@@ -540,6 +540,25 @@ impl PyStateDoc {
         }
     }
 
+    /// The member names of the object at `path`, in document order; KeyError if absent,
+    /// ValueError if the value there is not an object.
+    #[pyo3(signature = (path = ""))]
+    fn keys<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyList>> {
+        let obj = if path.is_empty() {
+            self.doc.root()
+        } else {
+            match self.doc.get(path) {
+                Ok(Node {
+                    kind: Kind::Obj(o), ..
+                }) => o,
+                Ok(_) => return Err(value_error(format!("{path}: not an object"))),
+                Err(GetError::Missing) => return Err(PyKeyError::new_err(path.to_owned())),
+                Err(GetError::Invalid(e)) => return Err(doc_error(e)),
+            }
+        };
+        PyList::new(py, obj.children().keys().map(|k| k.as_str()))
+    }
+
     /// `{"version", "floor", "tombstones", "nodes"}`.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.doc.stats();

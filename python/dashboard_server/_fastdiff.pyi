@@ -62,6 +62,10 @@ class StateDoc:
     def get(self, path: str = "") -> Any:
         """A fresh copy of the value at ``path``; KeyError if absent."""
 
+    def keys(self, path: str = "") -> list[str]:
+        """Member names of the object at ``path`` in document order (KeyError if absent,
+        ValueError if not an object)."""
+
     def stats(self) -> dict[str, int]:
         """``{"version", "floor", "tombstones", "nodes"}``."""
 

@@ -357,6 +357,16 @@ class StateDoc:
             node = node.children[token]
         return _to_python(node)
 
+    def keys(self, path: str = "") -> list[str]:
+        node: _Node = self._root
+        for token in parse_pointer(path):
+            if type(node) is not _Obj or token not in node.children:
+                raise KeyError(path)
+            node = node.children[token]
+        if type(node) is not _Obj:
+            raise _fail(path, "not an object")
+        return list(node.children)
+
     def stats(self) -> dict[str, int]:
         return {
             "version": self._version,

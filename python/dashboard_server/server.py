@@ -426,9 +426,12 @@ class DashboardServer:
         self._section_updated[section] = time.monotonic()
 
     def section_ids(self, section: str) -> list[str]:
-        """The ids of the items in ``section``."""
-        items = self._read_section(section)
-        return list(items) if isinstance(items, dict) else []
+        """The ids of the items in ``section`` (names only: no item is copied)."""
+        try:
+            ids: list[str] = self.doc.keys(f"/{section}")
+        except (KeyError, ValueError):
+            return []
+        return ids
 
     def publish_event(self, channel: str, data: dict[str, Any]) -> None:
         """Queue an event for the ``events`` subscribers (sent at their next flush)."""

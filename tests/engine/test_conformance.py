@@ -612,3 +612,19 @@ def test_changes_since_reconstructs_every_earlier_state(engine: Engine) -> None:
             ),
         )
         assert canon(state) == canon(doc.get("")), f"from version {v}"
+
+
+def test_keys_lists_member_names_without_copying(engine: Engine) -> None:
+    doc = new_doc(engine)
+    doc.merge("/orders", {"b": {"q": 1}, "a": {"q": 2}, "x/y": 3})
+    doc.remove("/orders/b")
+    doc.merge("/orders/b", {"q": 4})
+    assert doc.keys("/orders") == ["a", "x/y", "b"]
+    assert doc.keys() == ["market_data", "orders"]
+    assert doc.keys("/market_data") == []
+    with pytest.raises(KeyError):
+        doc.keys("/nope")
+    with pytest.raises(ValueError, match="not an object"):
+        doc.keys("/orders/x~1y")
+    with pytest.raises(ValueError, match="pointer"):
+        doc.keys("orders")
