@@ -300,7 +300,14 @@ def test_removed_order_disappears_and_new_orders_appear(env: Env) -> None:
     env.page.wait_for_function(
         f"!document.querySelector('#t-orders tr[data-id=\"{gone}\"]')", timeout=3000
     )
-    # New orders appear: the document's orders (at the rendered seq) are exactly the rows.
+
+    # New orders appear (the feed may remove one before it creates one: wait for that too);
+    # the document's orders at the rendered seq are exactly the rows.
+    def new_order_rendered() -> bool:
+        view = read_recorded(env.page, recorder)
+        return bool(set(recorder.state_at(view["renderedSeq"])["orders"]) - before)
+
+    wait_until(new_order_rendered, 20.0, "the page to show an order the feed created")
     view = read_recorded(env.page, recorder)
     doc = recorder.state_at(view["renderedSeq"])
     assert gone not in view["tables"]["orders"]
