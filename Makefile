@@ -27,7 +27,7 @@ venv: $(DEPS_STAMP) ## Create .venv with every runtime, test and dev dependency
 
 build: $(DEPS_STAMP) ## Build the Rust engine in release mode into .venv (cached in target/)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
-	@$(PY) -c 'from dashboard_server.engine import load_engine; print("engine:", load_engine("native").module.__file__)'
+	@$(PY) -c 'from dashboard_server.core.engine import load_engine; print("engine:", load_engine("native").module.__file__)'
 
 run: build ## Build, then serve the live demo on http://127.0.0.1:8080 (no Redis needed)
 	$(VENV)/bin/dashboard-server serve --host $(HOST) --port $(PORT)

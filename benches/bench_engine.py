@@ -1,4 +1,4 @@
-"""Engine benchmarks on the standard workload (see dashboard_server.workload).
+"""Engine benchmarks on the standard workload (see workload).
 
 `make bench-engine` runs them and prints the ratios issue #2 asks for (benches/report.py):
 native vs pure tick, native vs the naive peer path, native tick vs ``orjson.dumps`` of the
@@ -21,7 +21,7 @@ import ormsgpack
 import pytest
 
 from conftest import engine_or_skip
-from dashboard_server.workload import SECTIONS, Workload
+from workload import SECTIONS, Workload
 
 TICKS = 60
 SEED = 7

@@ -23,7 +23,7 @@ import atheris
 
 with atheris.instrument_imports():
     from dashboard_server import _purediff
-    from dashboard_server.protocol import MessageError, parse_client_message
+    from dashboard_server.core.protocol import MessageError, parse_client_message
 
 SECTIONS = ("market_data", "orders")
 ROOT = Path(__file__).resolve().parent

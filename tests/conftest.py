@@ -8,7 +8,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from dashboard_server.engine import Engine, load_engine
+from dashboard_server.core.engine import Engine, load_engine
 
 settings.register_profile(
     "default",

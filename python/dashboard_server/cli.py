@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 from dashboard_server import __version__
 from dashboard_server.config import CONFIG_ENV, SETTINGS, Config, ConfigError, load_config
-from dashboard_server.engine import EngineUnavailable
-from dashboard_server.loadtest.command import add_loadtest_parser, loadtest_command
-from dashboard_server.logs import configure_logging
+from dashboard_server.core.engine import EngineUnavailable
+from dashboard_server.telemetry.logs import configure_logging
+from dashboard_server.tools.loadtest.command import add_loadtest_parser, loadtest_command
 
 __all__ = ["build_parser", "main"]
 
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _serve(config: Config) -> None:
-    from dashboard_server.server import DashboardServer
+    from dashboard_server.server.app import DashboardServer
 
     server = DashboardServer(config)
     await server.start()
@@ -129,7 +129,7 @@ async def _serve(config: Config) -> None:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from dashboard_server.watch import run_watch
+    from dashboard_server.client.watch import run_watch
 
     channels = [c for c in args.channels.split(",") if c] if args.channels else None
     try:
@@ -152,7 +152,7 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 async def _publish_demo(args: argparse.Namespace) -> None:
-    from dashboard_server.publish import publish_demo
+    from dashboard_server.tools.publish import publish_demo
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -10,7 +10,7 @@ import msgpack
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from dashboard_server.client import ClientClosed, DashboardClient
+from dashboard_server.client.connection import ClientClosed, DashboardClient
 
 
 def snap(seq: int, version: int, data: dict[str, Any]) -> bytes:

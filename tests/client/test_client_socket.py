@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from dashboard_server.client import DashboardClient
+from dashboard_server.client.connection import DashboardClient
 from dashboard_server.config import Config
-from dashboard_server.server import DashboardServer
+from dashboard_server.server.app import DashboardServer
 from support import canon_unordered
 
 T = TypeVar("T")

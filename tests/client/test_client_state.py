@@ -8,7 +8,7 @@ import msgpack
 import orjson
 import pytest
 
-from dashboard_server.client import (
+from dashboard_server.client.connection import (
     ClientState,
     Outcome,
     PatchError,

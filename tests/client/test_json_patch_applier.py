@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashboard_server.client import PatchError, apply_json_patch
+from dashboard_server.client.connection import PatchError, apply_json_patch
 
 KEYS = st.sampled_from(["a", "b", "c", "0", "1", "-", "a/b", "t~x", ""])
 SCALARS = (

@@ -7,9 +7,9 @@ import io
 import re
 from typing import Any
 
+from dashboard_server.client.watch import WatchStats, render, run_watch
 from dashboard_server.config import Config
-from dashboard_server.server import DashboardServer
-from dashboard_server.watch import WatchStats, render, run_watch
+from dashboard_server.server.app import DashboardServer
 
 STATE: dict[str, Any] = {
     "market_data": {

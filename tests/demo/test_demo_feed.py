@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from dashboard_server.client import ClientState, Outcome, decode_message
-from dashboard_server.demo import ACCOUNT_ID, STRATEGIES, DemoFeed, symbol_names
-from dashboard_server.engine import Engine, load_engine
+from dashboard_server.client.connection import ClientState, Outcome, decode_message
+from dashboard_server.core.engine import Engine, load_engine
+from dashboard_server.ingest.demo import ACCOUNT_ID, STRATEGIES, DemoFeed, symbol_names
 from support import canon, canon_unordered
 
 SECTIONS = ("market_data", "orderbook", "orders", "positions", "account", "strategies")

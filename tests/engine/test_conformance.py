@@ -7,7 +7,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from dashboard_server.engine import Engine
+from dashboard_server.core.engine import Engine
 from support import apply_update, canon, decode
 
 SECTIONS = ("market_data", "orders")

@@ -7,7 +7,7 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from dashboard_server.engine import Engine, EngineUnavailable, load_engine
+from dashboard_server.core.engine import Engine, EngineUnavailable, load_engine
 from support import apply_update, canon, decode
 
 FORMATS = ("msgpack", "json")

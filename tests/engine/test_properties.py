@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashboard_server.engine import Engine
+from dashboard_server.core.engine import Engine
 from support import apply_update, canon, canon_unordered, decode
 
 SECTIONS = ("s1", "s2", "s3")

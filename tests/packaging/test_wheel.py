@@ -99,7 +99,7 @@ def test_wheel_holds_the_package_the_extension_and_the_web_files(wheel: Path) ->
         if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".so", ".pyc")
     }
     assert sources <= package, f"missing from the wheel: {sorted(sources - package)}"
-    for required in ("__init__.py", "cli.py", "py.typed", "web/index.html"):
+    for required in ("__init__.py", "cli.py", "py.typed", "server/web/index.html"):
         assert "dashboard_server/" + required in names
     assert not [n for n in names if n.startswith(("tests/", "benches/", "rust/"))]
     with zipfile.ZipFile(wheel) as whl:
@@ -228,7 +228,7 @@ def test_wheel_installs_into_a_clean_venv_and_serves(wheel: Path, tmp_path: Path
                 str(python),
                 "-c",
                 "import asyncio, sys\n"
-                "from dashboard_server.client import DashboardClient\n"
+                "from dashboard_server.client.connection import DashboardClient\n"
                 "async def main():\n"
                 "    async with DashboardClient(sys.argv[1], reconnect=False) as c:\n"
                 "        await c.wait_for(lambda c: c.state.updates >= 2, timeout=15)\n"

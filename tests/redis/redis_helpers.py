@@ -21,9 +21,9 @@ from redis.client import Redis
 from redis.exceptions import RedisError
 from server_helpers import http_get, make_config
 
-from dashboard_server.client import DashboardClient
+from dashboard_server.client.connection import DashboardClient
 from dashboard_server.config import DEFAULT_SECTIONS
-from dashboard_server.server import DashboardServer
+from dashboard_server.server.app import DashboardServer
 
 
 def free_port() -> int:

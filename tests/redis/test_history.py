@@ -11,7 +11,7 @@ import orjson
 from redis_helpers import RedisProcess, redis_server, wait_health, write_item
 from server_helpers import http_get, run, running_server, wait_until
 
-from dashboard_server.history import MemoryHistory
+from dashboard_server.server.history import MemoryHistory
 
 
 async def get(port: int, query: str) -> tuple[int, Any]:
@@ -106,7 +106,7 @@ def test_redis_history_and_unavailable(redis_proc: RedisProcess) -> None:
 
 def test_history_query_accepts_a_browser_token() -> None:
     """``?token=`` is a credential (checked by the auth gate), not a bad parameter."""
-    from dashboard_server.history import parse_history_query
+    from dashboard_server.server.history import parse_history_query
 
     query = parse_history_query(
         "type=market_data&symbol=BTCUSDT&token=abc", types=["market_data"], max_limit=10

@@ -19,8 +19,8 @@ from redis_helpers import (
 )
 from server_helpers import http_get, run, wait_until
 
-from dashboard_server.history import RedisHistory
-from dashboard_server.publish import publish_demo
+from dashboard_server.server.history import RedisHistory
+from dashboard_server.tools.publish import publish_demo
 
 INTERVAL_MS = 100
 

@@ -7,7 +7,7 @@ import pytest
 from server_helpers import make_config, run
 
 from dashboard_server.config import ConfigError, load_config
-from dashboard_server.server import DashboardServer
+from dashboard_server.server.app import DashboardServer
 
 
 def test_settings_from_env_and_cli() -> None:

@@ -33,7 +33,7 @@ from redis_helpers import (
 )
 from server_helpers import run, wait_until
 
-from dashboard_server.client import DashboardClient
+from dashboard_server.client.connection import DashboardClient
 
 
 def seed(r: Redis) -> None:
@@ -300,7 +300,7 @@ def test_malformed_payloads_are_counted_and_skipped(
                 assert [e["data"]["n"] for e in c.state.events] == list(range(0, 1000, 10))
             assert (await health(server))["status"] == "ok"
 
-    caplog.set_level(logging.WARNING, logger="dashboard_server.redis_ingest")
+    caplog.set_level(logging.WARNING, logger="dashboard_server.ingest.redis.feed")
     run(scenario())
     logged = [r for r in caplog.records if r.getMessage() == "malformed payload skipped"]
     assert 1 <= len(logged) < 1000  # rate-limited

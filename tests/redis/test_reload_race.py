@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from redis_helpers import RedisProcess
 from server_helpers import run
 
-from dashboard_server.redis_ingest import RedisIngest, RedisMetrics, connect_redis, is_removal
+from dashboard_server.ingest.redis.feed import RedisIngest, RedisMetrics, connect_redis, is_removal
 
 
 class Recorder:

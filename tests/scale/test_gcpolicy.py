@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from dashboard_server.gcpolicy import GcPolicy
+from dashboard_server.server.gcpolicy import GcPolicy
 
 
 def test_freezes_after_full_collections_and_unfreezes_every_interval() -> None:

@@ -9,15 +9,20 @@ import orjson
 import pytest
 from server_helpers import run
 
-from dashboard_server.loadtest import LoadtestOptions, format_report, report_json, run_loadtest
-from dashboard_server.loadtest.wsclient import Inspector, LoadClient
-from dashboard_server.protocol import (
+from dashboard_server.core.protocol import (
     Format,
     empty_update,
     event_message,
     pong_message,
     rfc3339_ms,
 )
+from dashboard_server.tools.loadtest import (
+    LoadtestOptions,
+    format_report,
+    report_json,
+    run_loadtest,
+)
+from dashboard_server.tools.loadtest.wsclient import Inspector, LoadClient
 
 TS = 1_795_795_035_123
 

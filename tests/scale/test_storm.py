@@ -7,8 +7,8 @@ import asyncio
 from server_helpers import run, wait_until
 
 from dashboard_server.config import Config
-from dashboard_server.loadtest.wsclient import Inspector, LoadClient, MessageInfo
-from dashboard_server.server import DashboardServer
+from dashboard_server.server.app import DashboardServer
+from dashboard_server.tools.loadtest.wsclient import Inspector, LoadClient, MessageInfo
 
 CLIENTS = 300
 

@@ -6,7 +6,7 @@ import asyncio
 import socket
 from dataclasses import dataclass
 
-from dashboard_server.loadtest.wsclient import handshake_request
+from dashboard_server.tools.loadtest.wsclient import handshake_request
 
 
 @dataclass(frozen=True)

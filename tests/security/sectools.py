@@ -12,7 +12,7 @@ from server_helpers import DashboardServer, native_available, running_server
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from dashboard_server.auth import sign_jwt
+from dashboard_server.server.auth import sign_jwt
 
 __all__ = [
     "ENGINE",

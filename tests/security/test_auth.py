@@ -18,9 +18,9 @@ from server_helpers import decode, http_get, run, wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
-from dashboard_server.auth import Authenticator, AuthError, redact, sign_jwt
-from dashboard_server.logs import configure_logging
-from dashboard_server.watch import run_watch
+from dashboard_server.client.watch import run_watch
+from dashboard_server.server.auth import Authenticator, AuthError, redact, sign_jwt
+from dashboard_server.telemetry.logs import configure_logging
 
 AUTH = {"auth_tokens": (TOKEN,), "jwt_secret": SECRET, "jwt_leeway_s": 0.0}
 BEARER = {"Authorization": f"Bearer {TOKEN}"}

@@ -12,7 +12,7 @@ import struct
 from sectools import open_ws, sample, server, ws_url
 from server_helpers import run, wait_until
 
-from dashboard_server.server import DashboardServer
+from dashboard_server.server.app import DashboardServer
 
 CYCLES = 1000
 ABORTED = 200

@@ -20,8 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sectools import ENGINE
 
-from dashboard_server.engine import load_engine
-from dashboard_server.protocol import (
+from dashboard_server.core.engine import load_engine
+from dashboard_server.core.protocol import (
     ClientMessage,
     MessageError,
     Ping,

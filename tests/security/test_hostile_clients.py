@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from dashboard_server.server import DashboardServer
+from dashboard_server.server.app import DashboardServer
 
 GOOD_CLIENTS = 50
 HOSTILE_CLIENTS = 6

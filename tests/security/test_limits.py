@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
 from dashboard_server.config import ConfigError, load_config
-from dashboard_server.limits import OriginPolicy, TokenBucket
+from dashboard_server.server.gate import OriginPolicy, TokenBucket
 
 DESK = "https://desk.example.com"
 

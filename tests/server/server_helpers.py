@@ -18,7 +18,7 @@ if importlib.util.find_spec("dashboard_server") is None:  # not installed: use t
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
 
 from dashboard_server.config import Config
-from dashboard_server.server import DashboardServer
+from dashboard_server.server.app import DashboardServer
 
 __all__ = [
     "ENGINES",

@@ -15,7 +15,7 @@ from server_helpers import http_get, run, small_socket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from dashboard_server.client import DashboardClient
+from dashboard_server.client.connection import DashboardClient
 
 SOURCE = Path(__file__).resolve().parents[2] / "python"
 

@@ -10,7 +10,7 @@ from typing import Any
 from server_helpers import decode, restricted, run, running_server, wait_until
 from websockets.asyncio.client import connect
 
-from dashboard_server.client import DashboardClient
+from dashboard_server.client.connection import DashboardClient
 from dashboard_server.config import DEFAULT_SECTIONS
 
 FEED_SECONDS = float(os.environ.get("DASHBOARD_TEST_FEED_SECONDS", "10"))

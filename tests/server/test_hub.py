@@ -12,12 +12,12 @@ import orjson
 import pytest
 from server_helpers import ENGINES  # noqa: F401  (imports the source tree if needed)
 
-from dashboard_server.client import ClientState, Outcome
+from dashboard_server.client.connection import ClientState, Outcome
 from dashboard_server.config import DEFAULT_SECTIONS
-from dashboard_server.demo import DemoFeed
-from dashboard_server.hub import Flush, Hub, Phase
-from dashboard_server.metrics import ServerMetrics
-from dashboard_server.protocol import EVENTS_CHANNEL, ConnectParams
+from dashboard_server.core.protocol import EVENTS_CHANNEL, ConnectParams
+from dashboard_server.fanout.hub import Flush, Hub, Phase
+from dashboard_server.ingest.demo import DemoFeed
+from dashboard_server.telemetry.metrics import ServerMetrics
 
 ALL = frozenset(DEFAULT_SECTIONS) | {EVENTS_CHANNEL}
 HIGH, LOW = 1000, 100

@@ -8,7 +8,7 @@ import logging
 import orjson
 from server_helpers import ENGINES  # noqa: F401  (imports the source tree if needed)
 
-from dashboard_server.logs import configure_logging
+from dashboard_server.telemetry.logs import configure_logging
 
 
 def test_json_lines_with_extra_fields_and_exceptions() -> None:

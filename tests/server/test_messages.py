@@ -12,7 +12,7 @@ from server_helpers import decode, restricted, run, running_server
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError
 
-from dashboard_server.client import ClientState, DashboardClient, Outcome
+from dashboard_server.client.connection import ClientState, DashboardClient, Outcome
 
 MALFORMED: list[tuple[str | bytes, str]] = [
     ("not json", "bad_message"),

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from server_helpers import ENGINES  # noqa: F401  (imports the source tree if needed)
 
 from dashboard_server.config import DEFAULT_SECTIONS
-from dashboard_server.protocol import (
+from dashboard_server.core.protocol import (
     EVENTS_CHANNEL,
     MessageError,
     ParamError,

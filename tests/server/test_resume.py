@@ -8,7 +8,7 @@ from typing import Any
 from server_helpers import decode, run, running_server, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 
-from dashboard_server.client import ClientState, DashboardClient, Outcome
+from dashboard_server.client.connection import ClientState, DashboardClient, Outcome
 
 
 async def read_until_synced(ws: ClientConnection, state: ClientState, server: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from server_helpers import ENGINES  # noqa: F401  (imports the source tree if needed)
 
-from dashboard_server.scheduler import Ticker
+from dashboard_server.core.ticker import Ticker
 
 
 def test_deadlines_stay_on_the_grid_whatever_the_flush_takes() -> None:

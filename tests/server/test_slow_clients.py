@@ -25,8 +25,8 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.protocol import State
 
-from dashboard_server.client import ClientState, DashboardClient, Outcome
-from dashboard_server.hub import Phase
+from dashboard_server.client.connection import ClientState, DashboardClient, Outcome
+from dashboard_server.fanout.hub import Phase
 
 HIGH = 256 * 1024
 LOW = 64 * 1024

@@ -14,8 +14,8 @@ import {
   formatPointer,
   parsePointer,
   touchedItems,
-} from "../../python/dashboard_server/web/dashboard-protocol.js";
-import { decodeMsgpack } from "../../python/dashboard_server/web/msgpack.js";
+} from "../../python/dashboard_server/server/web/dashboard-protocol.js";
+import { decodeMsgpack } from "../../python/dashboard_server/server/web/msgpack.js";
 
 const snap = (seq, data, version = 10, epoch = "e1") => ({ type: "snapshot", seq, version, epoch, timestamp: "2026-11-27T10:30:00.100Z", data });
 const upd = (seq, changes, removed, version = 11) => ({ type: "update", seq, version, timestamp: "2026-11-27T10:30:00.350Z", changes, ...(removed ? { removed } : {}) });

@@ -5,7 +5,7 @@
 
 import { readFileSync } from "node:fs";
 
-import { DashboardState, decodeFrame } from "../../python/dashboard_server/web/dashboard-protocol.js";
+import { DashboardState, decodeFrame } from "../../python/dashboard_server/server/web/dashboard-protocol.js";
 
 const recording = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const out = {};

@@ -19,7 +19,7 @@ import orjson
 import pytest
 from webtools import ServerProcess
 
-from dashboard_server.client import ClientState, Outcome, decode_message
+from dashboard_server.client.connection import ClientState, Outcome, decode_message
 
 HERE = Path(__file__).resolve().parent
 NODE = shutil.which("node")

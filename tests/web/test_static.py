@@ -1,4 +1,5 @@
-"""``dashboard_server.web.static_response``: the packaged files, content types, and nothing else."""
+"""``dashboard_server.server.web.static_response``: the packaged files, content types, and nothing
+else."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import pytest
 import webtools  # noqa: F401 - puts the source tree on sys.path when the package is not installed
 
-from dashboard_server.web import CONTENT_TYPES, static_files, static_response
+from dashboard_server.server.web import CONTENT_TYPES, static_files, static_response
 
-WEB = Path(__file__).resolve().parents[2] / "python" / "dashboard_server" / "web"
+WEB = Path(__file__).resolve().parents[2] / "python" / "dashboard_server" / "server" / "web"
 
 
 def test_index_and_files() -> None:

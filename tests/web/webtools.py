@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if importlib.util.find_spec("dashboard_server") is None:  # not installed: use the source tree
     sys.path.insert(0, str(ROOT / "python"))
 
-from dashboard_server.client import ClientState, Outcome, decode_message  # noqa: E402
-from dashboard_server.web import static_response  # noqa: E402
+from dashboard_server.client.connection import ClientState, Outcome, decode_message  # noqa: E402
+from dashboard_server.server.web import static_response  # noqa: E402
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
@@ -148,7 +148,7 @@ class ServerProcess:
 
 
 class StaticServer:
-    """A threaded HTTP server answering with :func:`dashboard_server.web.static_response`.
+    """A threaded HTTP server answering with :func:`dashboard_server.server.web.static_response`.
 
     ``auth_token``: if set, ``GET /ws`` answers 401 with a JSON body unless ``token=`` matches
     (it imitates a server with token auth, for the page's refusal handling).

@@ -2,7 +2,8 @@
 
 :func:`render` is a pure function from a state document and :class:`WatchStats` to the text of one
 screen (ANSI colours optional), so it can be tested on a known state; :func:`run_watch` connects
-with :class:`~dashboard_server.client.DashboardClient` and redraws that screen periodically.
+with :class:`~dashboard_server.client.connection.DashboardClient` and redraws that screen
+periodically.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TextIO
 
-from dashboard_server.client import ClientClosed, DashboardClient
+from dashboard_server.client.connection import ClientClosed, DashboardClient
 
 __all__ = ["WatchStats", "render", "run_watch"]
 

@@ -1,8 +1,9 @@
 """The asyncio shell around the hub: one scheduler task per interval, and pre-framed writes.
 
 For every distinct interval that has a group, a task sleeps until the interval's next drift-free
-deadline (:class:`~dashboard_server.scheduler.Ticker`), asks the hub for the flush
-(:meth:`~dashboard_server.hub.Hub.flush`, synchronous, so the document cannot change in between)
+deadline (:class:`~dashboard_server.core.ticker.Ticker`), asks the hub for the flush
+(:meth:`~dashboard_server.fanout.hub.Hub.flush`, synchronous, so the document cannot change in
+between)
 and writes each encoded message to its members without awaiting any of them. The hub has already
 skipped members whose write buffer is over the cap, so nothing here can grow without bound.
 
@@ -45,9 +46,9 @@ from websockets.extensions.permessage_deflate import (
 )
 from websockets.protocol import State
 
-from dashboard_server.hub import Flush, Hub, Member
-from dashboard_server.metrics import ServerMetrics
-from dashboard_server.scheduler import Ticker
+from dashboard_server.core.ticker import Ticker
+from dashboard_server.fanout.hub import Flush, Hub, Member
+from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = [
     "DEFLATE_SETTINGS",

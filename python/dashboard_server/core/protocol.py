@@ -81,7 +81,7 @@ _QUERY_PARAMS: Final = (
     "interval_ms",
     "since",
     "epoch",
-    "token",  # credentials: checked by dashboard_server.auth, ignored here
+    "token",  # credentials: checked by dashboard_server.server.auth, ignored here
 )
 
 

@@ -7,10 +7,11 @@
     ...                           # server.sink (the server itself) takes ingest ops and events
     await server.shutdown()       # health 503, clients closed with 1001, everything stopped
 
-It is also the :class:`~dashboard_server.sink.StateSink` the feeds write into: state ops go to
+It is also the :class:`~dashboard_server.ingest.writer.StateSink` the feeds write into: state ops
+go to
 the engine's ``StateDoc``, events to the hub. The feed is the Redis ingest when ``redis_url`` is
-set (:mod:`dashboard_server.redis_ingest`), else the demo feed; the history sampler
-(:mod:`dashboard_server.history`) runs with either.
+set (:mod:`dashboard_server.ingest.redis.feed`), else the demo feed; the history sampler
+(:mod:`dashboard_server.server.history`) runs with either.
 """
 
 from __future__ import annotations
@@ -25,12 +26,21 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 
-from dashboard_server.auth import Authenticator, select_subprotocol
 from dashboard_server.config import Config
-from dashboard_server.engine import Engine, load_engine
-from dashboard_server.fanout import LISTEN_BACKLOG, Fanout, Peer, deflate_extensions
-from dashboard_server.gcpolicy import GcPolicy
-from dashboard_server.history import (
+from dashboard_server.core.engine import Engine, load_engine
+from dashboard_server.core.protocol import (
+    CLOSE_GOING_AWAY,
+    EVENT_CHANNELS,
+    ConnectParams,
+    parse_connect_query,
+)
+from dashboard_server.fanout.hub import Clock, Hub, SystemClock
+from dashboard_server.fanout.scheduler import LISTEN_BACKLOG, Fanout, Peer, deflate_extensions
+from dashboard_server.ingest.redis.feed import PayloadFormat, RedisIngest, RedisMetrics, RedisState
+from dashboard_server.server.auth import Authenticator, select_subprotocol
+from dashboard_server.server.gate import Gate, OriginPolicy, connection_class
+from dashboard_server.server.gcpolicy import GcPolicy
+from dashboard_server.server.history import (
     HistoryMetrics,
     HistorySampler,
     HistoryStore,
@@ -38,19 +48,10 @@ from dashboard_server.history import (
     RedisHistory,
     history_endpoint,
 )
-from dashboard_server.http import HttpFront
-from dashboard_server.hub import Clock, Hub, SystemClock
-from dashboard_server.limits import Gate, OriginPolicy, connection_class
-from dashboard_server.metrics import ServerMetrics
-from dashboard_server.protocol import (
-    CLOSE_GOING_AWAY,
-    EVENT_CHANNELS,
-    ConnectParams,
-    parse_connect_query,
-)
-from dashboard_server.redis_ingest import PayloadFormat, RedisIngest, RedisMetrics, RedisState
-from dashboard_server.session import Session, close_within
-from dashboard_server.web import static_response
+from dashboard_server.server.http import HttpFront
+from dashboard_server.server.session import Session, close_within
+from dashboard_server.server.web import static_response
+from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = ["DashboardServer"]
 
@@ -181,7 +182,7 @@ class DashboardServer:
 
     def start_demo_feed(self, *, rate: float | None = None) -> None:
         """Run the built-in demo feed into this server (``rate``: steps/s, default config)."""
-        from dashboard_server.demo import DemoFeed
+        from dashboard_server.ingest.demo import DemoFeed
 
         feed = DemoFeed(
             self,

@@ -2,7 +2,7 @@
 
 :func:`run_loadtest` starts (unless given a URL) a ``dashboard-server serve`` subprocess on a
 free loopback port, spreads the clients over worker processes
-(:mod:`dashboard_server.loadtest.worker`), connects them (gradually, or all at once for a
+(:mod:`dashboard_server.tools.loadtest.worker`), connects them (gradually, or all at once for a
 reconnect storm), waits for their snapshots, measures over a window and returns a
 :class:`Report`. With a local server it also measures the server's CPU over the window (from
 ``/proc``), its RSS before and after the clients connected, and the snapshot encodes and flushes
@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
 
-from dashboard_server.loadtest.worker import WorkerPlan, WorkerResult, worker_main
+from dashboard_server.tools.loadtest.worker import WorkerPlan, WorkerResult, worker_main
 
 __all__ = ["LoadtestOptions", "Report", "format_report", "report_json", "run_loadtest"]
 

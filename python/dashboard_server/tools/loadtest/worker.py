@@ -1,6 +1,7 @@
 """One load-generator process: opens its share of the connections and measures what arrives.
 
-The parent (:mod:`dashboard_server.loadtest.runner`) drives each worker over a pipe (the worker
+The parent (:mod:`dashboard_server.tools.loadtest.runner`) drives each worker over a pipe (the
+worker
 first says ``("hello",)`` once it is up):
 
 1. ``("connect", at_wall_time, concurrency)``: connect every client, starting at that wall time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from dashboard_server.loadtest.wsclient import Inspector, LoadClient, MessageInfo
+from dashboard_server.tools.loadtest.wsclient import Inspector, LoadClient, MessageInfo
 
 __all__ = ["WorkerPlan", "WorkerResult", "worker_main"]
 

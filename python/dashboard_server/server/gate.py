@@ -1,6 +1,6 @@
 """What protects the server from its clients: the handshake gate and per-connection limits.
 
-:class:`Gate` is consulted by :class:`~dashboard_server.http.HttpFront` before any upgrade:
+:class:`Gate` is consulted by :class:`~dashboard_server.server.http.HttpFront` before any upgrade:
 
 - :meth:`Gate.check` (every request): ``/ws`` needs an allowed ``Origin`` (403) and credentials
   with the ``read`` scope (401/403); any ``/api/`` path needs the same credentials; ``/metrics``
@@ -31,7 +31,8 @@ from urllib.parse import parse_qsl
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from dashboard_server.auth import (
+from dashboard_server.core.protocol import ConnectParams
+from dashboard_server.server.auth import (
     ANONYMOUS,
     SCOPE_METRICS,
     SCOPE_READ,
@@ -40,9 +41,8 @@ from dashboard_server.auth import (
     Principal,
     find_token,
 )
-from dashboard_server.http import http_response
-from dashboard_server.metrics import ServerMetrics
-from dashboard_server.protocol import ConnectParams
+from dashboard_server.server.http import http_response
+from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = ["Gate", "OriginPolicy", "TokenBucket", "connection_class"]
 

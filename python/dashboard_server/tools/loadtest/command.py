@@ -67,7 +67,7 @@ def add_loadtest_parser(commands: Any) -> None:
 
 def loadtest_command(args: argparse.Namespace) -> int:
     """Run ``dashboard-server loadtest`` from its parsed arguments; returns the exit status."""
-    from dashboard_server.loadtest.runner import (
+    from dashboard_server.tools.loadtest.runner import (
         LoadtestOptions,
         format_report,
         report_json,

@@ -35,8 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from dashboard_server.metrics import ServerMetrics
-from dashboard_server.protocol import (
+from dashboard_server.core.protocol import (
     EVENTS_CHANNEL,
     ConnectParams,
     Diff,
@@ -46,6 +45,7 @@ from dashboard_server.protocol import (
     event_message,
     recent_events_message,
 )
+from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = ["Clock", "Delivery", "Flush", "GroupKey", "Hub", "Member", "Phase", "SystemClock"]
 

@@ -2,7 +2,7 @@
 
 Each record carries ``ts`` (RFC 3339 UTC, milliseconds), ``level``, ``logger``, ``msg`` and any
 ``extra={...}`` fields given at the call site; exceptions add ``exc``. Every line is passed
-through :func:`dashboard_server.auth.redact`, so no token reaches the logs.
+through :func:`dashboard_server.server.auth.redact`, so no token reaches the logs.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, Final, TextIO
 
 import orjson
 
-from dashboard_server.auth import redact
-from dashboard_server.protocol import rfc3339_ms
+from dashboard_server.core.protocol import rfc3339_ms
+from dashboard_server.server.auth import redact
 
 __all__ = ["JsonFormatter", "configure_logging"]
 

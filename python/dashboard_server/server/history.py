@@ -28,8 +28,8 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter
 from redis.exceptions import RedisError, ResponseError
 
-from dashboard_server.protocol import ParamError, rfc3339_ms
-from dashboard_server.redis_ingest import close_quietly, connect_redis, describe
+from dashboard_server.core.protocol import ParamError, rfc3339_ms
+from dashboard_server.ingest.redis.feed import close_quietly, connect_redis, describe
 
 __all__ = [
     "DEFAULT_LIMIT",

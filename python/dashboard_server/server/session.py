@@ -2,7 +2,7 @@
 
 A :class:`Session` is the hub member of one connection. Its reader loop handles ``subscribe``,
 ``unsubscribe``, ``refresh`` and ``ping``; anything else gets an ``error`` reply, and a client
-that keeps sending unusable messages is closed with :data:`~dashboard_server.protocol.
+that keeps sending unusable messages is closed with :data:`~dashboard_server.core.protocol.
 CLOSE_BAD_MESSAGES`. Replies are written without awaiting and dropped while the connection's
 write buffer is over the cap, so a client can never make the server buffer without bound.
 Closing never awaits a peer that does not read: after ``close_timeout`` the transport is aborted.
@@ -18,11 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from dashboard_server.config import Config
-from dashboard_server.fanout import Fanout, Peer
-from dashboard_server.hub import Clock, Hub
-from dashboard_server.limits import TokenBucket
-from dashboard_server.metrics import ServerMetrics
-from dashboard_server.protocol import (
+from dashboard_server.core.protocol import (
     CLOSE_BAD_MESSAGES,
     CLOSE_LAGGING,
     CLOSE_RATE_LIMITED,
@@ -38,6 +34,10 @@ from dashboard_server.protocol import (
     parse_client_message,
     pong_message,
 )
+from dashboard_server.fanout.hub import Clock, Hub
+from dashboard_server.fanout.scheduler import Fanout, Peer
+from dashboard_server.server.gate import TokenBucket
+from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = ["Session", "close_within"]
 

@@ -21,11 +21,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from dashboard_server.auth import redact
-from dashboard_server.protocol import ConnectParams, ParamError
+from dashboard_server.core.protocol import ConnectParams, ParamError
+from dashboard_server.server.auth import redact
 
 if TYPE_CHECKING:
-    from dashboard_server.limits import Gate
+    from dashboard_server.server.gate import Gate
 
 __all__ = ["HttpFront", "http_response"]
 

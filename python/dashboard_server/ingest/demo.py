@@ -33,7 +33,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from dashboard_server.sink import StateSink
+from dashboard_server.ingest.writer import StateSink
 
 __all__ = ["ACCOUNT_ID", "STRATEGIES", "DemoFeed", "symbol_names"]
 

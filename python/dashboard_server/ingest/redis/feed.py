@@ -39,7 +39,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from dashboard_server.protocol import EVENT_CHANNELS
+from dashboard_server.core.protocol import EVENT_CHANNELS
 
 __all__ = [
     "IngestTarget",

@@ -1,6 +1,7 @@
 """``dashboard-server publish-demo``: the demo feed written into Redis through the contract.
 
-:class:`RedisPublisher` is a :class:`~dashboard_server.sink.StateSink` that behaves like the
+:class:`RedisPublisher` is a :class:`~dashboard_server.ingest.writer.StateSink` that behaves like
+the
 trading backends: it keeps every item whole, and for each changed item SETs the whole item as
 JSON (or MessagePack) under ``{section}:{id}`` and PUBLISHes the same payload on the channel of
 that name; a removed item is DELeted and an empty payload is published; an event is PUBLISHed
@@ -19,8 +20,8 @@ from typing import Any, Final, Literal
 import msgpack
 import orjson
 
-from dashboard_server.demo import DemoFeed
-from dashboard_server.redis_ingest import close_quietly, connect_redis, describe
+from dashboard_server.ingest.demo import DemoFeed
+from dashboard_server.ingest.redis.feed import close_quietly, connect_redis, describe
 
 __all__ = ["RedisPublisher", "merge_patch", "publish_demo"]
 
