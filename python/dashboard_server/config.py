@@ -75,7 +75,11 @@ class Config:
     web_interval_ms: int = 250
     min_interval_ms: int = 20
     max_interval_ms: int = 10_000
+    interval_steps_ms: tuple[int, ...] = (20, 50, 100, 250, 500, 1000, 2000, 5000, 10_000)
     max_message_size: int = 65_536
+    max_control_message_size: int = 4096
+    max_control_elements: int = 256
+    max_control_depth: int = 16
     write_buffer_high: int = 1_048_576
     write_buffer_low: int = 262_144
     lag_timeout_s: float = 10.0
@@ -102,6 +106,14 @@ class Config:
     def tier_intervals(self) -> dict[str, int]:
         """The default interval of each tier, in milliseconds."""
         return {"tui": self.tui_interval_ms, "web": self.web_interval_ms}
+
+    def allowed_intervals(self) -> tuple[int, ...]:
+        """The intervals a client's ``interval_ms`` is rounded to: ``interval_steps_ms`` within
+        [``min_interval_ms``, ``max_interval_ms``] and the tiers' intervals, sorted."""
+        steps = {
+            s for s in self.interval_steps_ms if self.min_interval_ms <= s <= self.max_interval_ms
+        }
+        return tuple(sorted(steps | {self.tui_interval_ms, self.web_interval_ms}))
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed, validated again."""
@@ -164,6 +176,10 @@ def _list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(_int(part) for part in text.split(",") if part.strip())
+
+
 def _str(text: str) -> str:
     return text.strip()
 
@@ -209,7 +225,26 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("web_interval_ms", _int, "Flush interval of the web tier (ms).", "MS"),
     Setting("min_interval_ms", _int, "Smallest interval_ms a client may ask for.", "MS"),
     Setting("max_interval_ms", _int, "Largest interval_ms a client may ask for.", "MS"),
+    Setting(
+        "interval_steps_ms",
+        _int_list,
+        "Comma-separated intervals a client's interval_ms is rounded to (with the tiers').",
+        "LIST",
+    ),
     Setting("max_message_size", _int, "Largest client message accepted (bytes).", "BYTES"),
+    Setting(
+        "max_control_message_size",
+        _int,
+        "Largest client control message decoded (bytes); larger: error message_too_large.",
+        "BYTES",
+    ),
+    Setting(
+        "max_control_elements",
+        _int,
+        "Most values (containers, keys, scalars) in one client message; more: error.",
+        "N",
+    ),
+    Setting("max_control_depth", _int, "Deepest container nesting in one client message.", "N"),
     Setting(
         "write_buffer_high",
         _int,
@@ -342,6 +377,10 @@ def _from_file(name: str, raw: Any, path: str | Path) -> Any:
         if not all(isinstance(item, str) for item in raw):
             raise ConfigError(f"{where}: expected a list of strings")
         return tuple(raw)
+    if _BY_NAME[name].parse is _int_list and isinstance(raw, list):
+        if not all(isinstance(item, int) and not isinstance(item, bool) for item in raw):
+            raise ConfigError(f"{where}: expected a list of integers")
+        return tuple(raw)
     if raw is None:
         return None
     if isinstance(raw, bool) and _BY_NAME[name].parse is not _bool:
@@ -416,6 +455,9 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
         "min_interval_ms",
         "max_interval_ms",
         "max_message_size",
+        "max_control_message_size",
+        "max_control_elements",
+        "max_control_depth",
         "write_buffer_high",
         "max_bad_messages",
         "max_tombstones",
@@ -449,6 +491,8 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
     _validate_redis_and_history(config, "history_sections" in sources, fail)
     if config.min_interval_ms > config.max_interval_ms:
         raise fail("min_interval_ms", "must not exceed max_interval_ms")
+    if not config.interval_steps_ms or min(config.interval_steps_ms) <= 0:
+        raise fail("interval_steps_ms", "must list at least one interval, each > 0")
     if config.write_buffer_low >= config.write_buffer_high:
         raise fail("write_buffer_low", "must be below write_buffer_high")
     _validate_security(config, fail)

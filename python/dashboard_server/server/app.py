@@ -156,7 +156,9 @@ class DashboardServer:
             server_header=None,
             open_timeout=self.config.open_timeout_s,
             select_subprotocol=select_subprotocol,
-            create_connection=connection_class(self.gate.handshake_timeout),
+            create_connection=connection_class(
+                self.gate.handshake_timeout, self.gate.oversized_head
+            ),
             backlog=LISTEN_BACKLOG,
         )
         self._gc_policy.install()
@@ -299,6 +301,7 @@ class DashboardServer:
             tier_intervals=self.config.tier_intervals(),
             min_interval_ms=self.config.min_interval_ms,
             max_interval_ms=self.config.max_interval_ms,
+            interval_steps=self.config.allowed_intervals(),
         )
 
     async def _handle(self, connection: ServerConnection) -> None:

@@ -29,6 +29,8 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from dashboard_server.core.protocol import ConnectParams
@@ -44,10 +46,14 @@ from dashboard_server.server.auth import (
 from dashboard_server.server.http import http_response
 from dashboard_server.telemetry.metrics import ServerMetrics
 
-__all__ = ["Gate", "OriginPolicy", "TokenBucket", "connection_class"]
+__all__ = ["Gate", "GuardedConnection", "OriginPolicy", "TokenBucket", "connection_class"]
 
 log = logging.getLogger(__name__)
 
+READ_SIZE: Final = 4096
+"""Bytes a connection's transport reads from its socket at once (see
+:meth:`GuardedConnection.connection_made`)."""
+_HEAD_TOO_LARGE: Final = (RequestLineTooLong, HeaderLineTooLong, TooManyHeaders)
 _WS_PATH: Final = "/ws"
 _API_PREFIX: Final = "/api/"
 
@@ -93,17 +99,71 @@ class TokenBucket:
         return False
 
 
-def connection_class(on_handshake_timeout: Callable[[], None]) -> type[ServerConnection]:
-    """A :class:`ServerConnection` subclass that calls ``on_handshake_timeout`` when its opening
-    handshake is cancelled (``open_timeout`` expired: slowloris, a stalled client)."""
+class GuardedConnection(ServerConnection):
+    """A :class:`ServerConnection` whose answers to WebSocket pings can be refused.
 
-    class TimedConnection(ServerConnection):
+    The library answers every ping frame with a pong on its own, whatever the write buffer
+    holds. While :attr:`ping_guard` is set (the session sets it), it is asked first and the pong
+    is not written when it returns ``False``: pings then count against the session's message
+    rate, and pongs against its write-buffer cap.
+    """
+
+    ping_guard: Callable[[], bool] | None = None
+
+    def __init__(self, protocol: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(protocol, *args, **kwargs)
+        send_frame = protocol.send_frame
+        me = weakref.ref(self)  # no reference cycle through the protocol
+
+        def guarded_send_frame(frame: Frame) -> None:
+            connection = me()
+            guard = None if connection is None else connection.ping_guard
+            if frame.opcode is Opcode.PONG and guard is not None and not guard():
+                return
+            send_frame(frame)
+
+        protocol.send_frame = guarded_send_frame
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Read at most :data:`READ_SIZE` bytes at a time (asyncio reads 256 KiB): every frame
+        of one read is parsed before the library can pause reading, so a read of 256 KiB of
+        empty fragments would queue ~43,000 frame objects (11 MB) before the fragment limit
+        (4096) is even looked at."""
+        super().connection_made(transport)
+        if isinstance(getattr(transport, "max_size", None), int):
+            transport.max_size = READ_SIZE  # type: ignore[attr-defined]
+
+    def send_data(self) -> None:
+        """Once the server has half-closed the TCP connection (after a close frame it sent or
+        answered), read again even if the library paused reading for a full queue: the parser
+        discards everything from then on, and the peer's FIN ends the connection at once
+        instead of after ``close_timeout`` (a client closed for too many fragments would
+        otherwise keep thousands of queued frames alive that long)."""
+        super().send_data()
+        if self.protocol.eof_sent and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+
+def connection_class(
+    on_handshake_timeout: Callable[[], None],
+    on_oversized_head: Callable[[], None] | None = None,
+) -> type[ServerConnection]:
+    """A :class:`GuardedConnection` subclass that calls ``on_handshake_timeout`` when its opening
+    handshake is cancelled (``open_timeout`` expired: slowloris, a stalled client), and
+    ``on_oversized_head`` when the library refused a request head over its limits (414/431)."""
+
+    class TimedConnection(GuardedConnection):
         async def handshake(self, *args: Any, **kwargs: Any) -> None:
             try:
                 await super().handshake(*args, **kwargs)
             except asyncio.CancelledError:
                 on_handshake_timeout()
                 raise
+            finally:
+                if on_oversized_head is not None and isinstance(
+                    self.protocol.handshake_exc, _HEAD_TOO_LARGE
+                ):
+                    on_oversized_head()
 
     return TimedConnection
 
@@ -249,3 +309,7 @@ class Gate:
     def handshake_timeout(self) -> None:
         """Count a handshake cut by ``open_timeout_s``."""
         self.metrics.security_refusals.labels("handshake_timeout").inc()
+
+    def oversized_head(self) -> None:
+        """Count a request head refused by the library (414 line too long, 431 headers)."""
+        self.metrics.security_refusals.labels("request_head").inc()

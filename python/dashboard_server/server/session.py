@@ -24,6 +24,7 @@ from dashboard_server.core.protocol import (
     CLOSE_RATE_LIMITED,
     CLOSE_TOKEN_EXPIRED,
     ConnectParams,
+    ControlLimits,
     MessageError,
     Ping,
     Refresh,
@@ -36,7 +37,7 @@ from dashboard_server.core.protocol import (
 )
 from dashboard_server.fanout.hub import Clock, Hub
 from dashboard_server.fanout.scheduler import Fanout, Peer
-from dashboard_server.server.gate import TokenBucket
+from dashboard_server.server.gate import GuardedConnection, TokenBucket
 from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = ["Session", "close_within"]
@@ -84,6 +85,11 @@ class Session:
         self.allowed_channels = allowed_channels
         """The channels the client's credentials allow (``None``: all)."""
         self.rate = TokenBucket(config.max_message_rate, config.message_burst)
+        self.limits = ControlLimits(
+            config.max_control_message_size,
+            config.max_control_elements,
+            config.max_control_depth,
+        )
         self._closing: asyncio.Task[None] | None = None
 
     @property
@@ -100,15 +106,22 @@ class Session:
         self.hub.add(self, self.params)
         self.fanout.sync()
         self.metrics.active_connections.inc()
+        if isinstance(self._connection, GuardedConnection):
+            self._connection.ping_guard = self.answer_ping
         try:
             async for message in self._connection:
                 try:
                     self.handle(message)
                 except Exception:  # a bug must not take the connection (or server) down
                     log.exception("failed to handle a client message")
+                # recv() returns at once while messages are queued: let flushes, /health and
+                # the other connections run between two messages of this one
+                await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         finally:
+            if isinstance(self._connection, GuardedConnection):
+                self._connection.ping_guard = None
             sent = self._connection.protocol.close_sent
             if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self.metrics.security_refusals.labels("message_size").inc()
@@ -120,16 +133,10 @@ class Session:
     def handle(self, data: str | bytes) -> None:
         """Act on one client message (never raises, never awaits)."""
         if not self.rate.take(self.clock.monotonic()):
-            if self._closing is None:
-                self.metrics.security_refusals.labels("rate_limit").inc()
-                log.info(
-                    "closing a client that sends too fast",
-                    extra={"remote": str(self._connection.remote_address)},
-                )
-                self.close_soon(CLOSE_RATE_LIMITED, "message rate limit exceeded")
+            self._over_rate()
             return
         try:
-            message = parse_client_message(data, self.config.sections)
+            message = parse_client_message(data, self.config.sections, self.limits)
         except MessageError as exc:
             self.reject(exc)
             return
@@ -162,6 +169,29 @@ class Session:
                 return
             self.metrics.messages_received.labels("ping").inc()
             self.reply("pong", pong)
+
+    def answer_ping(self) -> bool:
+        """Whether to answer a WebSocket ping frame (the connection's ping guard).
+
+        A ping counts against the message rate like a message (beyond it: close 4029), and its
+        pong is not written while the write buffer is over the cap, like any direct reply.
+        """
+        if not self.rate.take(self.clock.monotonic()):
+            self._over_rate()
+            return False
+        if self.buffered() > self.config.write_buffer_high:
+            self.metrics.security_refusals.labels("pong_dropped").inc()
+            return False
+        return True
+
+    def _over_rate(self) -> None:
+        if self._closing is None:
+            self.metrics.security_refusals.labels("rate_limit").inc()
+            log.info(
+                "closing a client that sends too fast",
+                extra={"remote": str(self._connection.remote_address)},
+            )
+            self.close_soon(CLOSE_RATE_LIMITED, "message rate limit exceeded")
 
     def reject(self, problem: MessageError) -> None:
         """Answer an unusable message with ``error``; close a client that keeps doing it."""
