@@ -499,14 +499,20 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
     return dataclasses.replace(config, log_level=config.log_level.lower())
 
 
+_TOKEN_CHARS: Final = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+"""RFC 6750 ``b64token``: the same as ``dashboard_server.server.auth.TOKEN_CHARS``."""
 _ORIGIN: Final = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
 
 
 def _validate_security(config: Config, fail: Callable[[str, str], ConfigError]) -> None:
     """The rules of the auth, origin and limit settings (never echoing a secret)."""
     for token in config.auth_tokens:
-        if len(token) < 16 or any(c.isspace() or c == "," for c in token):
-            raise fail("auth_tokens", "each token needs 16+ characters, no spaces or commas")
+        if len(token) < 16 or not _TOKEN_CHARS.fullmatch(token):
+            raise fail(
+                "auth_tokens",
+                "each token needs 16+ characters among A-Z a-z 0-9 - . _ ~ + / "
+                "(then optional = padding)",
+            )
     if config.jwt_secret is not None and len(config.jwt_secret.encode()) < 32:
         raise fail("jwt_secret", "must be at least 32 bytes (HS256 key size)")
     if config.metrics_auth and not (config.auth_tokens or config.jwt_secret):
