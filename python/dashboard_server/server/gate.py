@@ -44,12 +44,15 @@ from dashboard_server.server.auth import (
     find_token,
 )
 from dashboard_server.server.http import http_response
+from dashboard_server.telemetry.logs import LogLimiter
 from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = ["Gate", "GuardedConnection", "OriginPolicy", "TokenBucket", "connection_class"]
 
 log = logging.getLogger(__name__)
 
+REFUSAL_LOG_BURST: Final = 10
+"""``refused`` log lines per second at most (every refusal is still counted)."""
 READ_SIZE: Final = 4096
 """Bytes a connection's transport reads from its socket at once (see
 :meth:`GuardedConnection.connection_made`)."""
@@ -201,14 +204,26 @@ class Gate:
         self.max_connections_per_address = max_connections_per_address
         self.connections = 0
         self.per_address: Counter[str] = Counter()
+        self._log_limiter = LogLimiter(REFUSAL_LOG_BURST)
         self._principals: weakref.WeakKeyDictionary[ServerConnection, Principal] = (
             weakref.WeakKeyDictionary()
         )
 
     def refuse(self, reason: str, connection: ServerConnection, path: str) -> None:
-        """Count and log a refusal (never the query string: it may hold a token)."""
+        """Count and log a refusal (never the query string: it may hold a token); at most
+        :data:`REFUSAL_LOG_BURST` lines a second, the next one saying how many were held."""
         self.metrics.security_refusals.labels(reason).inc()
-        log.info("refused", extra={"reason": reason, "remote": _address(connection), "path": path})
+        allowed, held = self._log_limiter.allow()
+        if allowed:
+            log.info(
+                "refused",
+                extra={
+                    "reason": reason,
+                    "remote": _address(connection),
+                    "path": path,
+                    "suppressed": held,
+                },
+            )
 
     def check(
         self, connection: ServerConnection, request: Request, path: str, query: str

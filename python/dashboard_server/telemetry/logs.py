@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any, Final, TextIO
 
 import orjson
@@ -16,7 +18,7 @@ import orjson
 from dashboard_server.core.protocol import rfc3339_ms
 from dashboard_server.server.auth import redact
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "LogLimiter", "configure_logging"]
 
 _STANDARD: Final = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
@@ -55,3 +57,28 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     logging.getLogger("websockets").setLevel(
         logging.DEBUG if level.lower() == "debug" else logging.WARNING
     )
+
+
+class LogLimiter:
+    """At most ``burst`` log lines per second of one kind; the rest are counted, and the next
+    line logged says how many were held back (``suppressed``). For lines a client can cause
+    at will (refusals), so that a flood of bad requests cannot flood the logs."""
+
+    def __init__(self, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst = burst
+        self.clock = clock
+        self._second = -1
+        self._logged = 0
+        self._held = 0
+
+    def allow(self) -> tuple[bool, int]:
+        """Whether to log now, and how many lines were held back since the last one logged."""
+        second = int(self.clock())
+        if second != self._second:
+            self._second, self._logged = second, 0
+        if self._logged >= self.burst:
+            self._held += 1
+            return False, 0
+        self._logged += 1
+        held, self._held = self._held, 0
+        return True, held
