@@ -770,3 +770,13 @@ def _diff_into(a: Any, b: Any, ptr: str, ops: list[dict[str, Any]]) -> None:
                 _diff_into(a[key], item, child, ops)
     elif not values_equal(a, b):
         ops.append({"op": "replace", "path": ptr, "value": b})
+
+
+class PanicException(BaseException):
+    """What the native engine raises when it panics (a ``BaseException``, as PyO3's); this
+    engine never panics, it only raises this from :func:`_panic_for_tests`."""
+
+
+def _panic_for_tests(msg: str) -> None:
+    """Test-only hook: raise :class:`PanicException` (the native engine really panics)."""
+    raise PanicException(msg)

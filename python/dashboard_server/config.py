@@ -62,6 +62,8 @@ class Config:
     redis_health_timeout_s: float = 2.0
     redis_backoff_initial_s: float = 0.1
     redis_backoff_max_s: float = 5.0
+    redis_max_item_bytes: int = 65_536
+    redis_max_id_bytes: int = 256
     history_sections: tuple[str, ...] = ("market_data",)
     history_interval_s: float = 1.0
     history_size: int = 1000
@@ -207,6 +209,18 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting("redis_backoff_initial_s", _float, "First reconnect delay to Redis (s).", "S"),
     Setting("redis_backoff_max_s", _float, "Longest reconnect delay to Redis (s).", "S"),
+    Setting(
+        "redis_max_item_bytes",
+        _int,
+        "Largest item or event payload taken from Redis; larger: skipped as malformed.",
+        "BYTES",
+    ),
+    Setting(
+        "redis_max_id_bytes",
+        _int,
+        "Longest item id (key after 'section:') taken from Redis; longer: malformed.",
+        "BYTES",
+    ),
     Setting(
         "history_sections",
         _list,
@@ -405,6 +419,8 @@ def _validate_redis_and_history(
         "redis_health_timeout_s",
         "redis_backoff_initial_s",
         "redis_backoff_max_s",
+        "redis_max_item_bytes",
+        "redis_max_id_bytes",
         "history_size",
     ):
         if getattr(config, name) <= 0:

@@ -9,6 +9,7 @@ warning says so.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import warnings
@@ -48,6 +49,34 @@ class Engine:
     def MAX_DEPTH(self) -> int:
         return int(self.module.MAX_DEPTH)
 
+    @property
+    def PanicException(self) -> type[BaseException]:
+        """What a panic inside the engine is raised as (a ``BaseException``)."""
+        panic: type[BaseException] = self.module.PanicException
+        return panic
+
+
+class EnginePanic(RuntimeError):
+    """An engine panic, caught and reported, raised on as an ordinary exception (the
+    document may be inconsistent: ``/health`` says degraded until a restart)."""
+
+
+def _panic_types() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = []
+    for module in _MODULES.values():
+        with contextlib.suppress(ImportError, AttributeError):
+            found.append(importlib.import_module(module).PanicException)
+    return tuple(found)
+
+
+def is_recoverable(exc: BaseException) -> bool:
+    """Whether a failure may be caught and survived: an :class:`Exception` or an engine
+    panic, or a group of only those (never ``CancelledError``, ``KeyboardInterrupt`` or
+    ``SystemExit``)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_recoverable(e) for e in exc.exceptions)
+    return isinstance(exc, (Exception, *ENGINE_PANICS))
+
 
 def load_engine(name: str | None = None) -> Engine:
     """Load the engine called ``name`` (``native`` or ``pure``).
@@ -78,3 +107,7 @@ def load_engine(name: str | None = None) -> Engine:
 
 
 ENGINE: Final[Engine] = load_engine()
+
+ENGINE_PANICS: Final[tuple[type[BaseException], ...]] = _panic_types()
+"""The panic exception types of the engines that can be loaded (catch these next to
+``Exception`` where an engine call may run: PyO3's ``PanicException`` is a ``BaseException``)."""

@@ -46,6 +46,7 @@ from websockets.extensions.permessage_deflate import (
 )
 from websockets.protocol import State
 
+from dashboard_server.core.engine import ENGINE_PANICS
 from dashboard_server.core.ticker import Ticker
 from dashboard_server.fanout.hub import Flush, Hub, Member
 from dashboard_server.telemetry.metrics import ServerMetrics
@@ -268,6 +269,8 @@ class Fanout:
                     break
                 try:
                     self.deliver(self.hub.flush(interval_ms))
+                except ENGINE_PANICS as exc:  # a BaseException: it would end this task
+                    self.metrics.engine_panic("flush", exc)
                 except Exception:
                     log.exception("flush failed", extra={"interval_ms": interval_ms})
                 self.metrics.broadcast_latency.observe(max(0.0, loop.time() - deadline))

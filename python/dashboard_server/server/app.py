@@ -27,7 +27,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 
 from dashboard_server.config import Config
-from dashboard_server.core.engine import Engine, load_engine
+from dashboard_server.core.engine import ENGINE_PANICS, Engine, EnginePanic, load_engine
 from dashboard_server.core.protocol import (
     CLOSE_GOING_AWAY,
     EVENT_CHANNELS,
@@ -209,6 +209,8 @@ class DashboardServer:
             health_timeout=c.redis_health_timeout_s,
             backoff_initial=c.redis_backoff_initial_s,
             backoff_max=c.redis_backoff_max_s,
+            max_item_bytes=c.redis_max_item_bytes,
+            max_id_bytes=c.redis_max_id_bytes,
         )
         self._feed_stop = asyncio.Event()
         self._feed_task = asyncio.get_running_loop().create_task(self._run_feed(self.redis.run))
@@ -217,6 +219,8 @@ class DashboardServer:
     async def _run_feed(self, run: Any) -> None:
         try:
             await run(self._feed_stop)
+        except ENGINE_PANICS as exc:
+            self.metrics.engine_panic("feed", exc)
         except Exception:
             log.exception("feed failed", extra={"feed": self.feed_name})
 
@@ -360,7 +364,9 @@ class DashboardServer:
         for session in self._sessions:
             clients[session.params.tier] += 1
         redis_ok = self.redis is None or self.redis.state is RedisState.OK
-        status = "shutting_down" if self._shutting_down else "ok" if redis_ok else "degraded"
+        panics = self.metrics.engine_panic_count()  # the document may be inconsistent
+        healthy = redis_ok and not panics
+        status = "shutting_down" if self._shutting_down else "ok" if healthy else "degraded"
         body: dict[str, Any] = {
             "status": status,
             "engine": self.engine.name,
@@ -372,6 +378,7 @@ class DashboardServer:
             "groups": self.hub.group_count(),
             "feed": self.feed_name,
             "redis": "disabled" if self.redis is None else self.redis.state.value,
+            "engine_panics": panics,
         }
         if self.redis is not None:
             body["redis_since_s"] = round(self.redis.state_age, 3)
@@ -400,6 +407,9 @@ class DashboardServer:
         try:
             return self.doc.get(f"/{section}")
         except KeyError:
+            return None
+        except ENGINE_PANICS as exc:
+            self.metrics.engine_panic("history", exc)
             return None
 
     def _render_metrics(self) -> bytes:
@@ -449,6 +459,9 @@ class DashboardServer:
         except ValueError:
             self.metrics.ingest_errors.inc()
             raise
+        except ENGINE_PANICS as exc:  # a BaseException: it would stop the feed silently
+            self.metrics.engine_panic("ingest", exc)
+            raise EnginePanic(f"engine panic at {path[:200]}: {exc}") from None
         if changed:  # a section's name has no "/" or "~": no unescaping needed
             self._section_updated[path[1:].split("/", 1)[0]] = time.monotonic()
         return changed

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from dashboard_server.config import Config
+from dashboard_server.core.engine import ENGINE_PANICS
 from dashboard_server.core.protocol import (
     CLOSE_BAD_MESSAGES,
     CLOSE_LAGGING,
@@ -112,6 +113,8 @@ class Session:
             async for message in self._connection:
                 try:
                     self.handle(message)
+                except ENGINE_PANICS as exc:
+                    self.metrics.engine_panic("session", exc)
                 except Exception:  # a bug must not take the connection (or server) down
                     log.exception("failed to handle a client message")
                 # recv() returns at once while messages are queued: let flushes, /health and

@@ -6,9 +6,13 @@ servers (tests start many in one process) never share or clash. ``/metrics`` ren
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["ServerMetrics"]
+
+log = logging.getLogger(__name__)
 
 _SIZE_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 _SECONDS_BUCKETS = (
@@ -146,12 +150,40 @@ class ServerMetrics:
         self.ingest_errors = Counter(
             "dashboard_ingest_errors", "Ingest ops rejected by the engine.", registry=r
         )
+        self.engine_panics = Counter(
+            "dashboard_engine_panics",
+            "Panics of the engine caught (the process goes on, /health says degraded), by "
+            "where (ingest, flush, session, feed, history).",
+            ["where"],
+            registry=r,
+        )
         self.security_refusals = Counter(
             "dashboard_security_refusals",
             "Requests refused and connections closed by a security check or limit, by reason "
             "(docs/security.md).",
             ["reason"],
             registry=r,
+        )
+
+    def engine_panic(self, where: str, exc: BaseException) -> None:
+        """Log and count an engine panic caught at ``where`` (ingest, flush, session, feed,
+        history)."""
+        self.engine_panics.labels(where).inc()
+        log.error(
+            "engine panic caught",
+            extra={"where": where, "panic": str(exc)[:500]},
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+
+    def engine_panic_count(self) -> int:
+        """Engine panics caught so far, everywhere."""
+        return int(
+            sum(
+                sample.value
+                for metric in self.engine_panics.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            )
         )
 
     def render(self) -> bytes:

@@ -32,14 +32,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final, Literal, Protocol
 
 import msgpack
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from dashboard_server.core.engine import EnginePanic, is_recoverable
 from dashboard_server.core.protocol import EVENT_CHANNELS
+from dashboard_server.core.values import decode_payload
 
 __all__ = [
     "IngestTarget",
@@ -264,6 +265,8 @@ class RedisIngest:
         health_timeout: float = 2.0,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
+        max_item_bytes: int = 65_536,
+        max_id_bytes: int = 256,
         rng: random.Random | None = None,
     ) -> None:
         self.target = target
@@ -275,6 +278,10 @@ class RedisIngest:
         self.health_timeout = health_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.max_item_bytes = max_item_bytes
+        """Longer item or event payloads are malformed (skipped, counted)."""
+        self.max_id_bytes = max_id_bytes
+        """Longer ids (the part of the key after ``{section}:``, UTF-8) are malformed."""
         self.rng = rng or random.Random()
         self.last_error: str | None = None
         """Why the last session ended or the last attempt failed."""
@@ -336,7 +343,9 @@ class RedisIngest:
         while True:
             try:
                 await self._session()
-            except Exception as exc:
+            except BaseException as exc:  # an engine panic is a BaseException (and a group)
+                if not is_recoverable(exc):
+                    raise  # cancelled, KeyboardInterrupt, SystemExit
                 self.last_error = describe(exc)
                 stalled = isinstance(exc, RedisStalled) or (
                     isinstance(exc, BaseExceptionGroup) and exc.subgroup(RedisStalled) is not None
@@ -445,12 +454,31 @@ class RedisIngest:
             if self._apply(section, name, item_id, payload):
                 self.target.note_section_update(section)
         elif section in EVENT_CHANNELS:
-            self._event(section, name, payload)
+            oversized = self._oversized(name, item_id, payload)
+            if oversized is not None:
+                self._malformed(section, name[:64], oversized)
+            else:
+                self._event(section, name, payload)
         else:
             self._malformed(section, name, "not a subscribed section")
 
+    def _oversized(self, name: str, item_id: str, payload: bytes) -> str | None:
+        """Why ``payload`` or ``item_id`` is over its size limit, if it is."""
+        id_bytes = len(item_id) if item_id.isascii() else len(item_id.encode("utf-8", "replace"))
+        if id_bytes > self.max_id_bytes:
+            return f"id of {id_bytes} bytes over redis_max_id_bytes ({self.max_id_bytes})"
+        if len(payload) > self.max_item_bytes:
+            return (
+                f"payload of {len(payload)} bytes over redis_max_item_bytes ({self.max_item_bytes})"
+            )
+        return None
+
     def _apply(self, section: str, name: str, item_id: str, payload: bytes) -> bool:
         """Replace (or remove) one item; False if the payload was malformed."""
+        oversized = self._oversized(name, item_id, payload)
+        if oversized is not None:
+            self._malformed(section, name[:64], oversized)
+            return False
         path = f"/{section}/{pointer_token(item_id)}"
         try:
             if is_removal(payload):
@@ -460,15 +488,14 @@ class RedisIngest:
         except ValueError as exc:
             self._malformed(section, name, str(exc))
             return False
+        except EnginePanic:  # logged and counted by the server; the next items still go in
+            return False
         return True
 
     def _event(self, channel: str, name: str, payload: bytes) -> None:
         try:
-            data: Any = (
-                msgpack.unpackb(payload, raw=False)
-                if payload_format(payload) == "msgpack"
-                else orjson.loads(payload)
-            )
+            # the state's value rules, as for items: no int beyond 64 bits, no NaN/Infinity
+            data: Any = decode_payload(payload, payload_format(payload))
             if not isinstance(data, dict):
                 raise ValueError(f"an event must be an object, not {type(data).__name__}")
             self.target.publish_event(channel, data)
