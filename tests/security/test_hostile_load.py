@@ -7,11 +7,15 @@ closed with its documented code.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from loadwatch import attack, watching
-from sectools import refusals, sample, server
-from server_helpers import run, wait_until
+from sectools import refusals, sample, server, ws_url
+from server_helpers import run, small_socket, wait_until
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 SECONDS = 3.0
 
@@ -123,5 +127,55 @@ def test_custom_intervals_share_a_few_flush_tasks() -> None:
             assert running <= set(srv.config.allowed_intervals())
             assert running >= {20, 50, 100, 250}, running
             assert srv.hub.lagging_count() == 0
+
+    run(scenario(), timeout=60)
+
+
+def test_lagging_client_gets_4001_before_the_socket_closes() -> None:
+    """A client that stops reading is closed for lagging; when it reads again it must find the
+    4001 close frame, not a TCP reset (the close frame must not wait behind everything that
+    was queued for it)."""
+
+    async def scenario() -> None:
+        async with (
+            server(
+                write_buffer_high=256 * 1024,
+                write_buffer_low=64 * 1024,
+                lag_timeout_s=1.0,
+                close_timeout_s=2.0,
+            ) as srv,
+            watching(srv, interval_ms=50) as watch,
+        ):
+            control = await watch.measure(SECONDS)
+            sock = small_socket(srv.port)
+            async with connect(
+                ws_url(srv, "format=json&interval_ms=20"), sock=sock, max_size=None
+            ) as slow:
+                slow.transport.pause_reading()
+                blob = "x" * 20_000
+                stop = asyncio.Event()
+
+                async def heavy() -> None:  # ~1 MB/s to the slow client
+                    step = 0
+                    while not stop.is_set():
+                        srv.merge("/orders/blob", {"b": f"{step:08d}{blob}"})
+                        step += 1
+                        await asyncio.sleep(0.02)
+
+                writer = asyncio.create_task(heavy())
+                during = await watch.measure(SECONDS)
+                await wait_until(lambda: sample(srv, "dashboard_lag_closes_total") == 1)
+                # it reads again only after the close handshake timed out on the server's side
+                # (close_timeout_s): the transport used to be aborted then, a reset
+                await asyncio.sleep(srv.config.close_timeout_s + 0.5)
+                stop.set()
+                await writer
+                slow.transport.resume_reading()
+                with pytest.raises(ConnectionClosed) as info:
+                    async with asyncio.timeout(10):
+                        while True:
+                            await slow.recv()
+                assert info.value.rcvd is not None and info.value.rcvd.code == 4001
+            watch.assert_held(control, during)
 
     run(scenario(), timeout=60)

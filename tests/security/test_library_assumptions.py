@@ -132,3 +132,13 @@ def test_shared_frame_header_is_the_librarys() -> None:
         payload = b"p" * length
         frame = Frame(Opcode.BINARY, payload).serialize(mask=False, extensions=[])
         assert frame_header(length, text=False) + payload == frame
+
+
+def test_connection_class_hooks_exist() -> None:
+    """GuardedConnection bounds each socket read through the selector transport's ``max_size``
+    and reads again once ``protocol.eof_sent``."""
+    from asyncio import selector_events
+
+    assert isinstance(selector_events._SelectorSocketTransport.max_size, int)
+    assert hasattr(Protocol(Side.SERVER), "eof_sent")
+    assert callable(ServerConnection.send_data) and callable(ServerConnection.connection_made)

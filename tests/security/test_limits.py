@@ -255,3 +255,21 @@ def test_refusal_log_lines_are_rate_limited() -> None:
     finally:
         gate_log.removeHandler(handler)
         gate_log.setLevel(level)
+
+
+def test_oversized_request_heads_get_414_or_431_and_are_counted() -> None:
+    async def scenario() -> None:
+        async with server() as srv:
+            heads = {
+                414: b"GET /ws?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                431: b"GET /ws HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)),
+            }
+            for status, head in heads.items():
+                reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+                writer.write(head)
+                line = await asyncio.wait_for(reader.readline(), 5)
+                assert line.split()[1] == str(status).encode(), line
+                writer.close()
+            await wait_until(lambda: refusals(srv, "request_head") == 2)
+
+    run(scenario())

@@ -136,6 +136,12 @@ class GuardedConnection(ServerConnection):
         if isinstance(getattr(transport, "max_size", None), int):
             transport.max_size = READ_SIZE  # type: ignore[attr-defined]
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Drop the guard (a session's bound method: no reference cycle outlives the TCP
+        connection); until then pongs stay guarded, while closing too."""
+        self.ping_guard = None
+        super().connection_lost(exc)
+
     def send_data(self) -> None:
         """Once the server has half-closed the TCP connection (after a close frame it sent or
         answered), read again even if the library paused reading for a full queue: the parser

@@ -11,6 +11,7 @@ Closing never awaits a peer that does not read: after ``close_timeout`` the tran
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from websockets.asyncio.server import ServerConnection, broadcast
@@ -47,17 +48,25 @@ log = logging.getLogger(__name__)
 
 
 async def close_within(
-    connection: ServerConnection, code: int, reason: str, timeout: float
+    connection: ServerConnection, code: int, reason: str, timeout: float, drain: float = 0.0
 ) -> None:
     """Close ``connection`` with ``code``; abort the transport if that takes over ``timeout``.
 
     ``ServerConnection.close`` waits for the write buffer to drain, which never happens with a
-    peer that does not read, so it is bounded here.
+    peer that does not read, so it is bounded here. With ``drain`` > 0 the transport is first
+    closed gracefully (what is buffered, the close frame last, then FIN: a peer that reads
+    again still gets the close code rather than a reset) and aborted only if that has not
+    finished ``drain`` seconds later; nothing is added to the buffer meanwhile.
     """
     try:
         await asyncio.wait_for(connection.close(code, reason), timeout)
     except (TimeoutError, OSError):
-        connection.transport.abort()
+        if drain > 0 and not connection.transport.is_closing():
+            connection.transport.close()
+            with contextlib.suppress(TimeoutError, OSError):
+                await asyncio.wait_for(asyncio.shield(connection.connection_lost_waiter), drain)
+        if not connection.connection_lost_waiter.done():
+            connection.transport.abort()
 
 
 class Session:
@@ -123,8 +132,6 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
-            if isinstance(self._connection, GuardedConnection):
-                self._connection.ping_guard = None
             sent = self._connection.protocol.close_sent
             if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self.metrics.security_refusals.labels("message_size").inc()
@@ -221,7 +228,8 @@ class Session:
             "closing a client that stayed lagging",
             extra={"remote": str(self._connection.remote_address)},
         )
-        self.close_soon(CLOSE_LAGGING, "lagging: not reading")
+        # it may read again: let its buffer drain (it no longer grows) so that it finds 4001
+        self.close_soon(CLOSE_LAGGING, "lagging: not reading", drain=self.config.lag_timeout_s)
 
     def close_expired(self) -> None:
         """Close with :data:`CLOSE_TOKEN_EXPIRED`: the client's credentials just expired."""
@@ -231,9 +239,10 @@ class Session:
         )
         self.close_soon(CLOSE_TOKEN_EXPIRED, "token expired")
 
-    def close_soon(self, code: int, reason: str) -> None:
-        """Start closing with ``code`` in the background (once)."""
+    def close_soon(self, code: int, reason: str, drain: float = 0.0) -> None:
+        """Start closing with ``code`` in the background (once); ``drain``: see
+        :func:`close_within`."""
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(
-                close_within(self._connection, code, reason, self.config.close_timeout_s)
+                close_within(self._connection, code, reason, self.config.close_timeout_s, drain)
             )
