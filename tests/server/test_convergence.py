@@ -76,7 +76,7 @@ def test_twenty_clients_converge_under_a_fast_feed(engine_name: str) -> None:
             # schedule's precision is measured by the load test, not asserted here)
             ticks = flushes(server, 100) - flushes_before
             assert 0.5 * elapsed * 10 <= ticks <= elapsed * 10 + 2, (ticks, elapsed)
-            await server.stop_feed()
+            await server.stop_feeds()
             assert server.doc.version > 500 * FEED_SECONDS  # the feed really ran fast
             doc = server.doc.get("")
             # two flushes of the slowest tier, then everyone must be there (the extra wait,
