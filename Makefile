@@ -56,10 +56,11 @@ test-rust: ## cargo test: the Rust core on its own, no Python
 test-python: ## pytest against both engines (the native one must be built)
 	DASHBOARD_REQUIRE_NATIVE=1 HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest -q
 
-lint: $(DEPS_STAMP) ## ruff, mypy --strict, rustfmt and clippy
+lint: $(DEPS_STAMP) ## ruff, mypy --strict, the import contract (lint-imports), rustfmt and clippy
 	$(VENV)/bin/ruff check python tests benches fuzz
 	$(VENV)/bin/ruff format --check python tests benches fuzz
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	cargo fmt --check
 	cargo clippy -q --all-targets --features python -- -D warnings
 

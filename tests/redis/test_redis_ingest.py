@@ -301,7 +301,7 @@ def test_malformed_payloads_are_counted_and_skipped(
                 assert [e["data"]["n"] for e in c.state.events] == list(range(0, 1000, 10))
             assert (await health(server))["status"] == "ok"
 
-    caplog.set_level(logging.WARNING, logger="dashboard_server.ingest.redis.feed")
+    caplog.set_level(logging.WARNING, logger="dashboard_server.ingest.writer")
     run(scenario())
     logged = [r for r in caplog.records if r.getMessage() == "malformed payload skipped"]
     assert 1 <= len(logged) < 1000  # rate-limited

@@ -19,7 +19,7 @@ def test_storm_snapshot_encodes_count_groups_not_clients() -> None:
         server = DashboardServer(config)
         await server.start()
         try:
-            server.replace("/market_data/BTCUSDT", {"last": 50100.0, "volume": 12.5})
+            server.writer.replace("/market_data/BTCUSDT", {"last": 50100.0, "volume": 12.5})
             inspector = Inspector()
 
             def ignore(

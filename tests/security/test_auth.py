@@ -20,8 +20,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from dashboard_server.client.watch import run_watch
-from dashboard_server.server.auth import Authenticator, AuthError, redact, sign_jwt
-from dashboard_server.telemetry.logs import configure_logging
+from dashboard_server.server.auth import Authenticator, AuthError, sign_jwt
+from dashboard_server.telemetry.logs import configure_logging, redact
 
 AUTH = {"auth_tokens": (TOKEN,), "jwt_secret": SECRET, "jwt_leeway_s": 0.0}
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -200,8 +200,8 @@ def test_scope_and_channel_restrictions_get_403() -> None:
 def test_restricted_token_sees_only_its_channels_and_cannot_subscribe_others() -> None:
     async def scenario() -> None:
         async with server(**AUTH) as srv:
-            srv.merge("/orders/1", {"qty": 1.0})
-            srv.merge("/positions/BTC", {"qty": 2.0})
+            srv.writer.merge("/orders/1", {"qty": 1.0})
+            srv.writer.merge("/positions/BTC", {"qty": 2.0})
             token = jwt(channels=["orders"], scope="read")
             async with open_ws(ws_url(srv, f"format=json&token={token}")) as ws:
                 snapshot = decode(await ws.recv())

@@ -14,7 +14,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
 from dashboard_server.config import ConfigError, load_config
-from dashboard_server.server.gate import OriginPolicy, TokenBucket
+from dashboard_server.core.ratelimit import TokenBucket
+from dashboard_server.server.gate import OriginPolicy
 
 DESK = "https://desk.example.com"
 

@@ -84,7 +84,7 @@ def test_twenty_clients_converge_under_a_fast_feed(engine_name: str) -> None:
             # deadlines a loaded machine skips is not asserted)
             ticks = flushes(server, 100) - flushes_before
             assert ticks <= elapsed * 10 + 2, (ticks, elapsed)
-            await server.stop_feed()
+            await server.stop_feeds()
             doc = server.doc.get("")
             # two flushes of the slowest tier, then everyone must be there (the extra wait,
             # bounded, is only for a loaded machine)

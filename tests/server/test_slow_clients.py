@@ -42,8 +42,8 @@ async def heavy_writes(server: Any, stop: asyncio.Event) -> None:
     rng = random.Random(5)
     while not stop.is_set():
         for i in range(20):
-            server.merge(f"/market_data/S{i}", {"blob": rng.randbytes(512).hex(), "n": i})
-        server.publish_event("trades", {"n": rng.random()})
+            server.writer.merge(f"/market_data/S{i}", {"blob": rng.randbytes(512).hex(), "n": i})
+        server.writer.publish_event("trades", {"n": rng.random()})
         await asyncio.sleep(0.01)
 
 

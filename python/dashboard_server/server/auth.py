@@ -28,12 +28,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import parse_qsl
 
 import jwt
 from jwt.exceptions import (
@@ -49,6 +47,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.typing import Subprotocol
 
+from dashboard_server.core.protocol import Query
+
 __all__ = [
     "ANONYMOUS",
     "BEARER_PREFIX",
@@ -60,7 +60,6 @@ __all__ = [
     "Authenticator",
     "Principal",
     "find_token",
-    "redact",
     "select_subprotocol",
     "sign_jwt",
 ]
@@ -254,7 +253,7 @@ def _subprotocols(headers: Headers) -> list[str]:
     ]
 
 
-def find_token(headers: Headers, query: str) -> str | None:
+def find_token(headers: Headers, query: Query) -> str | None:
     """The token a request carries (module doc for the order), ``None`` if it carries none.
 
     Raises :class:`AuthError` (401 ``invalid_token``) when a source is ambiguous: several
@@ -278,7 +277,7 @@ def find_token(headers: Headers, query: str) -> str | None:
                 401, "invalid_token", f"offer {SUBPROTOCOL!r} with the bearer subprotocol entry"
             )
         return bearer[0]
-    tokens = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "token"]
+    tokens = [v for k, v in query if k == "token"]
     if len(tokens) > 1:
         raise AuthError(401, "invalid_token", "token given more than once")
     return tokens[0] if tokens else None
@@ -289,25 +288,3 @@ def select_subprotocol(
 ) -> Subprotocol | None:
     """The ``select_subprotocol`` hook: :data:`SUBPROTOCOL` when offered, else none at all."""
     return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
-
-
-_REDACTIONS: Final = (
-    # token=... in query strings (raw or inside a repr)
-    (re.compile(r"(?i)(\btoken=)[^&\s\"'\\]+"), r"\1[REDACTED]"),
-    # Authorization: Bearer xyz / 'authorization': 'Basic xyz'
-    (
-        re.compile(r"(?i)(authorization[\"']?\s*[:=,]\s*[\"']?)(\w+\s+)?[^\s\"',\\]+"),
-        r"\1\2[REDACTED]",
-    ),
-    (re.compile(r"(?i)(\bbearer[.\s]+)[^\s\"',\\]+"), r"\1[REDACTED]"),
-    # anything shaped like a JWT
-    (re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*"), "[REDACTED-JWT]"),
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with tokens removed: ``token=`` values, ``Authorization`` credentials,
-    ``bearer.`` subprotocol entries and anything shaped like a JWT."""
-    for pattern, replacement in _REDACTIONS:
-        text = pattern.sub(replacement, text)
-    return text

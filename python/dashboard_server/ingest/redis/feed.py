@@ -7,7 +7,7 @@ for the events, then loads the existing keys with SCAN + MGET. Each item payload
 item at ``/{section}/{id}`` (through the engine's bytes path: no Python objects are built); an
 empty payload, JSON ``null`` or MessagePack nil removes it.
 
-:class:`RedisIngest` supervises the connection: connect with jittered exponential backoff,
+:class:`RedisFeed` supervises the connection: connect with jittered exponential backoff,
 PSUBSCRIBE, wait for the confirmations, reload (replace semantics, so clients only see what
 really changed; items gone from Redis are removed), then read pub/sub messages while a PING on
 the pub/sub connection checks that Redis still answers. Any failure (error, closed socket, a PING
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import random
 import time
@@ -33,24 +32,21 @@ from typing import Any, Final, Literal, Protocol
 
 import msgpack
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from dashboard_server.core.pointer import escape_token
 from dashboard_server.core.protocol import EVENT_CHANNELS
+from dashboard_server.ingest.feed import FeedHealth, FeedState, TaskFeed, describe_failure
+from dashboard_server.ingest.redis.connection import close_quietly, connect_redis, glob_escape
+from dashboard_server.telemetry.metrics import RedisMetrics
 
 __all__ = [
     "IngestTarget",
-    "RedisIngest",
-    "RedisMetrics",
+    "RedisFeed",
     "RedisStalled",
-    "RedisState",
-    "connect_redis",
     "is_removal",
     "payload_format",
-    "pointer_token",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,49 +57,10 @@ SCAN_COUNT: Final = 1000
 """COUNT hint of each SCAN call; the keys of one call are read with one MGET."""
 YIELD_EVERY: Final = 256
 """Pub/sub messages handled in a row before yielding to the event loop (flushes keep running)."""
-LOG_BURST: Final = 10
-"""Malformed-payload warnings logged per second at most; the others are counted and summed up."""
-
-
-class RedisState(enum.StrEnum):
-    """The ingest's view of Redis, as ``/health`` reports it."""
-
-    CONNECTING = "connecting"
-    """Not connected yet, or (re)subscribed and reloading: the state may be stale."""
-    OK = "ok"
-    """Subscribed, reloaded, and answering PINGs."""
-    DOWN = "down"
-    """The connection failed or was lost; retrying with backoff."""
-    STALLED = "stalled"
-    """Connected, but a PING is pending and nothing arrived for ``health_timeout``; reconnecting."""
 
 
 class RedisStalled(ConnectionError):
     """Redis did not answer a PING in time (e.g. the process is stopped)."""
-
-
-class IngestTarget(Protocol):
-    """What the ingest writes into (the server implements it)."""
-
-    def replace_bytes(self, path: str, payload: bytes, fmt: PayloadFormat) -> bool:
-        """Make the value at ``path`` equal to the decoded payload; True if it changed."""
-        ...
-
-    def remove(self, path: str) -> None:
-        """Remove the value at ``path`` (absent: nothing happens)."""
-        ...
-
-    def publish_event(self, channel: str, data: dict[str, Any]) -> None:
-        """Queue a never-conflated event on ``channel``."""
-        ...
-
-    def note_section_update(self, section: str) -> None:
-        """A live update for ``section`` arrived (even if it changed nothing): for staleness."""
-        ...
-
-    def section_ids(self, section: str) -> Iterable[str]:
-        """The ids of the items the state holds in ``section``."""
-        ...
 
 
 def payload_format(payload: bytes) -> PayloadFormat:
@@ -121,136 +78,53 @@ def is_removal(payload: bytes) -> bool:
     return not payload or payload == b"\xc0" or (len(payload) <= 32 and payload.strip() == b"null")
 
 
-def pointer_token(text: str) -> str:
-    """``text`` escaped as one RFC 6901 JSON Pointer token (``~`` -> ``~0``, ``/`` -> ``~1``)."""
-    return text.replace("~", "~0").replace("/", "~1")
+class IngestTarget(Protocol):
+    """What the feed writes into: the write side (:class:`~dashboard_server.ingest.writer.
+    StateWriter` implements it)."""
+
+    def replace_bytes(self, path: str, payload: bytes, fmt: PayloadFormat) -> bool:
+        """Make the value at ``path`` equal to the decoded payload; True if it changed."""
+        ...
+
+    def remove(self, path: str) -> bool:
+        """Remove the value at ``path`` (absent: nothing happens)."""
+        ...
+
+    def publish_event(self, channel: str, data: dict[str, Any]) -> None:
+        """Queue a never-conflated event on ``channel``."""
+        ...
+
+    def note_section_update(self, section: str) -> None:
+        """A live update for ``section`` arrived (even if it changed nothing): for staleness."""
+        ...
+
+    def section_ids(self, section: str) -> Iterable[str]:
+        """The ids of the items the state holds in ``section``."""
+        ...
+
+    def received(self, section: str) -> None:
+        """Count one message for ``section``."""
+        ...
+
+    def malformed(self, section: str, name: str, reason: str) -> None:
+        """Count and log a message that could not be used."""
+        ...
 
 
-def glob_escape(text: str) -> str:
-    """``text`` escaped for a Redis glob pattern (PSUBSCRIBE, SCAN MATCH)."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def connect_redis(url: str, timeout: float) -> Redis:
-    """A client for ``url`` that never retries on its own and times out every socket operation.
-
-    redis-py's own retries would hide a lost connection (and re-subscribe silently, losing the
-    messages published meanwhile); the ingest supervises the connection itself instead.
-    """
-    client: Redis = Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    return client
-
-
-async def close_quietly(*closables: Redis | PubSub, timeout: float = 1.0) -> None:
-    """Close Redis clients / pub/sub objects, giving up after ``timeout`` (a stopped peer)."""
-    for closable in closables:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(closable.aclose(), timeout)
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line description of a failure (the first one of an exception group)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class RedisMetrics:
-    """Ingest and Redis connection metrics, registered in the server's registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.messages = Counter(
-            "dashboard_ingest_messages",
-            "Pub/sub messages received from Redis, by section (or event channel).",
-            ["section"],
-            registry=registry,
-        )
-        self.malformed = Counter(
-            "dashboard_ingest_malformed",
-            "Payloads or keys skipped because they could not be used, by section.",
-            ["section"],
-            registry=registry,
-        )
-        self.reloads = Counter(
-            "dashboard_redis_reloads",
-            "Reloads of the state from Redis (SCAN + MGET), by trigger (connect, periodic).",
-            ["trigger"],
-            registry=registry,
-        )
-        self.reload_seconds = Histogram(
-            "dashboard_redis_reload_seconds",
-            "Duration of a reload from Redis.",
-            registry=registry,
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
-        )
-        self.reload_keys = Gauge(
-            "dashboard_redis_reload_keys", "Keys read by the last reload.", registry=registry
-        )
-        self.connected = Gauge(
-            "dashboard_redis_connected",
-            "1 while the ingest is subscribed, reloaded and Redis answers PINGs, else 0.",
-            registry=registry,
-        )
-        self.state = Gauge(
-            "dashboard_redis_state",
-            "The ingest's Redis state: 1 for the current one (connecting, ok, down, stalled).",
-            ["state"],
-            registry=registry,
-        )
-        self.connects = Counter(
-            "dashboard_redis_connects",
-            "Successful (re)subscriptions to Redis.",
-            registry=registry,
-        )
-        self.disconnects = Counter(
-            "dashboard_redis_disconnects",
-            "Failed connection attempts and lost connections, by reason (error, stalled).",
-            ["reason"],
-            registry=registry,
-        )
-        for state in RedisState:
-            self.state.labels(state.value).set(0)
-
-
-class _LogLimiter:
-    """At most ``burst`` log lines per second; counts the ones it holds back."""
-
-    def __init__(self, burst: int) -> None:
-        self.burst = burst
-        self.window = 0
-        self.logged = 0
-        self.suppressed = 0
-
-    def allow(self) -> tuple[bool, int]:
-        """Whether to log now, and how many lines were held back since the last one logged."""
-        second = int(time.monotonic())
-        if second != self.window:
-            self.window, self.logged = second, 0
-        if self.logged >= self.burst:
-            self.suppressed += 1
-            return False, 0
-        self.logged += 1
-        held, self.suppressed = self.suppressed, 0
-        return True, held
-
-
-class RedisIngest:
+class RedisFeed(TaskFeed):
     """Keeps the server's state equal to what Redis holds (see the module doc).
 
     ``target`` receives the ops and events, ``url`` is the Redis URL, ``sections`` the state
     sections to subscribe to and load; ``reload_interval`` (seconds, 0: never) is the period of
     the safety-net reload; a PING is sent every ``health_interval``, and Redis is stalled when
     one is pending and nothing arrived for ``health_timeout`` (also the timeout of every socket
-    operation); reconnects wait a random
-    delay between half and all of ``backoff_initial * 2**failures``, capped at ``backoff_max``.
+    operation); reconnects wait a random delay between half and all of
+    ``backoff_initial * 2**failures``, capped at ``backoff_max``.
     """
+
+    name = "redis"
+    STATES = (FeedState.CONNECTING, FeedState.OK, FeedState.DOWN, FeedState.STALLED)
+    """The states this feed goes through (``dashboard_redis_state{state}``)."""
 
     def __init__(
         self,
@@ -266,6 +140,7 @@ class RedisIngest:
         backoff_max: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__()
         self.target = target
         self.url = url
         self.sections = tuple(sections)
@@ -278,20 +153,17 @@ class RedisIngest:
         self.rng = rng or random.Random()
         self.last_error: str | None = None
         """Why the last session ended or the last attempt failed."""
-        self._state = RedisState.CONNECTING
+        self._state = FeedState.CONNECTING
         self._state_since = time.monotonic()
         self._patterns = [glob_escape(s) + ":*" for s in (*self.sections, *EVENT_CHANNELS)]
         self._section_set = frozenset(self.sections)
         self._touched: set[str] | None = None
-        self._message_counters: dict[str, Any] = {}
-        self._malformed_counters: dict[str, Any] = {}
-        self._log_limiter = _LogLimiter(LOG_BURST)
         metrics.state.labels(self._state.value).set(1)
 
     # --- state -----------------------------------------------------------------------------
 
     @property
-    def state(self) -> RedisState:
+    def state(self) -> FeedState:
         """The current connection state."""
         return self._state
 
@@ -300,17 +172,24 @@ class RedisIngest:
         """Seconds spent in the current state."""
         return time.monotonic() - self._state_since
 
-    def _set_state(self, state: RedisState) -> None:
+    def health(self) -> FeedHealth:
+        """The connection state (a failure of the feed itself wins), its age and last error."""
+        failed = super().health()
+        if failed.state is FeedState.DOWN:
+            return failed
+        return FeedHealth(self._state, self.state_age, self.last_error)
+
+    def _set_state(self, state: FeedState) -> None:
         if state is self._state:
             return
         log.log(
-            logging.INFO if state is RedisState.OK else logging.WARNING,
+            logging.INFO if state is FeedState.OK else logging.WARNING,
             "redis state changed",
             extra={"from": self._state.value, "to": state.value, "error": self.last_error},
         )
         self.metrics.state.labels(self._state.value).set(0)
         self.metrics.state.labels(state.value).set(1)
-        self.metrics.connected.set(1 if state is RedisState.OK else 0)
+        self.metrics.connected.set(1 if state is FeedState.OK else 0)
         self._state = state
         self._state_since = time.monotonic()
 
@@ -337,13 +216,13 @@ class RedisIngest:
             try:
                 await self._session()
             except Exception as exc:
-                self.last_error = describe(exc)
+                self.last_error = describe_failure(exc)
                 stalled = isinstance(exc, RedisStalled) or (
                     isinstance(exc, BaseExceptionGroup) and exc.subgroup(RedisStalled) is not None
                 )
                 self.metrics.disconnects.labels("stalled" if stalled else "error").inc()
-                was_ok = self._state is RedisState.OK
-                self._set_state(RedisState.STALLED if stalled else RedisState.DOWN)
+                was_ok = self._state is FeedState.OK
+                self._set_state(FeedState.STALLED if stalled else FeedState.DOWN)
                 failures = 0 if was_ok else failures + 1
             delay = min(self.backoff_max, self.backoff_initial * 2**failures)
             await asyncio.sleep(self.rng.uniform(delay / 2, delay))
@@ -415,7 +294,7 @@ class RedisIngest:
 
     async def _reload_loop(self, client: Redis) -> None:
         await self.reload(client, "connect")
-        self._set_state(RedisState.OK)
+        self._set_state(FeedState.OK)
         if self.reload_interval <= 0:
             return
         while True:
@@ -432,10 +311,7 @@ class RedisIngest:
             self._malformed("unknown", repr(channel), "channel name is not UTF-8")
             return
         section, _, item_id = name.partition(":")
-        counter = self._message_counters.get(section)
-        if counter is None:
-            counter = self._message_counters[section] = self.metrics.messages.labels(section)
-        counter.inc()
+        self.target.received(section)
         if not item_id:
             self._malformed(section, name, "no id after the section name")
             return
@@ -451,7 +327,7 @@ class RedisIngest:
 
     def _apply(self, section: str, name: str, item_id: str, payload: bytes) -> bool:
         """Replace (or remove) one item; False if the payload was malformed."""
-        path = f"/{section}/{pointer_token(item_id)}"
+        path = f"/{section}/{escape_token(item_id)}"
         try:
             if is_removal(payload):
                 self.target.remove(path)
@@ -476,16 +352,7 @@ class RedisIngest:
             self._malformed(channel, name, str(exc) or type(exc).__name__)
 
     def _malformed(self, section: str, name: str, reason: str) -> None:
-        counter = self._malformed_counters.get(section)
-        if counter is None:
-            counter = self._malformed_counters[section] = self.metrics.malformed.labels(section)
-        counter.inc()
-        allowed, held = self._log_limiter.allow()
-        if allowed:
-            log.warning(
-                "malformed payload skipped",
-                extra={"channel": name, "reason": reason, "suppressed": held},
-            )
+        self.target.malformed(section, name, reason)
 
     # --- reload ----------------------------------------------------------------------------
 
@@ -520,7 +387,7 @@ class RedisIngest:
                     keys += len(pending)
                 for item_id in list(self.target.section_ids(section)):
                     if item_id not in seen and f"{section}:{item_id}" not in touched:
-                        self.target.remove(f"/{section}/{pointer_token(item_id)}")
+                        self.target.remove(f"/{section}/{escape_token(item_id)}")
         finally:
             self._touched = None
         self.metrics.reloads.labels(trigger).inc()
