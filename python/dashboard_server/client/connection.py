@@ -30,6 +30,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from dashboard_server.core.pointer import parse_pointer as pointer_tokens
+
 __all__ = [
     "ClientClosed",
     "ClientState",
@@ -80,20 +82,12 @@ def decode_message(frame: bytes | str) -> dict[str, Any]:
 
 
 def parse_pointer(pointer: str) -> list[str]:
-    """Split an RFC 6901 JSON Pointer into unescaped tokens (``""`` is the root: no tokens)."""
-    if pointer == "":
-        return []
-    if not pointer.startswith("/"):
-        raise PatchError(f"{pointer!r}: a JSON Pointer starts with '/'")
-    tokens = pointer[1:].split("/")
-    if "~" not in pointer:
-        return tokens
-    out = []
-    for token in tokens:
-        if any(token[i + 1 : i + 2] not in ("0", "1") for i, c in enumerate(token) if c == "~"):
-            raise PatchError(f"{pointer!r}: '~' must be followed by '0' or '1'")
-        out.append(token.replace("~1", "/").replace("~0", "~"))
-    return out
+    """Split an RFC 6901 JSON Pointer into unescaped tokens (``""`` is the root: no tokens);
+    a malformed one raises :class:`PatchError` (the client then asks for a snapshot)."""
+    try:
+        return pointer_tokens(pointer)
+    except ValueError as exc:
+        raise PatchError(str(exc)) from None
 
 
 def _describe(op: object) -> str:
