@@ -92,7 +92,7 @@ async def _feed(srv: DashboardServer, stop: asyncio.Event) -> None:
     for step in itertools.count():
         if stop.is_set():
             return
-        srv.merge(f"/market_data/S{step % 20}", {"px": float(step), "step": step})
+        srv.writer.merge(f"/market_data/S{step % 20}", {"px": float(step), "step": step})
         await asyncio.sleep(0.01)
 
 

@@ -60,8 +60,8 @@ def test_oversized_ids_and_items_are_malformed(redis_proc: RedisProcess) -> None
 
     async def scenario() -> None:
         async with redis_server(ENGINE, redis_proc.url) as srv:
-            await wait_until(lambda: srv.redis is not None and srv.redis.state.value == "ok")
-            assert srv.section_ids("orders") == ["ok"]
+            await wait_until(lambda: srv.health()[1]["redis"] == "ok")
+            assert srv.writer.section_ids("orders") == ["ok"]
             assert malformed(srv, "orders") == 2
             async with watching(srv, interval_ms=50) as watch, open_ws(ws_url(srv)) as plain:
                 assert decode(await plain.recv())["type"] == "snapshot"
@@ -77,10 +77,10 @@ def test_oversized_ids_and_items_are_malformed(redis_proc: RedisProcess) -> None
                 attack = loop.run_in_executor(None, publish)
                 during = await watch.measure(SECONDS)
                 await attack
-                await wait_until(lambda: "ok2" in srv.section_ids("orders"))
+                await wait_until(lambda: "ok2" in srv.writer.section_ids("orders"))
                 watch.assert_held(control, during)
                 assert malformed(srv, "orders") == 22
-                assert sorted(srv.section_ids("orders")) == ["ok", "ok2"]
+                assert sorted(srv.writer.section_ids("orders")) == ["ok", "ok2"]
                 async with asyncio.timeout(5):  # still open, still getting updates
                     while decode(await plain.recv())["type"] != "update":
                         pass
@@ -96,7 +96,7 @@ def test_event_values_follow_the_state_rules(redis_proc: RedisProcess) -> None:
 
     async def scenario() -> None:
         async with redis_server(ENGINE, redis_proc.url) as srv:
-            await wait_until(lambda: srv.redis is not None and srv.redis.state.value == "ok")
+            await wait_until(lambda: srv.health()[1]["redis"] == "ok")
             async with open_ws(ws_url(srv, "format=json&channels=events")) as ws:
                 assert decode(await ws.recv())["type"] == "snapshot"
                 r.publish("fills:1", b'{"qty": 123456789012345678901234567890}')
@@ -107,9 +107,9 @@ def test_event_values_follow_the_state_rules(redis_proc: RedisProcess) -> None:
                 assert event["type"] == "event" and event["data"] == {"qty": 2**64 - 1, "px": 1.5}
                 assert malformed(srv, "fills") == 3
             with pytest.raises(ValueError, match=r"event on 'alerts': /x/1: non-finite float"):
-                srv.publish_event("alerts", {"x": [1, math.inf]})
+                srv.writer.publish_event("alerts", {"x": [1, math.inf]})
             with pytest.raises(ValueError, match=r"/n: out of range"):
-                srv.publish_event("alerts", {"n": -(2**63) - 1})
+                srv.writer.publish_event("alerts", {"n": -(2**63) - 1})
 
     run(scenario(), timeout=60)
     r.close()
@@ -181,9 +181,9 @@ def test_engine_panics_are_caught_counted_and_degrade_health(redis_proc: RedisPr
     async def scenario() -> None:
         async with redis_server(ENGINE, redis_proc.url) as srv:
             panic = srv.engine.module._panic_for_tests
-            await wait_until(lambda: srv.redis is not None and srv.redis.state.value == "ok")
+            await wait_until(lambda: srv.health()[1]["redis"] == "ok")
             assert (await health(srv))["status"] == "ok"
-            srv.doc = Poisoned(srv.doc, panic)
+            srv.writer.doc = Poisoned(srv.writer.doc, panic)
             hub_doc = srv.hub.doc = PanicOnce(srv.hub.doc, panic)
             async with watching(srv, interval_ms=50) as watch:
                 control = await watch.measure(SECONDS)
@@ -192,7 +192,7 @@ def test_engine_panics_are_caught_counted_and_degrade_health(redis_proc: RedisPr
                     lambda: sample(srv, "dashboard_engine_panics_total", where="ingest") == 1
                 )
                 r.publish("orders:2", b'{"qty": 2}')
-                await wait_until(lambda: srv.section_ids("orders") == ["2"])
+                await wait_until(lambda: srv.writer.section_ids("orders") == ["2"])
                 hub_doc.armed = True
                 await wait_until(
                     lambda: sample(srv, "dashboard_engine_panics_total", where="flush") == 1
@@ -215,7 +215,7 @@ def test_engine_panics_are_caught_counted_and_degrade_health(redis_proc: RedisPr
                 watch.assert_held(control, during)
             body = await health(srv)
             assert body["status"] == "degraded" and body["engine_panics"] == 3
-            assert srv.redis is not None and srv.redis.state.value == "ok"  # the ingest goes on
+            assert srv.health()[1]["redis"] == "ok"  # the ingest goes on
             assert srv.fanout.running_intervals()
 
     run(scenario(), timeout=60)

@@ -158,7 +158,7 @@ def test_lagging_client_gets_4001_before_the_socket_closes() -> None:
                 async def heavy() -> None:  # ~1 MB/s to the slow client
                     step = 0
                     while not stop.is_set():
-                        srv.merge("/orders/blob", {"b": f"{step:08d}{blob}"})
+                        srv.writer.merge("/orders/blob", {"b": f"{step:08d}{blob}"})
                         step += 1
                         await asyncio.sleep(0.02)
 

@@ -3,7 +3,7 @@ that breaks an assumption fails here, loudly, instead of silently in production.
 
 - the installed version is inside the range ``pyproject.toml`` declares, and that range starts
   at 17.4 (the first release that limits the fragments of one message);
-- the internals :class:`~dashboard_server.fanout.scheduler.FrameWriter` reads on every write
+- the internals :class:`~dashboard_server.fanout.writer.FrameWriter` reads on every write
   (``protocol.state``, ``writes``, ``expect_continuation_frame``, ``extensions``, the
   permessage-deflate attributes) exist and mean what it takes them to mean;
 - the hooks the server's connection class relies on (``protocol.send_frame`` answering pings,
@@ -34,7 +34,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 
-from dashboard_server.fanout.scheduler import DEFLATE_SETTINGS, deflate_extensions, frame_header
+from dashboard_server.fanout.writer import DEFLATE_SETTINGS, deflate_extensions, frame_header
 
 ROOT = Path(__file__).resolve().parents[2]
 

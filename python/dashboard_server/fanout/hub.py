@@ -29,22 +29,16 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from dashboard_server.core.protocol import (
-    EVENTS_CHANNEL,
-    ConnectParams,
-    Diff,
-    Format,
-    Tier,
-    empty_update,
-    event_message,
-    recent_events_message,
-)
+from dashboard_server.core.engine import ChangeSetEngine, StateDocEngine
+from dashboard_server.core.messages import Messages
+from dashboard_server.core.protocol import EVENTS_CHANNEL, ConnectParams, Diff, Format, Tier
+from dashboard_server.core.timefmt import now_ms
 from dashboard_server.core.values import check_value
 from dashboard_server.telemetry.metrics import ServerMetrics
 
@@ -64,7 +58,7 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clocks (``time.monotonic``, ``time.time``)."""
+    """The real clocks (``time.monotonic``, the wall clock)."""
 
     def monotonic(self) -> float:
         """Seconds on the monotonic clock."""
@@ -72,7 +66,7 @@ class SystemClock:
 
     def wall_ms(self) -> int:
         """Unix time in milliseconds."""
-        return time.time_ns() // 1_000_000
+        return now_ms()
 
 
 class Member(Hashable, Protocol):
@@ -168,9 +162,9 @@ class Hub(Generic[M]):
 
     def __init__(
         self,
-        doc: Any,
+        doc: StateDocEngine,
         *,
-        epoch: str,
+        messages: Messages,
         sections: Sequence[str],
         clock: Clock,
         high_water: int,
@@ -179,9 +173,11 @@ class Hub(Generic[M]):
         max_pending_events: int = 10_000,
         events_kept: int = 0,
         metrics: ServerMetrics | None = None,
+        on_new_interval: Callable[[int], None] | None = None,
     ) -> None:
         self.doc = doc
-        self.epoch = epoch
+        self.messages = messages
+        self.epoch = messages.epoch
         self.sections = tuple(sections)
         self.clock = clock
         self.high_water = high_water
@@ -189,6 +185,9 @@ class Hub(Generic[M]):
         self.lag_timeout = lag_timeout
         self.max_pending_events = max_pending_events
         self.metrics = metrics
+        self.on_new_interval = on_new_interval
+        """Called with an interval (ms) when its first group appears: the shell starts its
+        flush task there, so no caller has to remember to."""
         self._members: dict[M, _MemberState] = {}
         self._groups: dict[GroupKey, _Group[M]] = {}
         self._intervals: dict[int, _Interval] = {}
@@ -304,6 +303,8 @@ class Hub(Generic[M]):
                 interval = self._intervals[state.key.interval_ms] = _Interval(
                     cursor=self.doc.version, event_cursor=self._event_number
                 )
+                if self.on_new_interval is not None:
+                    self.on_new_interval(state.key.interval_ms)
             interval.groups += 1
             self._set_group_gauge()
         group.members[member] = state
@@ -377,9 +378,9 @@ class Hub(Generic[M]):
             return result
         now = self.clock.monotonic()
         ts = self.clock.wall_ms()
-        changes: Any = None
+        changes: ChangeSetEngine | None = None
         horizon_lost = False
-        catch_ups: dict[int, Any] = {}
+        catch_ups: dict[int, ChangeSetEngine | None] = {}
         if version != interval.cursor:
             changes = self.doc.changes_since(interval.cursor)
             horizon_lost = changes is None
@@ -457,7 +458,7 @@ class Hub(Generic[M]):
         self,
         group: _Group[M],
         events: list[_Event],
-        changes: Any,
+        changes: ChangeSetEngine | None,
         ts: int,
         members: tuple[M, ...],
         result: Flush[M],
@@ -466,38 +467,32 @@ class Hub(Generic[M]):
         text = key.fmt == "json"
         if key.events:
             for event in events:
-                started = time.perf_counter()
-                payload = event_message(
+                payload = self.messages.event(
                     key.fmt, group.seq + 1, event.timestamp_ms, event.channel, event.data
                 )
                 group.seq += 1
-                self._observe(key.fmt, "event", started, payload)
                 result.deliveries.append(Delivery("event", payload, text, members))
         if changes is not None:
-            started = time.perf_counter()
-            update = changes.encode(key.fmt, key.diff, key.channels, group.seq + 1, ts)
+            update = self.messages.update(
+                changes, key.fmt, key.diff, key.channels, group.seq + 1, ts
+            )
             if update is not None:
                 group.seq += 1
-                self._observe(key.fmt, "update", started, update)
                 result.deliveries.append(Delivery("update", update, text, members))
 
     def _send_snapshot(
         self, group: _Group[M], ts: int, members: tuple[M, ...], result: Flush[M]
     ) -> None:
         key = group.key
-        started = time.perf_counter()
-        snapshot = self.doc.encode_snapshot(key.fmt, key.channels, group.seq, self.epoch, ts)
-        self._observe(key.fmt, "snapshot", started, snapshot)
+        snapshot = self.messages.snapshot(key.fmt, key.channels, group.seq, ts)
         result.snapshot_encodes += 1
         if self.metrics is not None:
             self.metrics.snapshot_encodes.inc()
         result.deliveries.append(Delivery("snapshot", snapshot, key.fmt == "json", members))
         if key.events and self._recent:
-            started = time.perf_counter()
-            recent = recent_events_message(
+            recent = self.messages.recent_events(
                 key.fmt, ts, [(e.channel, e.timestamp_ms, e.data) for e in self._recent]
             )
-            self._observe(key.fmt, "events", started, recent)
             result.deliveries.append(Delivery("events", recent, key.fmt == "json", members))
 
     def _send_catch_up(
@@ -506,30 +501,19 @@ class Hub(Generic[M]):
         since: int,
         members: tuple[M, ...],
         ts: int,
-        catch_ups: dict[int, Any],
+        catch_ups: dict[int, ChangeSetEngine | None],
         result: Flush[M],
     ) -> None:
         """One catch-up update for the group's members resuming from ``since``."""
         key = group.key
         if since not in catch_ups:
             catch_ups[since] = self.doc.changes_since(since) if since != self.doc.version else None
-        changes = catch_ups[since]
-        started = time.perf_counter()
-        payload = None
-        if changes is not None:
-            payload = changes.encode(key.fmt, key.diff, key.channels, group.seq, ts)
-        if payload is None:
-            payload = empty_update(key.fmt, key.diff, group.seq, self.doc.version, ts)
-        self._observe(key.fmt, "update", started, payload)
+        payload = self.messages.catch_up(
+            catch_ups[since], key.fmt, key.diff, key.channels, group.seq, ts
+        )
         result.deliveries.append(Delivery("update", payload, key.fmt == "json", members))
         if self.metrics is not None:
             self.metrics.resumes.labels("catch_up").inc(len(members))
-
-    def _observe(self, fmt: str, kind: str, started: float, payload: bytes) -> None:
-        if self.metrics is None:
-            return
-        self.metrics.serialization.labels(fmt, kind).observe(time.perf_counter() - started)
-        self.metrics.message_size.labels(fmt, kind).observe(len(payload))
 
     def _lagging_gauge(self, delta: int) -> None:
         if self.metrics is not None:

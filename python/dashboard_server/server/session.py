@@ -19,7 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from dashboard_server.config import Config
-from dashboard_server.core.engine import ENGINE_PANICS
+from dashboard_server.core.engine import engine_panics
+from dashboard_server.core.messages import error_message, pong_message
 from dashboard_server.core.protocol import (
     CLOSE_BAD_MESSAGES,
     CLOSE_LAGGING,
@@ -30,16 +31,14 @@ from dashboard_server.core.protocol import (
     MessageError,
     Ping,
     Refresh,
-    StrikeCounter,
     Subscribe,
     Unsubscribe,
-    error_message,
     parse_client_message,
-    pong_message,
 )
+from dashboard_server.core.ratelimit import StrikeCounter, TokenBucket
 from dashboard_server.fanout.hub import Clock, Hub
-from dashboard_server.fanout.scheduler import Fanout, Peer
-from dashboard_server.server.gate import GuardedConnection, TokenBucket
+from dashboard_server.fanout.scheduler import Peer
+from dashboard_server.server.gate import GuardedConnection
 from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = ["Session", "close_within"]
@@ -78,7 +77,6 @@ class Session:
         params: ConnectParams,
         *,
         hub: Hub[Peer],
-        fanout: Fanout,
         metrics: ServerMetrics,
         config: Config,
         clock: Clock,
@@ -87,7 +85,6 @@ class Session:
         self._connection = connection
         self.params = params
         self.hub = hub
-        self.fanout = fanout
         self.metrics = metrics
         self.config = config
         self.clock = clock
@@ -114,7 +111,6 @@ class Session:
     async def run(self) -> None:
         """Join the hub, handle client messages until the connection closes, then leave."""
         self.hub.add(self, self.params)
-        self.fanout.sync()
         self.metrics.active_connections.inc()
         if isinstance(self._connection, GuardedConnection):
             self._connection.ping_guard = self.answer_ping
@@ -122,7 +118,7 @@ class Session:
             async for message in self._connection:
                 try:
                     self.handle(message)
-                except ENGINE_PANICS as exc:
+                except engine_panics() as exc:
                     self.metrics.engine_panic("session", exc)
                 except Exception:  # a bug must not take the connection (or server) down
                     log.exception("failed to handle a client message")
@@ -159,11 +155,9 @@ class Session:
                 return
             self.metrics.messages_received.labels("subscribe").inc()
             self.hub.set_channels(self, self.hub.channels_of(self) | message.channels)
-            self.fanout.sync()
         elif isinstance(message, Unsubscribe):
             self.metrics.messages_received.labels("unsubscribe").inc()
             self.hub.set_channels(self, self.hub.channels_of(self) - message.channels)
-            self.fanout.sync()
         elif isinstance(message, Refresh):
             self.metrics.messages_received.labels("refresh").inc()
             self.hub.refresh(self)

@@ -2,23 +2,21 @@
 
 Each record carries ``ts`` (RFC 3339 UTC, milliseconds), ``level``, ``logger``, ``msg`` and any
 ``extra={...}`` fields given at the call site; exceptions add ``exc``. Every line is passed
-through :func:`dashboard_server.server.auth.redact`, so no token reaches the logs.
+through :func:`redact`, so no token reaches the logs.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-import time
-from collections.abc import Callable
 from typing import Any, Final, TextIO
 
 import orjson
 
-from dashboard_server.core.protocol import rfc3339_ms
-from dashboard_server.server.auth import redact
+from dashboard_server.core.timefmt import rfc3339_ms
 
-__all__ = ["JsonFormatter", "LogLimiter", "configure_logging"]
+__all__ = ["JsonFormatter", "configure_logging", "redact"]
 
 _STANDARD: Final = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
@@ -59,26 +57,33 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     )
 
 
-class LogLimiter:
-    """At most ``burst`` log lines per second of one kind; the rest are counted, and the next
-    line logged says how many were held back (``suppressed``). For lines a client can cause
-    at will (refusals), so that a flood of bad requests cannot flood the logs."""
+_TOKEN_NAME: Final = "".join(f"(?:{c}|%{ord(c):02x}|%{ord(c.upper()):02x})" for c in "token")
+"""``token`` with any of its letters percent-encoded (``%74oken`` is decoded to ``token`` by
+the query parser, so it is accepted as the token: it must be redacted as well)."""
 
-    def __init__(self, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.burst = burst
-        self.clock = clock
-        self._second = -1
-        self._logged = 0
-        self._held = 0
+_REDACTIONS: Final = (
+    # token=... in query strings (raw, inside a repr or a JSON string: \" and \\ escapes are
+    # part of the value; an unescaped quote, whitespace or & ends it)
+    (
+        re.compile(rf"(?i)(?<![\w%])({_TOKEN_NAME}=)(?:\\.|[^&\s\"\\])+"),
+        r"\1[REDACTED]",
+    ),
+    # Authorization: Bearer xyz / 'authorization': 'Basic xyz'
+    (
+        re.compile(r"(?i)(authorization[\"']?\s*[:=,]\s*[\"']?)(\w+\s+)?[^\s\"',\\]+"),
+        r"\1\2[REDACTED]",
+    ),
+    (re.compile(r"(?i)(\bbearer[.\s]+)[^\s\"',\\]+"), r"\1[REDACTED]"),
+    # anything shaped like a JWT
+    (re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*"), "[REDACTED-JWT]"),
+)
 
-    def allow(self) -> tuple[bool, int]:
-        """Whether to log now, and how many lines were held back since the last one logged."""
-        second = int(self.clock())
-        if second != self._second:
-            self._second, self._logged = second, 0
-        if self._logged >= self.burst:
-            self._held += 1
-            return False, 0
-        self._logged += 1
-        held, self._held = self._held, 0
-        return True, held
+
+def redact(text: str) -> str:
+    """``text`` with tokens removed: ``token=`` values (the name percent-encoded or not),
+    ``Authorization`` credentials, ``bearer.`` subprotocol entries and anything shaped like a
+    JWT. Static tokens are restricted to characters none of these patterns stops at
+    (``dashboard_server.server.auth.TOKEN_CHARS``), so a valid token is always masked whole."""
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
