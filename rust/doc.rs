@@ -14,11 +14,13 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
+use crate::base::Hasher;
 pub use crate::omap::Key;
 use crate::omap::{OMap, Stamped};
 use crate::pointer::{self, Pointer, Tokens};
 use crate::tape::{self, TapeRef, Tok};
-use crate::value::{Hasher, Map, MapIndex, Value};
+use crate::value::{Map, MapIndex, Value};
+use crate::{json, msgpack};
 
 pub type Children = OMap<Node>;
 
@@ -130,6 +132,14 @@ impl Node {
         }
     }
 
+    /// Appends the value of this node as MessagePack.
+    pub fn write_msgpack(&self, out: &mut Vec<u8>) {
+        match &self.kind {
+            Kind::Leaf(v) => msgpack::write_value(out, v),
+            Kind::Obj(o) => o.write_msgpack(out),
+        }
+    }
+
     fn count(&self) -> usize {
         match &self.kind {
             Kind::Leaf(_) => 1,
@@ -162,6 +172,35 @@ impl ObjNode {
 
     pub fn children(&self) -> &Children {
         &self.children
+    }
+
+    /// Appends this object as compact JSON.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (k, n)) in self.children.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::write_str(out, k);
+            out.push(b':');
+            match &n.kind {
+                Kind::Leaf(v) => json::write_value(out, v),
+                Kind::Obj(c) => c.write_json(out),
+            }
+        }
+        out.push(b'}');
+    }
+
+    /// Appends this object as MessagePack.
+    pub fn write_msgpack(&self, out: &mut Vec<u8>) {
+        msgpack::write_map_len(out, self.children.len());
+        for (k, n) in &self.children {
+            msgpack::write_str(out, k);
+            match &n.kind {
+                Kind::Leaf(v) => msgpack::write_value(out, v),
+                Kind::Obj(c) => c.write_msgpack(out),
+            }
+        }
     }
 }
 
@@ -579,7 +618,7 @@ impl StateDoc {
         let res = if let Some(patch) = tape::scan(payload, &mut tape) {
             self.merge_patch(ptr, patch)
         } else {
-            match crate::json::parse(payload) {
+            match json::parse(payload) {
                 Ok(v) => self.merge_patch(ptr, v),
                 Err(e) => Err(Error(e.render(path))),
             }
@@ -936,7 +975,7 @@ impl<'c> Entry<'c> {
         if self.is_removed() {
             return Value::Null;
         }
-        crate::msgpack::parse(self.value_msgpack).unwrap_or(Value::Null)
+        msgpack::parse(self.value_msgpack).unwrap_or(Value::Null)
     }
 }
 
@@ -1047,10 +1086,10 @@ impl ChangeSet {
     /// Records an entry at the pointer `ptr`; `node`: its value (none for a removal).
     fn push(&mut self, kind: EntryKind, ptr: &[u8], section: u32, node: Option<&Node>) {
         let p0 = self.ptrs.len();
-        crate::json::put(&mut self.ptrs, ptr);
+        crate::base::put(&mut self.ptrs, ptr);
         let v0 = self.vals.len();
         if let Some(n) = node {
-            crate::encode::msgpack_node(&mut self.vals, n);
+            n.write_msgpack(&mut self.vals);
         }
         self.entries.push(RawEntry {
             kind,
@@ -1086,7 +1125,7 @@ fn walk(obj: &ObjNode, since: u64, ptr: &mut Vec<u8>, section: Option<u32>, cs: 
         }
         for (_, key) in gone {
             cs.ptrs_json_clean &= !key.needs_json_escape();
-            pointer::push_key(ptr, key);
+            pointer::push_token_bytes(ptr, key, key.needs_escape());
             let sec = section.unwrap_or_else(|| cs.add_section(key));
             cs.push(EntryKind::Removed, ptr, sec, None);
             ptr.truncate(mark);
@@ -1097,7 +1136,7 @@ fn walk(obj: &ObjNode, since: u64, ptr: &mut Vec<u8>, section: Option<u32>, cs: 
             continue;
         }
         cs.ptrs_json_clean &= !k.needs_json_escape();
-        pointer::push_key(ptr, k);
+        pointer::push_token_bytes(ptr, k, k.needs_escape());
         let sec = section.unwrap_or_else(|| cs.add_section(k));
         if child.created > since {
             cs.push(EntryKind::Add, ptr, sec, Some(child));

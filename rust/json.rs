@@ -8,7 +8,8 @@
 
 use std::borrow::Cow;
 
-use crate::value::{dedupe_keys, depth_error, Map, Value, ValueError, MAX_DEPTH};
+use crate::base::{put, MAX_DEPTH};
+use crate::value::{dedupe_keys, depth_error, Map, Value, ValueError};
 
 /// Parses one JSON value from `input`.
 ///
@@ -470,35 +471,6 @@ pub fn to_vec(v: &Value<'_>) -> Vec<u8> {
     out
 }
 
-/// Appends `s`. Short slices are copied with fixed-size (inlined) moves instead of a call to
-/// `memcpy`: encoders append many small pieces.
-#[inline(always)]
-pub fn put(out: &mut Vec<u8>, s: &[u8]) {
-    let n = s.len();
-    if n > 32 {
-        out.extend_from_slice(s);
-        return;
-    }
-    let len = out.len();
-    out.resize(len + 32, 0);
-    let buf = &mut out[len..];
-    if n >= 16 {
-        buf[..16].copy_from_slice(&s[..16]);
-        buf[n - 16..n].copy_from_slice(&s[n - 16..]);
-    } else if n >= 8 {
-        buf[..8].copy_from_slice(&s[..8]);
-        buf[n - 8..n].copy_from_slice(&s[n - 8..]);
-    } else if n >= 4 {
-        buf[..4].copy_from_slice(&s[..4]);
-        buf[n - 4..n].copy_from_slice(&s[n - 4..]);
-    } else {
-        for (d, &b) in buf.iter_mut().zip(s) {
-            *d = b;
-        }
-    }
-    out.truncate(len + n);
-}
-
 /// Number of decimal digits of `u`.
 #[inline]
 fn digit_count(u: u64) -> usize {
@@ -670,7 +642,7 @@ static ESCAPE: [u8; 256] = {
 
 /// Whether any of the 8 bytes of `w` needs escaping in a JSON string (`< 0x20`, `"` or `\`).
 #[inline]
-pub(crate) fn needs_escape(w: u64) -> bool {
+pub(crate) fn word_needs_escape(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // A byte < 0x20, or a zero byte in w ^ '"' or in w ^ '\\' (exact as existence tests).
@@ -678,6 +650,13 @@ pub(crate) fn needs_escape(w: u64) -> bool {
     let q = w ^ (ONES * u64::from(b'"'));
     let b = w ^ (ONES * u64::from(b'\\'));
     ((lt | (q.wrapping_sub(ONES) & !q) | (b.wrapping_sub(ONES) & !b)) & HIGH) != 0
+}
+
+/// Whether the string `bytes` has a byte to escape in a JSON string (`"`, `\\`, a control
+/// character).
+#[inline]
+pub fn str_needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().any(|&b| ESCAPE[b as usize] != 0)
 }
 
 /// Appends `s` as a JSON string (escaping `"`, `\` and control characters; non-ASCII raw).
@@ -695,13 +674,13 @@ pub fn write_str_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     for chunk in bytes.chunks_exact(8) {
         let mut w = [0u8; 8];
         w.copy_from_slice(chunk);
-        if needs_escape(u64::from_le_bytes(w)) {
+        if word_needs_escape(u64::from_le_bytes(w)) {
             break;
         }
         clean += 8;
     }
     let tail = bytes.get(clean..).unwrap_or_default();
-    if !tail.iter().any(|&b| ESCAPE[b as usize] != 0) {
+    if !str_needs_escape(tail) {
         put(out, bytes);
         out.push(b'"');
         return;
@@ -984,13 +963,6 @@ mod tests {
 
     #[test]
     fn small_writers() {
-        for n in 0..70 {
-            let s: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
-            let mut out = b"xy".to_vec();
-            put(&mut out, &s);
-            assert_eq!(&out[2..], &s[..]);
-            assert_eq!(&out[..2], b"xy");
-        }
         for u in [
             0u64,
             1,

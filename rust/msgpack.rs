@@ -9,7 +9,8 @@
 
 use std::borrow::Cow;
 
-use crate::value::{dedupe_keys, depth_error, Map, Value, ValueError, MAX_DEPTH};
+use crate::base::MAX_DEPTH;
+use crate::value::{dedupe_keys, depth_error, Map, Value, ValueError};
 
 /// Decodes one MessagePack value from `input` (and nothing after it).
 pub fn parse(input: &[u8]) -> Result<Value<'_>, ValueError> {
@@ -417,7 +418,7 @@ pub fn write_str_bytes(out: &mut Vec<u8>, s: &[u8]) {
         out.push(0xdb);
         out.extend_from_slice(&(n as u32).to_be_bytes());
     }
-    crate::json::put(out, s);
+    crate::base::put(out, s);
 }
 
 #[inline]

@@ -13,10 +13,11 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
 };
 
+use crate::base::MAX_DEPTH;
 use crate::diff::diff as diff_values;
 use crate::doc::{self, GetError, Kind, Node, ObjNode};
 use crate::encode::{self, DiffForm, Format};
-use crate::value::{depth_error, Map, Value, ValueError, MAX_DEPTH};
+use crate::value::{depth_error, Map, Value, ValueError};
 use crate::{json, msgpack, pointer};
 
 fn value_error(msg: impl Into<String>) -> PyErr {

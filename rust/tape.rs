@@ -9,7 +9,8 @@
 
 use std::borrow::Cow;
 
-use crate::value::{Map, Value, MAX_DEPTH};
+use crate::base::MAX_DEPTH;
+use crate::value::{Map, Value};
 
 /// One token. Containers record their size and where their subtree ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -136,7 +137,7 @@ impl Scanner<'_> {
                 };
                 let k = self.b.get(start as usize..end as usize)?;
                 for &(s, e) in keys.get(..n as usize)? {
-                    if crate::omap::bytes_eq(self.b.get(s as usize..e as usize)?, k) {
+                    if crate::base::bytes_eq(self.b.get(s as usize..e as usize)?, k) {
                         return None; // a duplicate: the parser knows what to do
                     }
                 }
@@ -207,7 +208,7 @@ impl Scanner<'_> {
         // 8 bytes at a time while none is a quote, a backslash or a control character.
         while let Some(chunk) = b.get(i..i + 8) {
             let w = u64::from_le_bytes(chunk.try_into().ok()?);
-            if crate::json::needs_escape(w) {
+            if crate::json::word_needs_escape(w) {
                 break;
             }
             high |= w;

@@ -14,13 +14,11 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-/// Containers may nest at most this many levels (and a pointer may have at most this many tokens).
-pub const MAX_DEPTH: usize = 128;
+use crate::base::{Hasher, MAX_DEPTH};
+use crate::pointer;
 
 /// Objects with more members than this use a hash index for lookups instead of a linear scan.
 const SMALL_MAP: usize = 16;
-
-pub type Hasher = foldhash::fast::RandomState;
 
 /// An object: members in insertion order, keys unique.
 pub type Map<'a> = Vec<(Cow<'a, str>, Value<'a>)>;
@@ -268,7 +266,7 @@ impl ValueError {
         let mut s = String::new();
         for t in self.0.at_rev.iter().rev() {
             s.push('/');
-            crate::pointer::escape_into(&mut s, t);
+            pointer::escape_into(&mut s, t);
         }
         s
     }
@@ -277,7 +275,7 @@ impl ValueError {
     /// (`(root)` when both are empty).
     pub fn render(&self, base: &str) -> String {
         let at = format!("{base}{}", self.pointer());
-        format!("{}: {}", crate::pointer::display(&at), self.0.msg)
+        format!("{}: {}", pointer::display(&at), self.0.msg)
     }
 }
 

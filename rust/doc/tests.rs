@@ -239,7 +239,7 @@ fn rejections_are_atomic() {
     assert!(matches!(d.get("/s/nope/deeper"), Err(GetError::Missing)));
 }
 
-const MAX_DEPTH_TOKENS: usize = crate::value::MAX_DEPTH;
+const MAX_DEPTH_TOKENS: usize = crate::base::MAX_DEPTH;
 
 #[test]
 fn merge_json_matches_merge() {
