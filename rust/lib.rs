@@ -19,9 +19,8 @@
 //!   json: base value
 //!   msgpack: base value json
 //!   omap: base pointer json
-//!   tape: base value json
 //!   diff: pointer value
-//!   doc: base pointer value json msgpack omap tape
+//!   doc: base pointer value json msgpack omap
 //!   encode: base value json msgpack doc
 //!   python: base pointer value json msgpack doc encode diff
 //! ```
@@ -29,8 +28,9 @@
 //! - `base`: limits (`MAX_DEPTH`), the hasher, byte helpers (`put`, `bytes_eq`).
 //! - `pointer`: JSON Pointer parsing and the one home of pointer escaping.
 //! - `value`: the value model, its errors.
-//! - `json` / `msgpack`: the decoders and encoders of values (the JSON string escaping lives
-//!   in `json`).
+//! - `json`: the one JSON parser (a reusable tape the document reads in place; `parse` builds a
+//!   value from it) and the JSON writer (the one home of JSON string escaping).
+//! - `msgpack`: the MessagePack decoder and encoder, and MessagePack -> JSON transcoding.
 //! - `omap`: the ordered map of object children, with per-slot version stamps.
 //! - `doc`: the state document, change sets, and the writing of its node trees.
 //! - `encode`: the client messages (and the one home of RFC 3339 timestamps).
@@ -43,7 +43,6 @@ pub mod json;
 pub mod msgpack;
 pub mod omap;
 pub mod pointer;
-pub mod tape;
 pub mod value;
 
 #[cfg(feature = "python")]

@@ -522,6 +522,11 @@ impl PyStateDoc {
     ) -> PyResult<bool> {
         let ptr = pointer::parse(path).map_err(value_error)?;
         let doc = &mut self.doc;
+        if fmt == "json" {
+            return with_payload(path, payload, |bytes| {
+                doc.replace_json_at(ptr, bytes).map_err(doc_error)
+            })?;
+        }
         with_payload(path, payload, |bytes| match decode(fmt, bytes) {
             Ok(v) => doc.replace_at(ptr, v).map_err(doc_error),
             Err(e) => Err(value_error(e.render(path))),
