@@ -544,7 +544,7 @@ mod tests {
         let mut d = StateDoc::new(["s"], 10);
         d.merge("/s/k", Value::UInt(1)).unwrap();
         let key = "q\"u\\o\nte/~";
-        let path = format!("/s/{}", key.replace('~', "~0").replace('/', "~1"));
+        let path = crate::pointer::from_tokens(&["s", key]);
         d.merge(&path, Value::UInt(2)).unwrap();
         let cs = d.changes_since(0).unwrap().unwrap();
         for diff in [DiffForm::Changes, DiffForm::JsonPatch] {
