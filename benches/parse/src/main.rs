@@ -152,6 +152,210 @@ mod via_jiter {
     }
 }
 
+/// rmp's reader and writer functions, driven the way `msgpack.rs` drives its own.
+mod via_rmp {
+    use super::*;
+    use rmp::decode::{self, Bytes, RmpRead};
+    use rmp::Marker;
+
+    pub fn write(out: &mut Vec<u8>, v: &Value<'_>) {
+        use rmp::encode as e;
+        let _ = match v {
+            Value::Null => e::write_nil(out).map_err(drop),
+            Value::Bool(b) => e::write_bool(out, *b).map_err(drop),
+            Value::Int(i) => e::write_sint(out, *i).map(drop).map_err(drop),
+            Value::UInt(u) => e::write_uint(out, *u).map(drop).map_err(drop),
+            Value::Float(f) => e::write_f64(out, *f).map_err(drop),
+            Value::Str(s) => e::write_str(out, s).map_err(drop),
+            Value::Array(a) => {
+                let _ = e::write_array_len(out, a.len() as u32);
+                for x in a {
+                    write(out, x);
+                }
+                Ok(())
+            }
+            Value::Object(m) => {
+                let _ = e::write_map_len(out, m.len() as u32);
+                for (k, x) in m {
+                    let _ = e::write_str(out, k);
+                    write(out, x);
+                }
+                Ok(())
+            }
+        };
+    }
+
+    fn take<'a>(rd: &mut Bytes<'a>, n: usize) -> Option<&'a [u8]> {
+        let rest = rd.remaining_slice();
+        let s = rest.get(..n)?;
+        *rd = Bytes::new(&rest[n..]);
+        Some(s)
+    }
+
+    fn string<'a>(rd: &mut Bytes<'a>, n: usize) -> Option<Cow<'a, str>> {
+        std::str::from_utf8(take(rd, n)?).ok().map(Cow::Borrowed)
+    }
+
+    fn value<'a>(rd: &mut Bytes<'a>) -> Option<Value<'a>> {
+        Some(match decode::read_marker(rd).ok()? {
+            Marker::Null => Value::Null,
+            Marker::True => Value::Bool(true),
+            Marker::False => Value::Bool(false),
+            Marker::FixPos(u) => Value::UInt(u64::from(u)),
+            Marker::FixNeg(i) => Value::Int(i64::from(i)),
+            Marker::U8 => Value::UInt(u64::from(rd.read_data_u8().ok()?)),
+            Marker::U16 => Value::UInt(u64::from(rd.read_data_u16().ok()?)),
+            Marker::U32 => Value::UInt(u64::from(rd.read_data_u32().ok()?)),
+            Marker::U64 => Value::UInt(rd.read_data_u64().ok()?),
+            Marker::I8 => Value::int(i64::from(rd.read_data_i8().ok()?)),
+            Marker::I16 => Value::int(i64::from(rd.read_data_i16().ok()?)),
+            Marker::I32 => Value::int(i64::from(rd.read_data_i32().ok()?)),
+            Marker::I64 => Value::int(rd.read_data_i64().ok()?),
+            Marker::F32 => Value::float(f64::from(rd.read_data_f32().ok()?))?,
+            Marker::F64 => Value::float(rd.read_data_f64().ok()?)?,
+            Marker::FixStr(n) => Value::Str(string(rd, usize::from(n))?),
+            Marker::Str8 => {
+                let n = usize::from(rd.read_data_u8().ok()?);
+                Value::Str(string(rd, n)?)
+            }
+            Marker::Str16 => {
+                let n = usize::from(rd.read_data_u16().ok()?);
+                Value::Str(string(rd, n)?)
+            }
+            Marker::Str32 => {
+                let n = rd.read_data_u32().ok()? as usize;
+                Value::Str(string(rd, n)?)
+            }
+            m @ (Marker::FixArray(_) | Marker::Array16 | Marker::Array32) => {
+                let n = match m {
+                    Marker::FixArray(n) => usize::from(n),
+                    Marker::Array16 => usize::from(rd.read_data_u16().ok()?),
+                    _ => rd.read_data_u32().ok()? as usize,
+                };
+                let mut items = Vec::with_capacity(n.min(rd.remaining_slice().len()));
+                for _ in 0..n {
+                    items.push(value(rd)?);
+                }
+                Value::Array(items)
+            }
+            m @ (Marker::FixMap(_) | Marker::Map16 | Marker::Map32) => {
+                let n = match m {
+                    Marker::FixMap(n) => usize::from(n),
+                    Marker::Map16 => usize::from(rd.read_data_u16().ok()?),
+                    _ => rd.read_data_u32().ok()? as usize,
+                };
+                let mut map: Map<'a> = Vec::with_capacity(n.min(rd.remaining_slice().len()));
+                for _ in 0..n {
+                    let Value::Str(k) = value(rd)? else {
+                        return None;
+                    };
+                    map.push((k, value(rd)?));
+                }
+                dedupe_keys(&mut map);
+                Value::Object(map)
+            }
+            _ => return None,
+        })
+    }
+
+    pub fn parse(b: &[u8]) -> Option<Value<'_>> {
+        let mut rd = Bytes::new(b);
+        let v = value(&mut rd)?;
+        rd.remaining_slice().is_empty().then_some(v)
+    }
+}
+
+/// The ordered map of object children against `IndexMap` (same hasher): lookups of every key.
+mod maps {
+    use super::*;
+    use _fastdiff::base::Hasher;
+    use _fastdiff::omap::{Key, OMap, Stamped};
+    use indexmap::IndexMap;
+
+    /// A value the size of a document node.
+    #[allow(dead_code)] // the padding is never read
+    struct S(u64, [u64; 5]);
+    impl Stamped for S {
+        fn stamp(&self) -> u64 {
+            self.0
+        }
+    }
+
+    pub fn run(rounds: usize) {
+        println!("\nordered map: ns per lookup (median of {rounds} rounds)");
+        println!("{:<36} {:>9} {:>9}", "map", "omap", "indexmap");
+        for (name, n) in [
+            ("12 members (an item)", 12),
+            ("500 members (a section)", 500),
+        ] {
+            let keys: Vec<String> = (0..n).map(|i| format!("field_{i:04}")).collect();
+            let mut o: OMap<S> = OMap::new();
+            let mut x: IndexMap<Box<str>, S, Hasher> = IndexMap::with_hasher(Hasher::default());
+            for (i, k) in keys.iter().enumerate() {
+                o.insert(Key::new(k), S(i as u64, [0; 5]));
+                x.insert(k.as_str().into(), S(i as u64, [0; 5]));
+            }
+            let reps = 200_000 / n;
+            let t_o = median(rounds, || {
+                let mut sum = 0;
+                for _ in 0..reps {
+                    for k in &keys {
+                        sum += o.get(black_box(k)).map_or(0, |s| s.0);
+                    }
+                }
+                black_box(sum);
+            }) / (reps * n) as f64;
+            let t_x = median(rounds, || {
+                let mut sum = 0;
+                for _ in 0..reps {
+                    for k in &keys {
+                        sum += x.get(black_box(k.as_str())).map_or(0, |s| s.0);
+                    }
+                }
+                black_box(sum);
+            }) / (reps * n) as f64;
+            println!("{name:<36} {t_o:>9.1} {t_x:>9.1}");
+        }
+        // The change walk: the members changed after a version, 1% of a 2,000-member section.
+        let n = 2000;
+        let mut o: OMap<S> = OMap::new();
+        let mut x: IndexMap<Box<str>, S, Hasher> = IndexMap::with_hasher(Hasher::default());
+        for i in 0..n {
+            let k = format!("order-{i:06}");
+            let stamp = if i % 100 == 7 { 10 } else { 1 };
+            o.insert(Key::new(&k), S(stamp, [0; 5]));
+            x.insert(k.into(), S(stamp, [0; 5]));
+        }
+        let reps = 200;
+        let t_o = median(rounds, || {
+            for _ in 0..reps {
+                black_box(o.iter_since(black_box(5)).filter(|(_, v)| v.0 > 5).count());
+            }
+        }) / reps as f64;
+        let t_x = median(rounds, || {
+            for _ in 0..reps {
+                black_box(x.values().filter(|v| v.0 > black_box(5)).count());
+            }
+        }) / reps as f64;
+        println!(
+            "{:<36} {t_o:>9.0} {t_x:>9.0}",
+            "walk 2,000 members, 20 changed (ns)"
+        );
+    }
+
+    fn median(rounds: usize, mut f: impl FnMut()) -> f64 {
+        let mut t: Vec<f64> = (0..rounds)
+            .map(|_| {
+                let s = Instant::now();
+                f();
+                s.elapsed().as_nanos() as f64
+            })
+            .collect();
+        t.sort_by(|a, b| a.total_cmp(b));
+        t[t.len() / 2]
+    }
+}
+
 // -- payloads -----------------------------------------------------------------------------------
 
 struct Rng(u64);
@@ -496,6 +700,72 @@ fn main() {
             serde,
             jiter,
             serde.min(jiter) / engine
+        );
+    }
+    msgpack(rounds);
+    maps::run(rounds);
+}
+
+/// MessagePack: decoding the payloads into values, encoding them, `msgpack.rs` against rmp.
+fn msgpack(rounds: usize) {
+    use _fastdiff::msgpack;
+    println!("\nMessagePack: ns per payload (median of {rounds} rounds)");
+    println!(
+        "{:<36} {:>9} {:>9} {:>9} {:>9}",
+        "payload set", "decode", "rmp", "encode", "rmp"
+    );
+    for set in sets().into_iter().filter(|s| !s.merge) {
+        let values: Vec<Value<'static>> = set
+            .ops
+            .iter()
+            .map(|(_, b)| json::parse(b).expect("json").into_owned())
+            .collect();
+        let packed: Vec<Vec<u8>> = values.iter().map(msgpack::to_vec).collect();
+        for (v, p) in values.iter().zip(&packed) {
+            let mut theirs = Vec::new();
+            via_rmp::write(&mut theirs, v);
+            assert_eq!(&theirs, p, "the same bytes");
+            assert_eq!(via_rmp::parse(p).as_ref(), Some(v));
+        }
+        let per = |f: &mut dyn FnMut()| {
+            let mut t: Vec<f64> = (0..rounds)
+                .map(|_| {
+                    let s = Instant::now();
+                    f();
+                    s.elapsed().as_nanos() as f64 / values.len() as f64
+                })
+                .collect();
+            t.sort_by(|a, b| a.total_cmp(b));
+            t[t.len() / 2]
+        };
+        let dec = per(&mut || {
+            for p in &packed {
+                black_box(msgpack::parse(p).ok());
+            }
+        });
+        let dec_rmp = per(&mut || {
+            for p in &packed {
+                black_box(via_rmp::parse(p));
+            }
+        });
+        let mut out = Vec::with_capacity(1 << 16);
+        let enc = per(&mut || {
+            for v in &values {
+                out.clear();
+                msgpack::write_value(&mut out, v);
+                black_box(&out);
+            }
+        });
+        let enc_rmp = per(&mut || {
+            for v in &values {
+                out.clear();
+                via_rmp::write(&mut out, v);
+                black_box(&out);
+            }
+        });
+        println!(
+            "{:<36} {dec:>9.0} {dec_rmp:>9.0} {enc:>9.0} {enc_rmp:>9.0}",
+            set.name
         );
     }
 }
