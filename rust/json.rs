@@ -118,18 +118,37 @@ const PAIRWISE: usize = 32;
 /// The flag of [`key_span`] for a string of the tape's buffer (offsets are below 2**31).
 const ESCAPED_SPAN: u32 = 1 << 31;
 
-/// Where the text of a string token is, in 8 bytes: `(start, end)`, with [`ESCAPED_SPAN`] set in
-/// `start` for a string of the tape's buffer.
+/// Where the text of a string is, in one word (returned in a register): `start | end << 32`,
+/// with [`ESCAPED_SPAN`] set in `start` for a string of the tape's buffer.
 #[inline]
-fn key_span(t: Tok) -> (u32, u32) {
-    match t {
-        Tok::Str { start, end } => (start, end),
-        Tok::EscStr { start, end } => (start | ESCAPED_SPAN, end),
-        _ => (0, 0),
+fn span(start: usize, end: usize, escaped: bool) -> u64 {
+    let flag = if escaped { ESCAPED_SPAN } else { 0 };
+    u64::from(start as u32 | flag) | u64::from(end as u32) << 32
+}
+
+/// `(start with its flag, end)` of a [`span`].
+#[inline]
+fn split_span(s: u64) -> (u32, u32) {
+    (s as u32, (s >> 32) as u32)
+}
+
+/// The token of the string at a [`span`].
+#[inline]
+fn span_tok(s: u64) -> Tok {
+    let (start, end) = split_span(s);
+    if start & ESCAPED_SPAN == 0 {
+        Tok::Str { start, end }
+    } else {
+        Tok::EscStr {
+            start: start & !ESCAPED_SPAN,
+            end,
+        }
     }
 }
 
 impl<'a> Parser<'a, '_> {
+    #[cold]
+    #[inline(never)]
     fn err(&self, what: &str) -> ValueError {
         ValueError::new(format!("invalid JSON: {what} at byte {}", self.pos))
     }
@@ -143,10 +162,14 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// The error for the byte at `self.pos`: invalid UTF-8, or an unexpected character.
+    #[cold]
+    #[inline(never)]
     fn unexpected(&self) -> ValueError {
         self.unexpected_or("unexpected character")
     }
 
+    #[cold]
+    #[inline(never)]
     fn unexpected_or(&self, what: &str) -> ValueError {
         let rest = self.bytes.get(self.pos..).unwrap_or_default();
         if rest.is_empty() {
@@ -191,18 +214,14 @@ impl<'a> Parser<'a, '_> {
             Some(b'[') => self.array(depth + 1),
             Some(b'"') => {
                 self.pos += 1;
-                let t = self.string()?;
-                self.push(t);
+                let span = self.string()?;
+                self.push(span_tok(span));
                 Ok(())
             }
             Some(b't') => self.literal("true", Tok::Bool(true)),
             Some(b'f') => self.literal("false", Tok::Bool(false)),
             Some(b'n') => self.literal("null", Tok::Null),
-            Some(b'-' | b'0'..=b'9') => {
-                let t = self.number()?;
-                self.push(t);
-                Ok(())
-            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
             _ => Err(self.unexpected()),
         }
     }
@@ -223,6 +242,8 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// The text of a string token (for an error's place).
+    #[cold]
+    #[inline(never)]
     fn string_text(&self, t: Tok) -> String {
         match t {
             Tok::Str { start, end } => String::from_utf8_lossy(
@@ -269,12 +290,14 @@ impl<'a> Parser<'a, '_> {
                     });
                 }
                 self.pos += 1;
-                let key = self.string()?;
+                let span = self.string()?;
+                let key = span_tok(span);
                 if let Some(seen) = keys.get(..n as usize) {
-                    let k = self.key_bytes(key_span(key));
+                    let span = split_span(span);
+                    let k = self.key_bytes(span);
                     dups |= seen.iter().any(|&s| bytes_eq(self.key_bytes(s), k));
                     if let Some(slot) = keys.get_mut(n as usize) {
-                        *slot = key_span(key);
+                        *slot = span;
                     }
                 }
                 self.push(key);
@@ -311,7 +334,7 @@ impl<'a> Parser<'a, '_> {
         Ok(())
     }
 
-    /// The bytes of a string token's [`key_span`].
+    /// The bytes of the string at `(start, end)` of a [`split_span`].
     #[inline]
     fn key_bytes(&self, (start, end): (u32, u32)) -> &[u8] {
         if start & ESCAPED_SPAN == 0 {
@@ -375,7 +398,9 @@ impl<'a> Parser<'a, '_> {
         Ok(())
     }
 
-    fn number(&mut self) -> Result<Tok, ValueError> {
+    /// A number, pushed as its token (not returned: a token returned through memory stalls the
+    /// loads of its fields).
+    fn number(&mut self) -> Result<(), ValueError> {
         let start = self.pos;
         let neg = self.peek() == Some(b'-');
         if neg {
@@ -451,7 +476,10 @@ impl<'a> Parser<'a, '_> {
                 } else {
                     m / POW10[(-e) as usize]
                 };
-                return Ok(Tok::Float(if neg { -f } else { f }));
+                {
+                    self.push(Tok::Float(if neg { -f } else { f }));
+                    return Ok(());
+                }
             }
             let text = self.text(start, self.pos);
             let f: f64 = text
@@ -462,7 +490,10 @@ impl<'a> Parser<'a, '_> {
                     "non-finite float: {text} overflows a float"
                 )));
             }
-            return Ok(Tok::Float(f));
+            {
+                self.push(Tok::Float(f));
+                return Ok(());
+            }
         }
         if ndig > 19 {
             // 20 digits may still fit (up to 18446744073709551615): redo it carefully.
@@ -478,18 +509,27 @@ impl<'a> Parser<'a, '_> {
             }
         }
         if !neg {
-            return Ok(Tok::UInt(mag));
+            {
+                self.push(Tok::UInt(mag));
+                return Ok(());
+            }
         }
         if mag == 0 {
-            return Ok(Tok::UInt(0));
+            {
+                self.push(Tok::UInt(0));
+                return Ok(());
+            }
         }
         if mag > 1u64 << 63 {
             return Err(self.out_of_range(start));
         }
         // mag in 1..=2**63: -mag fits in i64.
-        Ok(Tok::Int((mag as i64).wrapping_neg()))
+        self.push(Tok::Int((mag as i64).wrapping_neg()));
+        Ok(())
     }
 
+    #[cold]
+    #[inline(never)]
     fn out_of_range(&self, start: usize) -> ValueError {
         let text = self.text(start, self.pos);
         ValueError::new(format!("integer {text} out of range [-2**63, 2**64 - 1]"))
@@ -506,10 +546,11 @@ impl<'a> Parser<'a, '_> {
         })
     }
 
-    /// A string body; `self.pos` is just after the opening quote.
-    /// Inlined: the token returned through memory stalled the loads of its fields.
+    /// A string body; `self.pos` is just after the opening quote. Returns its [`span`].
+    /// Inlined, and a word rather than a token: a token returned through memory stalled the
+    /// loads of its fields.
     #[inline(always)]
-    fn string(&mut self) -> Result<Tok, ValueError> {
+    fn string(&mut self) -> Result<u64, ValueError> {
         let b = self.bytes;
         let start = self.pos;
         let mut i = start;
@@ -537,10 +578,7 @@ impl<'a> Parser<'a, '_> {
                         self.utf8(start, i)?;
                     }
                     self.pos = i + 1;
-                    return Ok(Tok::Str {
-                        start: start as u32,
-                        end: i as u32,
-                    });
+                    return Ok(span(start, i, false));
                 }
                 Some(b'\\') => break,
                 Some(&c) if c < 0x20 => {
@@ -559,7 +597,7 @@ impl<'a> Parser<'a, '_> {
 
     /// The rest of a string that has an escape at `self.pos` (its body started at `start`).
     #[cold]
-    fn escaped_string(&mut self, start: usize) -> Result<Tok, ValueError> {
+    fn escaped_string(&mut self, start: usize) -> Result<u64, ValueError> {
         let s0 = self.tape.strs.len();
         let head = self.utf8(start, self.pos)?;
         self.tape.strs.push_str(head);
@@ -577,10 +615,7 @@ impl<'a> Parser<'a, '_> {
             self.tape.strs.push_str(seg);
             if self.peek() == Some(b'"') {
                 self.pos += 1;
-                return Ok(Tok::EscStr {
-                    start: s0 as u32,
-                    end: self.tape.strs.len() as u32,
-                });
+                return Ok(span(s0, self.tape.strs.len(), true));
             }
             // Backslash.
             self.pos += 1;
@@ -629,6 +664,8 @@ impl<'a> Parser<'a, '_> {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn surrogate(&self, at: usize) -> ValueError {
         ValueError::new(format!(
             "invalid JSON: lone surrogate escape at byte {at} is not valid UTF-8"
