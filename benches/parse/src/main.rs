@@ -1,9 +1,11 @@
 //! The JSON ingest path of the engine (`replace_bytes` / `merge_bytes`, in Rust, without the
 //! Python call) against the same ops fed by maintained parsers, on the server's payloads.
 //!
-//! `cargo run --release --manifest-path benches/parse/Cargo.toml` (see docs/engine.md). Prints,
-//! per payload set, the nanoseconds per op (median of rounds) of each path, and the ratio of the
-//! best crate to the engine's own path.
+//! `cargo run --release --manifest-path benches/parse/Cargo.toml --target-dir benches/parse/target`
+//! (its own target directory: the engine built as a plain dependency here must not overwrite the
+//! extension module maturin builds; see docs/engine.md). Prints, per payload set, the nanoseconds
+//! per op (median of rounds) of each path and the ratio of the best crate to the engine's own
+//! path; then MessagePack (against rmp) and the ordered map (against indexmap).
 
 use std::borrow::Cow;
 use std::hint::black_box;
