@@ -43,7 +43,7 @@ system-deps: ## Install the Debian packages the tests use when missing: redis-se
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-test: build system-deps web-test-deps lint test-rust test-python ## Build, ensure redis-server and chromium, lint, cargo test, the whole pytest suite
+test: build system-deps web-test-deps lint test-rust fuzz-rust-smoke test-python ## Build, ensure redis-server, nats-server and chromium, lint, cargo test, a short Rust fuzz run, the whole pytest suite
 
 web-test-deps: $(DEPS_STAMP) ## The playwright package for the browser tests (drives Debian's chromium; never `playwright install`)
 	@$(PY) -c 'import playwright' 2>/dev/null || $(PIP) install -q "playwright>=1.40"
