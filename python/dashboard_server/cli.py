@@ -193,12 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return 0
     cli = {s.name: getattr(args, s.name) for s in SETTINGS}
+    warnings: list[str] = []
     try:
-        config = load_config(cli=cli, config_file=args.config)
+        config = load_config(cli=cli, config_file=args.config, warnings=warnings)
     except ConfigError as exc:
         print(f"dashboard-server: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
+    for warning in warnings:
+        log.warning("%s: ignored (strict_env refuses to start instead)", warning)
     try:
         asyncio.run(_serve(config))
     except (ConfigError, EngineUnavailable, ValueError) as exc:

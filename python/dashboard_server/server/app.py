@@ -26,7 +26,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 
-from dashboard_server.config import Config
+from dashboard_server.config import Config, security_warnings
 from dashboard_server.core.engine import Engine, load_engine
 from dashboard_server.core.protocol import (
     CLOSE_GOING_AWAY,
@@ -179,6 +179,8 @@ class DashboardServer:
                 "feed": self.feed_name,
             },
         )
+        for warning in security_warnings(self.config):
+            log.warning(warning)
 
     def start_demo_feed(self, *, rate: float | None = None) -> None:
         """Run the built-in demo feed into this server (``rate``: steps/s, default config)."""
