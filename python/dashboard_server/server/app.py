@@ -38,7 +38,7 @@ from dashboard_server.fanout.hub import Clock, Hub, SystemClock
 from dashboard_server.fanout.scheduler import LISTEN_BACKLOG, Fanout, Peer, deflate_extensions
 from dashboard_server.ingest.redis.feed import PayloadFormat, RedisIngest, RedisMetrics, RedisState
 from dashboard_server.server.auth import Authenticator, select_subprotocol
-from dashboard_server.server.gate import Gate, OriginPolicy, connection_class
+from dashboard_server.server.gate import Gate, OriginPolicy, ProxyPolicy, connection_class
 from dashboard_server.server.gcpolicy import GcPolicy
 from dashboard_server.server.history import (
     HistoryMetrics,
@@ -95,6 +95,7 @@ class DashboardServer:
             metrics_auth=config.metrics_auth,
             max_connections=config.max_connections,
             max_connections_per_address=config.max_connections_per_address,
+            proxies=ProxyPolicy(config.trusted_proxies),
         )
         self.http = HttpFront(
             parse_params=self._parse_params,
@@ -323,13 +324,14 @@ class DashboardServer:
             config=self.config,
             clock=self.clock,
             allowed_channels=principal.channels,
+            remote=self.gate.address(connection),
         )
         expiry = self.gate.watch_expiry(principal, session.close_expired)
         self._sessions.add(session)
         log.debug(
             "client connected",
             extra={
-                "remote": str(connection.remote_address),
+                "remote": session.remote,
                 "tier": params.tier,
                 "format": params.fmt,
                 "diff": params.diff,
@@ -346,7 +348,7 @@ class DashboardServer:
             log.debug(
                 "client disconnected",
                 extra={
-                    "remote": str(connection.remote_address),
+                    "remote": session.remote,
                     "close_code": connection.close_code,
                 },
             )
