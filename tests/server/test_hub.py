@@ -393,11 +393,16 @@ def test_refresh_and_subscription_changes(engine: Any) -> None:
     rig.flush()
     assert len(m.received) == count  # subscribed to nothing: nothing more
     assert (
-        rig.metrics.registry.get_sample_value("dashboard_subscriptions", {"channel": "positions"})
+        rig.metrics.registry.get_sample_value(
+            "dashboard_client_subscriptions", {"channel": "positions"}
+        )
         == 0
     )
     assert (
-        rig.metrics.registry.get_sample_value("dashboard_subscriptions", {"channel": "orders"}) == 1
+        rig.metrics.registry.get_sample_value(
+            "dashboard_client_subscriptions", {"channel": "orders"}
+        )
+        == 1
     )
 
 
@@ -528,3 +533,30 @@ def test_events_are_copied_and_checked_at_publish(engine: Any) -> None:
         rig.hub.publish_event("fills", {"when": object()})
     rig.flush()
     assert [(x["type"], x.get("data")) for x in m.received[1:]] == [("event", {"qty": 1})]
+
+
+def test_deliveries_count_members_per_tier_without_splitting_groups(engine: Any) -> None:
+    import dataclasses
+
+    rig = make_rig(engine)
+    tui, web, slow = FakeMember("tui"), FakeMember("web"), FakeMember("slow")
+    rig.hub.add(tui, params())
+    rig.hub.add(web, dataclasses.replace(params(), tier="web"))
+    rig.hub.add(slow, dataclasses.replace(params(), tier="web"))
+    assert rig.hub.group_count() == 1  # the tier is not part of the group key
+    first = rig.flush()
+    assert [dict(d.tiers) for d in first.deliveries] == [{"tui": 1, "web": 2}]
+    assert first.tiers == {"tui", "web"}
+    slow.buffer = HIGH + 1  # skipped from now on
+    rig.doc.merge("/orders/1", {"a": 1})
+    update = rig.flush().deliveries
+    assert [(d.kind, dict(d.tiers)) for d in update] == [("update", {"tui": 1, "web": 1})]
+    slow.buffer = 0  # drains: rejoins with a snapshot, counted apart from the update
+    rig.doc.merge("/orders/1", {"a": 2})
+    kinds = {d.kind: dict(d.tiers) for d in rig.flush().deliveries}
+    assert kinds == {"update": {"tui": 1, "web": 1}, "snapshot": {"web": 1}}
+    rig.hub.remove(web)
+    rig.hub.remove(slow)
+    rig.doc.merge("/orders/1", {"a": 3})
+    last = rig.flush()
+    assert [dict(d.tiers) for d in last.deliveries] == [{"tui": 1}] and last.tiers == {"tui"}

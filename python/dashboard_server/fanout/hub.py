@@ -124,6 +124,9 @@ class _Group(Generic[M]):
     key: GroupKey
     seq: int = 0
     members: dict[M, _MemberState] = field(default_factory=dict)
+    tiers: dict[str, int] = field(default_factory=dict)
+    """How many members of each tier (kept up to date on enter and leave: the per-tier
+    message counts then cost nothing per member)."""
 
 
 @dataclass(slots=True)
@@ -131,6 +134,10 @@ class _Interval:
     cursor: int
     event_cursor: int
     groups: int = 0
+
+
+Tiers = tuple[tuple[str, int], ...]
+"""How many of a delivery's members belong to each tier."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +148,35 @@ class Delivery(Generic[M]):
     payload: bytes
     text: bool
     members: tuple[M, ...]
+    tiers: Tiers = ()
+    """Members per tier (for ``dashboard_messages_sent_total{client_type}``)."""
+
+
+class _Batch(Generic[M]):
+    """Members that get the same messages, and how many of them are of each tier."""
+
+    __slots__ = ("_frozen", "_tiers", "members")
+
+    def __init__(self, members: list[M] | None = None, tiers: Tiers | None = None) -> None:
+        self.members: list[M] = members if members is not None else []
+        self._tiers: dict[str, int] = {}
+        self._frozen: tuple[tuple[M, ...], Tiers] | None = None
+        if tiers is not None:
+            self._frozen = (tuple(self.members), tiers)
+
+    def add(self, member: M, tier: str) -> None:
+        self.members.append(member)
+        self._tiers[tier] = self._tiers.get(tier, 0) + 1
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def delivery(self, kind: str, payload: bytes, text: bool) -> Delivery[M]:
+        """The delivery of one message to these members (the member tuple built once)."""
+        if self._frozen is None:
+            self._frozen = (tuple(self.members), tuple(self._tiers.items()))
+        members, tiers = self._frozen
+        return Delivery(kind, payload, text, members, tiers)
 
 
 @dataclass(slots=True)
@@ -152,6 +188,8 @@ class Flush(Generic[M]):
     deliveries: list[Delivery[M]] = field(default_factory=list)
     lagged_out: list[M] = field(default_factory=list)
     snapshot_encodes: int = 0
+    tiers: frozenset[str] = frozenset()
+    """The tiers of the interval's members (``dashboard_broadcast_latency_seconds``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,10 +344,12 @@ class Hub(Generic[M]):
             interval.groups += 1
             self._set_group_gauge()
         group.members[member] = state
+        group.tiers[state.tier] = group.tiers.get(state.tier, 0) + 1
 
     def _leave(self, member: M, state: _MemberState) -> None:
         group = self._groups[state.key]
         del group.members[member]
+        group.tiers[state.tier] -= 1
         if group.members:
             return
         del self._groups[state.key]
@@ -382,14 +422,17 @@ class Hub(Generic[M]):
         interval.event_cursor = self._event_number
         self._trim_events()
 
+        tiers: set[str] = set()
         for group in [g for g in self._groups.values() if g.key.interval_ms == interval_ms]:
+            tiers.update(t for t, n in group.tiers.items() if n)
             active, joiners, resumers = self._sort_members(group, now, horizon_lost, result)
-            if active:
-                self._send_group_messages(group, events, changes, ts, tuple(active), result)
-            if joiners:
-                self._send_snapshot(group, ts, tuple(joiners), result)
+            if active.members:
+                self._send_group_messages(group, events, changes, ts, active, result)
+            if joiners.members:
+                self._send_snapshot(group, ts, joiners, result)
             for since, members in resumers.items():
-                self._send_catch_up(group, since, tuple(members), ts, catch_ups, result)
+                self._send_catch_up(group, since, members, ts, catch_ups, result)
+        result.tiers = frozenset(tiers)
         if self.metrics is not None:
             self.metrics.flushes.labels(str(interval_ms)).inc()
             self.metrics.snapshot_encodes_per_flush.observe(result.snapshot_encodes)
@@ -398,10 +441,11 @@ class Hub(Generic[M]):
 
     def _sort_members(
         self, group: _Group[M], now: float, horizon_lost: bool, result: Flush[M]
-    ) -> tuple[list[M], list[M], dict[int, list[M]]]:
+    ) -> tuple[_Batch[M], _Batch[M], dict[int, _Batch[M]]]:
         active: list[M] = []
-        joiners: list[M] = []
-        resumers: dict[int, list[M]] = {}
+        joiners: _Batch[M] = _Batch()
+        resumers: dict[int, _Batch[M]] = {}
+        excluded: dict[str, int] = {}  # tiers of the members that stay but are not active
         for member, state in list(group.members.items()):
             buffered = member.buffered()
             if state.phase is Phase.LAGGING:
@@ -411,6 +455,8 @@ class Hub(Generic[M]):
                         self.remove(member)
                         if self.metrics is not None:
                             self.metrics.lag_closes.inc()
+                    else:
+                        excluded[state.tier] = excluded.get(state.tier, 0) + 1
                     continue
                 state.phase = Phase.JOINING
                 state.reason = "lag"
@@ -420,6 +466,7 @@ class Hub(Generic[M]):
                 state.lag_started = now
                 state.since = None
                 self._lagging_gauge(+1)
+                excluded[state.tier] = excluded.get(state.tier, 0) + 1
                 continue
             if state.phase is Phase.ACTIVE and horizon_lost:
                 state.phase = Phase.JOINING
@@ -427,6 +474,7 @@ class Hub(Generic[M]):
             if state.phase is Phase.ACTIVE:
                 active.append(member)
                 continue
+            excluded[state.tier] = excluded.get(state.tier, 0) + 1
             since, epoch = state.since, state.epoch
             state.since = state.epoch = None
             state.phase = Phase.ACTIVE
@@ -435,16 +483,21 @@ class Hub(Generic[M]):
                 and epoch == self.epoch
                 and self.doc.floor <= since <= self.doc.version
             ):
-                resumers.setdefault(since, []).append(member)
+                resumers.setdefault(since, _Batch()).add(member, state.tier)
                 continue
-            joiners.append(member)
+            joiners.add(member, state.tier)
             if self.metrics is not None:
                 if since is not None:
                     self.metrics.resumes.labels("snapshot").inc()
                 elif state.reason is not None:
                     self.metrics.resyncs.labels(state.reason).inc()
             state.reason = None
-        return active, joiners, resumers
+        tiers = tuple(
+            (tier, n - excluded.get(tier, 0))
+            for tier, n in group.tiers.items()
+            if n > excluded.get(tier, 0)
+        )
+        return _Batch(active, tiers), joiners, resumers
 
     def _send_group_messages(
         self,
@@ -452,7 +505,7 @@ class Hub(Generic[M]):
         events: list[_Event],
         changes: Any,
         ts: int,
-        members: tuple[M, ...],
+        members: _Batch[M],
         result: Flush[M],
     ) -> None:
         key = group.key
@@ -465,17 +518,17 @@ class Hub(Generic[M]):
                 )
                 group.seq += 1
                 self._observe(key.fmt, "event", started, payload)
-                result.deliveries.append(Delivery("event", payload, text, members))
+                result.deliveries.append(members.delivery("event", payload, text))
         if changes is not None:
             started = time.perf_counter()
             update = changes.encode(key.fmt, key.diff, key.channels, group.seq + 1, ts)
             if update is not None:
                 group.seq += 1
                 self._observe(key.fmt, "update", started, update)
-                result.deliveries.append(Delivery("update", update, text, members))
+                result.deliveries.append(members.delivery("update", update, text))
 
     def _send_snapshot(
-        self, group: _Group[M], ts: int, members: tuple[M, ...], result: Flush[M]
+        self, group: _Group[M], ts: int, members: _Batch[M], result: Flush[M]
     ) -> None:
         key = group.key
         started = time.perf_counter()
@@ -484,20 +537,20 @@ class Hub(Generic[M]):
         result.snapshot_encodes += 1
         if self.metrics is not None:
             self.metrics.snapshot_encodes.inc()
-        result.deliveries.append(Delivery("snapshot", snapshot, key.fmt == "json", members))
+        result.deliveries.append(members.delivery("snapshot", snapshot, key.fmt == "json"))
         if key.events and self._recent:
             started = time.perf_counter()
             recent = recent_events_message(
                 key.fmt, ts, [(e.channel, e.timestamp_ms, e.data) for e in self._recent]
             )
             self._observe(key.fmt, "events", started, recent)
-            result.deliveries.append(Delivery("events", recent, key.fmt == "json", members))
+            result.deliveries.append(members.delivery("events", recent, key.fmt == "json"))
 
     def _send_catch_up(
         self,
         group: _Group[M],
         since: int,
-        members: tuple[M, ...],
+        members: _Batch[M],
         ts: int,
         catch_ups: dict[int, Any],
         result: Flush[M],
@@ -514,15 +567,18 @@ class Hub(Generic[M]):
         if payload is None:
             payload = empty_update(key.fmt, key.diff, group.seq, self.doc.version, ts)
         self._observe(key.fmt, "update", started, payload)
-        result.deliveries.append(Delivery("update", payload, key.fmt == "json", members))
+        result.deliveries.append(members.delivery("update", payload, key.fmt == "json"))
         if self.metrics is not None:
             self.metrics.resumes.labels("catch_up").inc(len(members))
 
     def _observe(self, fmt: str, kind: str, started: float, payload: bytes) -> None:
         if self.metrics is None:
             return
-        self.metrics.serialization.labels(fmt, kind).observe(time.perf_counter() - started)
-        self.metrics.message_size.labels(fmt, kind).observe(len(payload))
+        elapsed = time.perf_counter() - started
+        duration, by_type, size = self.metrics.encoded(fmt, kind)
+        duration.observe(elapsed)
+        by_type.observe(elapsed)
+        size.observe(len(payload))
 
     def _lagging_gauge(self, delta: int) -> None:
         if self.metrics is not None:

@@ -231,6 +231,13 @@ class Fanout:
         self.writer = FrameWriter()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._stopped = False
+        self._latencies: dict[str, Any] = {}
+
+    def _latency(self, tier: str) -> Any:
+        child = self._latencies.get(tier)
+        if child is None:
+            child = self._latencies[tier] = self.metrics.broadcast_latency.labels(tier)
+        return child
 
     def sync(self) -> None:
         """Start a task for every interval the hub has that has none yet."""
@@ -266,11 +273,16 @@ class Fanout:
                 await asyncio.sleep(max(0.0, deadline - loop.time()))
                 if interval_ms not in self.hub.intervals():
                     break
+                tiers: frozenset[str] = frozenset()
                 try:
-                    self.deliver(self.hub.flush(interval_ms))
+                    flush = self.hub.flush(interval_ms)
+                    tiers = flush.tiers
+                    self.deliver(flush)
                 except Exception:
                     log.exception("flush failed", extra={"interval_ms": interval_ms})
-                self.metrics.broadcast_latency.observe(max(0.0, loop.time() - deadline))
+                latency = max(0.0, loop.time() - deadline)
+                for tier in tiers:
+                    self._latency(tier).observe(latency)
                 ticker.advance(loop.time())
         finally:
             if self._tasks.get(interval_ms) is asyncio.current_task():
@@ -284,7 +296,8 @@ class Fanout:
                 delivery.payload,
                 delivery.text,
             )
-            self.metrics.messages_sent.labels(delivery.kind).inc(count)
+            for tier, members in delivery.tiers:
+                self.metrics.sent(tier, delivery.kind).inc(members)
             self.metrics.bytes_sent.labels("json" if delivery.text else "msgpack").inc(
                 count * len(delivery.payload)
             )

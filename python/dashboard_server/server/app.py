@@ -26,6 +26,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 
+from dashboard_server import __version__
 from dashboard_server.config import Config, security_warnings
 from dashboard_server.core.engine import Engine, load_engine
 from dashboard_server.core.protocol import (
@@ -66,6 +67,7 @@ class DashboardServer:
         self.clock: Clock = clock or SystemClock()
         self.metrics = ServerMetrics()
         self.engine: Engine = load_engine(config.engine)
+        self.metrics.set_build_info(__version__, self.engine.name)
         self.doc: Any = self.engine.StateDoc(
             sections=config.sections, max_tombstones=config.max_tombstones
         )

@@ -183,7 +183,7 @@ class Session:
         if self.buffered() > self.config.write_buffer_high:
             return
         broadcast([self._connection], payload, text=self.params.fmt == "json")
-        self.metrics.messages_sent.labels(kind).inc()
+        self.metrics.sent(self.params.tier, kind).inc()
 
     def close_lagging(self) -> None:
         """Close with :data:`CLOSE_LAGGING` (the hub has already dropped this member)."""
