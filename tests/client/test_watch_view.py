@@ -220,6 +220,7 @@ def test_watch_command_in_a_pseudo_terminal() -> None:
 
     screen = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert b"\x1b[32m" in screen  # a terminal: colours
+    assert any(lines[0].startswith(" DEMO ") for lines in frames(screen))  # the demo feed says so
     assert screen.startswith(b"\x1b[?1049h") and b"\x1b[?1049l" in screen  # alternate screen
     drawn = frames(screen)
     assert len(drawn) >= 6
@@ -227,7 +228,7 @@ def test_watch_command_in_a_pseudo_terminal() -> None:
         assert len(lines) <= 48 and all(len(line) <= 160 for line in lines)
     for lines in drawn[:3]:  # drawn before the resize
         assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
-        assert lines[0].startswith("dashboard-server ws://127.0.0.1:") and "/ws" in lines[0]
+        assert "dashboard-server ws://127.0.0.1:" in lines[0] and "/ws" in lines[0]
     assert any(line.startswith("BTCUSDT") for line in drawn[2])
     last = drawn[-1]
     assert "connected" in last[0] and 24 < len(last) <= 48  # the bigger screen is used
@@ -422,3 +423,43 @@ def test_watch_command_says_when_a_token_is_needed() -> None:
 
     code, err = asyncio.run(asyncio.wait_for(scenario(), 30))
     assert code == 1 and "HTTP 401" in err and "--token" in err and "Traceback" not in err
+
+
+def status(state: str, stale: list[str] | None = None, feed: str = "redis") -> dict[str, Any]:
+    source = {"name": feed, "state": "ok" if state == "ok" else "down", "error": None}
+    if state != "ok":
+        source["error"] = "ConnectionError: refused"
+    return {
+        "type": "status",
+        "feed": feed,
+        "state": state,
+        "sources": [source],
+        "stale": stale or [],
+    }
+
+
+def test_render_demo_badge_and_feed_banners() -> None:
+    demo = render(STATE, WatchStats(**{**STATS.__dict__, "feed": status("ok", feed="demo")}), 100)
+    assert ANSI.sub("", demo).startswith(" DEMO  dashboard-server")
+    fine = render(STATE, WatchStats(**{**STATS.__dict__, "feed": status("ok")}), 100, color=False)
+    assert "DEMO" not in fine and "DOWN" not in fine and "STALE" not in fine
+    down = render(STATE, WatchStats(**{**STATS.__dict__, "feed": status("down")}), 100, 24)
+    banner = ANSI.sub("", down).splitlines()[3]
+    assert banner.startswith(" DOWN redis down: ConnectionError: refused")
+    assert "\x1b[1;97;41m DOWN" in down  # white on red
+    stale = WatchStats(**{**STATS.__dict__, "feed": status("degraded", ["market_data"])})
+    text = render(STATE, stale, 100, 24)
+    assert "stale: market_data" in ANSI.sub("", text)
+    btc = next(line for line in text.splitlines() if "BTCUSDT" in line and "%" in line)
+    assert btc.startswith("\x1b[2mBTCUSDT")  # the stale section's rows are dimmed
+    pos = next(line for line in text.splitlines() if line.startswith("BTCUSDT") or "long" in line)
+    assert "\x1b[2m" not in pos  # positions are not stale
+    only_stale = {**status("ok"), "stale": ["orders"]}
+    text = render(STATE, WatchStats(**{**STATS.__dict__, "feed": only_stale}), 100, color=False)
+    assert " STALE orders " in text
+
+
+def test_render_says_disconnected_over_an_old_status() -> None:
+    stats = WatchStats(**{**STATS.__dict__, "status": "reconnecting", "feed": status("ok")})
+    text = render(STATE, stats, 100, color=False)
+    assert "DISCONNECTED" in text and "last received" in text

@@ -560,3 +560,46 @@ def test_deliveries_count_members_per_tier_without_splitting_groups(engine: Any)
     rig.doc.merge("/orders/1", {"a": 3})
     last = rig.flush()
     assert [dict(d.tiers) for d in last.deliveries] == [{"tui": 1}] and last.tiers == {"tui"}
+
+
+def test_status_after_every_snapshot_and_on_every_change(engine: Any) -> None:
+    body: dict[str, Any] = {"feed": "redis", "state": "ok", "sources": [], "stale": []}
+    current = [body]
+    rig = make_rig(engine, status=lambda: current[0])
+    a, b = FakeMember("a"), FakeMember("b")
+    rig.hub.add(a, params())
+    rig.hub.add(b, params(fmt="msgpack", channels=["orders"]))
+    rig.flush()
+    assert [m["type"] for m in a.received] == ["snapshot", "status"]
+    assert [m["type"] for m in b.received] == ["snapshot", "status"]
+    assert a.received[1] == {"type": "status", "timestamp": a.received[1]["timestamp"], **body}
+    rig.doc.merge("/orders/1", {"a": 1})
+    rig.flush()
+    assert [m["type"] for m in a.received[2:]] == ["update"]  # unchanged: not sent again
+    assert rig.flush().deliveries == []
+    current[0] = {**body, "state": "down"}  # a new object: a change
+    rig.doc.merge("/orders/1", {"a": 2})
+    flush = rig.flush()
+    assert [m["type"] for m in a.received[3:]] == ["status", "update"]  # the status first
+    assert a.received[3]["state"] == "down" and b.received[-2]["state"] == "down"
+    assert "seq" not in a.received[3] and a.received[4]["seq"] == a.received[2]["seq"] + 1
+    assert [d.kind for d in flush.deliveries].count("status") == 2  # one per group
+    c = FakeMember("c")  # a second json group member: the status bytes are shared
+    rig.hub.add(c, params(channels=["positions"]))
+    current[0] = {**body, "state": "degraded"}
+    rig.doc.merge("/orders/1", {"a": 3})
+    payloads = [d.payload for d in rig.flush().deliveries if d.kind == "status"]
+    assert len(payloads) == 3 and payloads[0] is payloads[2]  # a (json) and c (json) share
+    assert [m["type"] for m in c.received] == ["snapshot", "status"]
+
+
+def test_status_after_a_catch_up(engine: Any) -> None:
+    rig = make_rig(engine, status=lambda: {"feed": "demo", "state": "ok", "sources": []})
+    rig.doc.merge("/orders/1", {"a": 1})
+    since = rig.doc.version
+    rig.doc.merge("/orders/1", {"a": 2})
+    m = FakeMember("m")
+    m.state.connection_reset()
+    rig.hub.add(m, params(since=since, epoch="e1"))
+    rig.flush()
+    assert [msg["type"] for msg in m.received] == ["update", "status"]

@@ -372,6 +372,12 @@ def recent_events_message(
     )
 
 
+def status_message(fmt: Format, timestamp_ms: int, body: Mapping[str, Any]) -> bytes:
+    """The bytes of ``{"type":"status","timestamp":..,"feed":..,"state":..,"sources":[..],
+    "stale":[..]}`` (``body`` holds every field but ``type`` and ``timestamp``)."""
+    return encode_message(fmt, {"type": "status", "timestamp": rfc3339_ms(timestamp_ms), **body})
+
+
 def pong_message(fmt: Format, payload: Any, timestamp_ms: int) -> bytes:
     """The bytes of ``{"type":"pong","payload":..,"timestamp":..}``."""
     return encode_message(

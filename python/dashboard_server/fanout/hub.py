@@ -19,6 +19,10 @@ The rules (docs/protocol.md, "Sequence rule"):
   message with the last ``events_kept`` events (oldest first), encoded once per group per flush.
 * A resuming member (``since``/``epoch``) gets instead one catch-up ``update`` with the changes
   since its version, when the epoch matches and the version is within the horizon.
+* With a ``status`` source, every joiner and resumer gets a seq-less ``status`` message after its
+  snapshot (and events) or catch-up, and a group's active members get one at the first flush
+  after the status changed (before that flush's events and update). The source returns the same
+  object while nothing changes; each change is encoded once per format.
 * Before anything is written to a member, its write buffer is checked: above ``high_water`` it is
   skipped and marked lagging; once at or below ``low_water`` it rejoins with a snapshot; lagging
   for ``lag_timeout`` seconds or more, it is handed back to be closed.
@@ -29,7 +33,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -44,6 +48,7 @@ from dashboard_server.core.protocol import (
     empty_update,
     event_message,
     recent_events_message,
+    status_message,
 )
 from dashboard_server.telemetry.metrics import ServerMetrics
 
@@ -127,6 +132,8 @@ class _Group(Generic[M]):
     tiers: dict[str, int] = field(default_factory=dict)
     """How many members of each tier (kept up to date on enter and leave: the per-tier
     message counts then cost nothing per member)."""
+    status: object = None
+    """The status body its active members were last sent."""
 
 
 @dataclass(slots=True)
@@ -216,6 +223,7 @@ class Hub(Generic[M]):
         max_pending_events: int = 10_000,
         events_kept: int = 0,
         metrics: ServerMetrics | None = None,
+        status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.doc = doc
         self.epoch = epoch
@@ -232,6 +240,10 @@ class Hub(Generic[M]):
         self._events: deque[_Event] = deque()
         self._recent: deque[_Event] = deque(maxlen=events_kept)
         self._event_number = 0
+        self._status = status
+        self._status_body: object = None
+        self._status_payloads: dict[str, bytes] = {}
+        self._status_ts = 0
 
     # --- membership ------------------------------------------------------------------------
 
@@ -422,16 +434,24 @@ class Hub(Generic[M]):
         interval.event_cursor = self._event_number
         self._trim_events()
 
+        status = self._current_status(ts)
         tiers: set[str] = set()
         for group in [g for g in self._groups.values() if g.key.interval_ms == interval_ms]:
             tiers.update(t for t, n in group.tiers.items() if n)
             active, joiners, resumers = self._sort_members(group, now, horizon_lost, result)
             if active.members:
+                if status is not None and group.status is not status:
+                    self._send_status(group, active, result)
                 self._send_group_messages(group, events, changes, ts, active, result)
             if joiners.members:
                 self._send_snapshot(group, ts, joiners, result)
+                if status is not None:
+                    self._send_status(group, joiners, result)
             for since, members in resumers.items():
                 self._send_catch_up(group, since, members, ts, catch_ups, result)
+                if status is not None:
+                    self._send_status(group, members, result)
+            group.status = status
         result.tiers = frozenset(tiers)
         if self.metrics is not None:
             self.metrics.flushes.labels(str(interval_ms)).inc()
@@ -526,6 +546,28 @@ class Hub(Generic[M]):
                 group.seq += 1
                 self._observe(key.fmt, "update", started, update)
                 result.deliveries.append(members.delivery("update", update, text))
+
+    def _current_status(self, ts: int) -> object:
+        """The status body now (``None``: no status source); a new one drops the encodings."""
+        if self._status is None:
+            return None
+        body = self._status()
+        if body is not self._status_body:
+            self._status_body = body
+            self._status_payloads = {}
+            self._status_ts = ts
+        return body
+
+    def _send_status(self, group: _Group[M], members: _Batch[M], result: Flush[M]) -> None:
+        fmt = group.key.fmt
+        payload = self._status_payloads.get(fmt)
+        if payload is None:
+            started = time.perf_counter()
+            assert isinstance(self._status_body, Mapping)
+            payload = status_message(fmt, self._status_ts, self._status_body)
+            self._status_payloads[fmt] = payload
+            self._observe(fmt, "status", started, payload)
+        result.deliveries.append(members.delivery("status", payload, fmt == "json"))
 
     def _send_snapshot(
         self, group: _Group[M], ts: int, members: _Batch[M], result: Flush[M]

@@ -51,6 +51,7 @@ from dashboard_server.server.history import (
 )
 from dashboard_server.server.http import HttpFront
 from dashboard_server.server.session import Session, close_within
+from dashboard_server.server.status import SourceHealth, StatusBoard
 from dashboard_server.server.web import static_response
 from dashboard_server.telemetry.metrics import ServerMetrics
 
@@ -72,6 +73,13 @@ class DashboardServer:
             sections=config.sections, max_tombstones=config.max_tombstones
         )
         self.epoch = uuid.uuid4().hex[:16]
+        self._section_updated: dict[str, float] = {}
+        self.status_board = StatusBoard(
+            sources=self._source_health,
+            section_ages=self._section_ages_raw,
+            stale_after=config.stale_after(),
+            sections=config.sections,
+        )
         self.hub: Hub[Peer] = Hub(
             self.doc,
             epoch=self.epoch,
@@ -83,6 +91,7 @@ class DashboardServer:
             max_pending_events=config.max_pending_events,
             events_kept=config.events_kept,
             metrics=self.metrics,
+            status=self.status_board.current,
         )
         self.fanout = Fanout(self.hub, self.metrics)
         self._gc_policy = GcPolicy()
@@ -118,7 +127,6 @@ class DashboardServer:
         self.feed_name = "none"
         self.redis: RedisIngest | None = None
         """The Redis ingest (``redis_url`` set), created by :meth:`start`."""
-        self._section_updated: dict[str, float] = {}
         history_metrics = HistoryMetrics(self.metrics.registry)
         self.history: HistoryStore = (
             MemoryHistory(config.history_size, history_metrics)
@@ -381,6 +389,21 @@ class DashboardServer:
             body["redis_error"] = self.redis.last_error
         body["sections"] = self.section_ages()
         return (503 if self._shutting_down else 200), body
+
+    def _source_health(self) -> list[SourceHealth]:
+        """Every feed's health, for the status message."""
+        if self.redis is not None:
+            redis = self.redis
+            return [SourceHealth("redis", redis.state.value, redis.state_age, redis.last_error)]
+        if self.feed_name == "demo":
+            running = self._feed_task is not None and not self._feed_task.done()
+            return [SourceHealth("demo", "ok" if running else "stopped", 0.0)]
+        return []
+
+    def _section_ages_raw(self) -> dict[str, float | None]:
+        now = time.monotonic()
+        updated = self._section_updated
+        return {s: now - updated[s] if s in updated else None for s in self.config.sections}
 
     def section_ages(self) -> dict[str, float | None]:
         """Seconds since each section last changed or got a live update (``None``: never)."""
