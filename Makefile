@@ -32,9 +32,10 @@ build: $(DEPS_STAMP) ## Build the Rust engine in release mode into .venv (cached
 run: build ## Build, then serve the live demo on http://127.0.0.1:8080 (no Redis needed)
 	$(VENV)/bin/dashboard-server serve --host $(HOST) --port $(PORT)
 
-system-deps: ## Install the Debian packages the tests use when missing: redis-server, chromium, promtool (one apt-get update)
+system-deps: ## Install the Debian packages the tests use when missing: redis-server, nats-server, chromium, promtool (one apt-get update)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nats-server >/dev/null || missing="$$missing nats-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium fonts-dejavu-core"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
@@ -56,10 +57,11 @@ test-rust: ## cargo test: the Rust core on its own, no Python
 test-python: ## pytest against both engines (the native one must be built)
 	DASHBOARD_REQUIRE_NATIVE=1 HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest -q
 
-lint: $(DEPS_STAMP) ## ruff, mypy --strict, rustfmt and clippy
+lint: $(DEPS_STAMP) ## ruff, mypy --strict, the import contract (lint-imports), rustfmt and clippy
 	$(VENV)/bin/ruff check python tests benches fuzz
 	$(VENV)/bin/ruff format --check python tests benches fuzz
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	cargo fmt --check
 	cargo clippy -q --all-targets --features python -- -D warnings
 

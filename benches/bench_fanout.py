@@ -8,7 +8,7 @@ method once, in rotating order:
   transport, nothing a server could ship as is: it would reorder bytes behind a buffered
   transport);
 * ``broadcast``: ``websockets.asyncio.server.broadcast(connections, payload)``;
-* ``ours``: :meth:`dashboard_server.fanout.scheduler.FrameWriter.write` (what the server runs);
+* ``ours``: :meth:`dashboard_server.fanout.writer.FrameWriter.write` (what the server runs);
 * ``floor-2threads``: the floor split over two threads (the GIL is released in ``send``): what
   spreading the writes over both cores could win at best, in wall time.
 
@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-from dashboard_server.fanout.scheduler import (
+from dashboard_server.fanout.writer import (
     LISTEN_BACKLOG,
     FrameWriter,
     deflate_extensions,

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
 import orjson
+
+from dashboard_server.core import pointer
+from dashboard_server.core.pointer import escape_token
+from dashboard_server.core.timefmt import rfc3339_ms
 
 __version__: Final = "0.1.0"
 MAX_DEPTH: Final = 128
@@ -53,32 +56,13 @@ def _fail(ptr: str, problem: str) -> ValueError:
     return ValueError(f"{_where(ptr)}: {problem}")
 
 
-def escape_token(token: str) -> str:
-    """One RFC 6901 reference token, escaped (``~`` -> ``~0``, ``/`` -> ``~1``)."""
-    if "~" in token or "/" in token:
-        return token.replace("~", "~0").replace("/", "~1")
-    return token
-
-
 def parse_pointer(path: object) -> list[str]:
     """Split an RFC 6901 JSON Pointer into unescaped tokens (``""`` is the root: no tokens)."""
     if not isinstance(path, str):
         raise ValueError(f"invalid JSON pointer {path!r}: must be a string")
-    if path == "":
-        return []
-    if path[0] != "/":
-        raise ValueError(f"invalid JSON pointer {path!r}: must be empty or start with '/'")
-    tokens = path[1:].split("/")
-    if len(tokens) > MAX_DEPTH:
+    if path.startswith("/") and path.count("/") > MAX_DEPTH:
         raise ValueError(f"invalid JSON pointer {path[:60]!r}...: more than {MAX_DEPTH} tokens")
-    for i, token in enumerate(tokens):
-        if "~" in token:
-            rest = token.replace("~0", "").replace("~1", "")
-            if "~" in rest:
-                raise ValueError(
-                    f"invalid JSON pointer {path!r}: '~' must be followed by '0' or '1'"
-                )
-            tokens[i] = token.replace("~1", "/").replace("~0", "~")
+    tokens = pointer.parse_pointer(path)
     _check_utf8(path, "")
     return tokens
 
@@ -224,14 +208,6 @@ def decode_payload(payload: object, fmt: str, ptr: str) -> Any:
     else:
         raise _fail(ptr, f"unknown payload format {fmt!r}: expected 'json' or 'msgpack'")
     return normalize(value, ptr)
-
-
-def format_timestamp(timestamp_ms: int) -> str:
-    """Unix milliseconds as RFC 3339 UTC with milliseconds: ``2026-11-27T10:30:00.100Z``."""
-    if not isinstance(timestamp_ms, int) or isinstance(timestamp_ms, bool) or timestamp_ms < 0:
-        raise ValueError(f"timestamp_ms must be a non-negative int, not {timestamp_ms!r}")
-    seconds, millis = divmod(timestamp_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def _check_format(fmt: str) -> None:
@@ -656,7 +632,7 @@ class StateDoc:
             "seq": seq,
             "version": self._version,
             "epoch": epoch,
-            "timestamp": format_timestamp(timestamp_ms),
+            "timestamp": rfc3339_ms(timestamp_ms),
             "data": data,
         }
         return _serialize(message, fmt)
@@ -727,7 +703,7 @@ class ChangeSet:
             "type": "update",
             "seq": seq,
             "version": self.to_version,
-            "timestamp": format_timestamp(timestamp_ms),
+            "timestamp": rfc3339_ms(timestamp_ms),
         }
         if diff == "changes":
             message["changes"] = {e.path: e.value for e in entries if e.kind != _REMOVE}
@@ -770,3 +746,11 @@ def _diff_into(a: Any, b: Any, ptr: str, ops: list[dict[str, Any]]) -> None:
                 _diff_into(a[key], item, child, ops)
     elif not values_equal(a, b):
         ops.append({"op": "replace", "path": ptr, "value": b})
+
+
+if TYPE_CHECKING:  # mypy checks both engines against the one interface (core/engine.py)
+    from dashboard_server import _fastdiff, _purediff
+    from dashboard_server.core.engine import EngineModule
+
+    _native: EngineModule = _fastdiff
+    _pure: EngineModule = _purediff

@@ -51,7 +51,7 @@ def url_of(server: DashboardServer) -> str:
 
 async def converge(client: DashboardClient, server: DashboardServer) -> None:
     """Stop the feed, wait for the client to reach the final version, compare documents."""
-    await server.stop_feed()
+    await server.stop_feeds()
     await client.wait_version(server.doc.version, timeout=5)
     expected = server.doc.get()
     if client.channels is not None:

@@ -220,12 +220,11 @@ def test_load_engine_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     pure = load_engine("pure")
     assert pure.name == "pure"
     assert pure.StateDoc.__module__ == "dashboard_server._purediff"
-    monkeypatch.setenv("DASHBOARD_ENGINE", "pure")
-    assert load_engine().name == "pure"
+    # the environment is the configuration's to read (tests/server/test_config.py), not the
+    # loader's: DASHBOARD_ENGINE has no effect here, so it is read in one place only
     monkeypatch.setenv("DASHBOARD_ENGINE", "turbo")
-    with pytest.raises(ValueError, match="DASHBOARD_ENGINE"):
-        load_engine()
-    with pytest.raises(ValueError, match="engine name"):
+    assert load_engine().name in ("native", "pure")
+    with pytest.raises(ValueError, match="engine 'turbo'"):
         load_engine("turbo")
 
 

@@ -37,7 +37,7 @@ def test_clients_hear_that_redis_is_down_then_back(
             await wait_until(lambda: states(clients) == {"ok"}, timeout=10)
             for client in clients:
                 assert client.status is not None
-                assert client.status["feed"] == "redis" and client.status["stale"] == []
+                assert client.status["feed"] == "generic" and client.status["stale"] == []
                 assert [s["name"] for s in client.status["sources"]] == ["redis"]
             redis.kill()
             await wait_health(server, "degraded")

@@ -39,8 +39,10 @@ BAD_QUERIES = [
 def test_memory_history_records_bounds_and_validates() -> None:
     async def scenario() -> None:
         async with running_server("pure", history_interval_s=0.05, history_size=5) as server:
-            server.replace("/market_data/BTCUSDT", {"last_price": 1.5, "volume": 10, "up": True})
-            server.replace("/market_data/ETH", {"name": "no numbers"})
+            server.writer.replace(
+                "/market_data/BTCUSDT", {"last_price": 1.5, "volume": 10, "up": True}
+            )
+            server.writer.replace("/market_data/ETH", {"name": "no numbers"})
             assert isinstance(server.history, MemoryHistory)
             await wait_until(lambda: server.history_sampler.samples >= 3)
             status, body = await get(server.port, "type=market_data&symbol=BTCUSDT&limit=2")
@@ -55,7 +57,7 @@ def test_memory_history_records_bounds_and_validates() -> None:
             assert "up" not in points[1]  # booleans are not recorded
             assert points[1]["timestamp"].endswith("Z")
 
-            server.replace("/market_data/BTCUSDT", {"last_price": 2.5, "volume": 11})
+            server.writer.replace("/market_data/BTCUSDT", {"last_price": 2.5, "volume": 11})
             await wait_until(lambda: server.history_sampler.samples >= 10)
             status, body = await get(server.port, "type=market_data&symbol=BTCUSDT&limit=5")
             assert len(body["points"]) == 5  # history_size bounds the series

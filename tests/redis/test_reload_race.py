@@ -10,7 +10,11 @@ from prometheus_client import CollectorRegistry
 from redis_helpers import RedisProcess
 from server_helpers import run
 
-from dashboard_server.ingest.redis.feed import RedisIngest, RedisMetrics, connect_redis, is_removal
+from dashboard_server.core.sources import generic_sources, parse_sources
+from dashboard_server.ingest.redis.connection import connect_redis
+from dashboard_server.ingest.redis.feed import RedisFeed
+from dashboard_server.ingest.router import SourceRouter, is_removal
+from dashboard_server.telemetry.metrics import RedisMetrics
 
 
 class Recorder:
@@ -28,18 +32,29 @@ class Recorder:
         self.items[section][item_id] = orjson.loads(payload)
         return True
 
-    def remove(self, path: str) -> None:
+    def remove(self, path: str) -> bool:
         _, section, item_id = path.split("/")
-        self.items[section].pop(item_id, None)
+        return self.items[section].pop(item_id, None) is not None
 
     def publish_event(self, channel: str, data: dict[str, Any]) -> None:
         raise AssertionError("no events here")
+
+    def merge(self, path: str, patch: Any) -> bool:
+        raise AssertionError("the generic contract replaces items")
+
+    replace = merge
 
     def note_section_update(self, section: str) -> None:
         pass
 
     def section_ids(self, section: str) -> list[str]:
         return list(self.items[section])
+
+    def received(self, section: str) -> None:
+        pass
+
+    def malformed(self, section: str, name: str, reason: str) -> None:
+        raise AssertionError(f"malformed {name}: {reason}")
 
 
 def test_pubsub_during_a_reload_wins(redis_proc: RedisProcess) -> None:
@@ -50,9 +65,9 @@ def test_pubsub_during_a_reload_wins(redis_proc: RedisProcess) -> None:
     pipe.execute()
     target = Recorder()
     target.items["orders"]["gone"] = {"v": 0}  # absent from Redis, untouched: removed
-    ingest = RedisIngest(
-        target, url=redis_proc.url, sections=["orders"], metrics=RedisMetrics(CollectorRegistry())
-    )
+    metrics = RedisMetrics(CollectorRegistry(), RedisFeed.STATES)
+    sources = parse_sources(generic_sources(["orders"]), ["orders"])
+    ingest = RedisFeed(SourceRouter(target), url=redis_proc.url, sources=sources, metrics=metrics)
 
     def newer_messages() -> None:
         """Pub/sub messages that arrive after the first page: newer than what MGET returns."""

@@ -9,13 +9,10 @@ import orjson
 import pytest
 from server_helpers import run
 
-from dashboard_server.core.protocol import (
-    Format,
-    empty_update,
-    event_message,
-    pong_message,
-    rfc3339_ms,
-)
+from dashboard_server.core.engine import load_engine
+from dashboard_server.core.messages import Messages, pong_message
+from dashboard_server.core.protocol import Format
+from dashboard_server.core.timefmt import rfc3339_ms
 from dashboard_server.tools.loadtest import (
     LoadtestOptions,
     format_report,
@@ -32,8 +29,9 @@ def test_inspector_reads_type_seq_timestamp(fmt: Format) -> None:
     inspector = Inspector()
     text = fmt == "json"
     big = {"order_id": "1", "notes": "x" * 500}
-    event = event_message(fmt, 41, TS, "fills", big)
-    update = empty_update(fmt, "changes", 42, 7, TS + 1)
+    messages = Messages(load_engine("pure").StateDoc(sections=["s"]), epoch="e")
+    event = messages.event(fmt, 41, TS, "fills", big)
+    update = messages.catch_up(None, fmt, "changes", None, 42, TS + 1)
     pong = pong_message(fmt, 5, TS + 2)
     for _ in range(2):  # the second time from the memo
         info = inspector.inspect(event, text)

@@ -1,4 +1,4 @@
-"""The pre-framed write path (:class:`dashboard_server.fanout.scheduler.FrameWriter`) keeps the
+"""The pre-framed write path (:class:`dashboard_server.fanout.writer.FrameWriter`) keeps the
 invariants
 that make bypassing ``websockets.broadcast()`` safe: byte order with data still buffered in the
 transport, nothing written to a closing connection or inside a fragmented message, frames
@@ -18,7 +18,7 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 from websockets.frames import Frame, Opcode
 from wire import raw_connect, read_frames
 
-from dashboard_server.fanout.scheduler import FrameWriter, deflate_extensions, frame_header
+from dashboard_server.fanout.writer import FrameWriter, deflate_extensions, frame_header
 
 
 class Captured:

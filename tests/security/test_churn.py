@@ -65,7 +65,7 @@ async def _cycle(url: str, index: int) -> None:
 def test_connect_close_churn_and_aborted_handshakes_leave_nothing_behind() -> None:
     async def scenario() -> None:
         async with server(open_timeout_s=2.0) as srv:
-            srv.merge("/orders/1", {"qty": 1.0})
+            srv.writer.merge("/orders/1", {"qty": 1.0})
             url = ws_url(srv, "type=tui&format=json")
             async with open_ws(url):  # warm up: first-use allocations are not leaks
                 pass

@@ -14,6 +14,7 @@ from server_helpers import ENGINES  # noqa: F401  (imports the source tree if ne
 
 from dashboard_server.client.connection import ClientState, Outcome
 from dashboard_server.config import DEFAULT_SECTIONS
+from dashboard_server.core.messages import Messages
 from dashboard_server.core.protocol import EVENTS_CHANNEL, ConnectParams
 from dashboard_server.fanout.hub import Flush, Hub, Phase
 from dashboard_server.ingest.demo import DemoFeed
@@ -88,7 +89,7 @@ def make_rig(engine: Any, **hub_args: Any) -> Rig:
     clock = FakeClock()
     metrics = ServerMetrics()
     settings: dict[str, Any] = {
-        "epoch": "e1",
+        "messages": Messages(doc, epoch="e1"),
         "sections": DEFAULT_SECTIONS,
         "clock": clock,
         "high_water": HIGH,

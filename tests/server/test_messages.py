@@ -69,7 +69,7 @@ def test_subscribe_unsubscribe_refresh_ping(engine_name: str) -> None:
                 assert seq is not None and snap["seq"] >= seq
                 for _ in range(10):
                     assert state.apply(decode(await ws.recv())) is not Outcome.GAP
-                await server.stop_feed()
+                await server.stop_feeds()
                 expected = restricted(server.doc.get(""), ["positions"])
                 async with asyncio.timeout(5):
                     while state.data != expected:
@@ -105,7 +105,7 @@ def test_malformed_messages_get_errors_and_disturb_nobody(engine_name: str, fmt:
                         while True:
                             await ws.recv()
                     assert info.value.rcvd is not None and info.value.rcvd.code == 4002
-                await server.stop_feed()
+                await server.stop_feeds()
                 doc = server.doc.get("")
                 await observer.wait_for(lambda c: c.data == doc, timeout=5)
                 assert observer.gaps == 0

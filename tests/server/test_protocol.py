@@ -12,24 +12,21 @@ from hypothesis import strategies as st
 from server_helpers import ENGINES  # noqa: F401  (imports the source tree if needed)
 
 from dashboard_server.config import DEFAULT_SECTIONS
+from dashboard_server.core.engine import load_engine
+from dashboard_server.core.messages import Messages, encode_message, error_message, pong_message
 from dashboard_server.core.protocol import (
     EVENTS_CHANNEL,
     MessageError,
     ParamError,
     Ping,
     Refresh,
-    StrikeCounter,
     Subscribe,
     Unsubscribe,
-    empty_update,
-    encode_message,
-    error_message,
-    event_message,
     parse_client_message,
     parse_connect_query,
-    pong_message,
-    rfc3339_ms,
 )
+from dashboard_server.core.ratelimit import StrikeCounter
+from dashboard_server.core.timefmt import rfc3339_ms
 
 
 def connect(query: str) -> Any:
@@ -160,7 +157,11 @@ def test_encoded_messages(fmt: str) -> None:
 
     ts = 1_795_775_400_100
     stamp = "2026-11-27T10:30:00.100Z"
-    assert decode(event_message(fmt, 7, ts, "fills", {"q": 1.0})) == {  # type: ignore[arg-type]
+    doc = load_engine("pure").StateDoc(sections=["s"])
+    for i in range(9):
+        doc.merge("/s/x", i)
+    messages = Messages(doc, epoch="e")
+    assert decode(messages.event(fmt, 7, ts, "fills", {"q": 1.0})) == {  # type: ignore[arg-type]
         "type": "event",
         "seq": 7,
         "timestamp": stamp,
@@ -177,7 +178,7 @@ def test_encoded_messages(fmt: str) -> None:
         "code": "bad_message",
         "message": "why",
     }
-    assert decode(empty_update(fmt, "changes", 3, 9, ts)) == {  # type: ignore[arg-type]
+    assert decode(messages.catch_up(None, fmt, "changes", None, 3, ts)) == {  # type: ignore[arg-type]
         "type": "update",
         "seq": 3,
         "version": 9,

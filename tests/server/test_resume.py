@@ -29,10 +29,10 @@ def resumes(server: Any) -> float:
 def churn(server: Any, base: int, removals: int) -> None:
     """Create orders base..base+9, remove the first ``removals`` of base-10..base-1."""
     for i in range(base, base + 10):
-        server.merge(f"/orders/{i}", {"qty": i, "px": i + 0.5})
+        server.writer.merge(f"/orders/{i}", {"qty": i, "px": i + 0.5})
     for i in range(base - 10, base - 10 + removals):
-        server.remove(f"/orders/{i}")
-    server.merge("/account/main", {"equity": float(base)})
+        server.writer.remove(f"/orders/{i}")
+    server.writer.merge("/account/main", {"equity": float(base)})
 
 
 def test_catch_up_within_horizon(engine_name: str) -> None:
@@ -118,7 +118,7 @@ def test_client_reconnects_and_resumes_under_a_live_feed(engine_name: str) -> No
                     session.connection.transport.abort()  # the network drops
                     await wait_until(lambda: client.reconnects == round_ + 1)  # noqa: B023
                     await wait_until(lambda: resumes(server) == round_ + 1)  # noqa: B023
-                await server.stop_feed()
+                await server.stop_feeds()
                 doc = server.doc.get("")
                 await client.wait_for(lambda c: c.data == doc, timeout=5)
                 assert client.gaps == 0 and client.state.snapshots == 1  # resumed every time

@@ -17,6 +17,7 @@ class Fake:
 
     def board(self, **limits: float) -> StatusBoard:
         return StatusBoard(
+            feed=lambda: "generic" if self.sources else "none",
             sources=lambda: self.sources,
             section_ages=lambda: self.ages,
             stale_after={"a": 10.0, "b": 10.0, **limits},
@@ -31,7 +32,7 @@ def test_ok_then_down_then_back() -> None:
     board = fake.board()
     body: dict[str, Any] = board.current()
     assert body == {
-        "feed": "redis",
+        "feed": "generic",
         "state": "ok",
         "sources": [
             {"name": "redis", "state": "ok", "error": None, "since": "1970-01-01T00:01:40.000Z"}
@@ -74,7 +75,8 @@ def test_several_sources_and_none() -> None:
     fake = Fake()
     fake.sources = [SourceHealth("redis", "ok", 0.0), SourceHealth("nats", "connecting", 0.0)]
     body = fake.board().current()
-    assert body["feed"] == "redis+nats" and body["state"] == "degraded"
+    assert [s["name"] for s in body["sources"]] == ["redis", "nats"]
+    assert body["feed"] == "generic" and body["state"] == "degraded"
     fake.sources = []
     body = fake.board().current()
     assert body["feed"] == "none" and body["state"] == "ok" and body["sources"] == []

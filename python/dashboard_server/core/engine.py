@@ -1,24 +1,107 @@
-"""Engine selection: the native `_fastdiff` extension or its pure-Python twin `_purediff`.
+"""Engine selection, and the engine's interface as typed Protocols.
 
-Both modules expose the same interface (see docs/engine.md): ``StateDoc``, ``ChangeSet``,
-``diff`` and ``MAX_DEPTH``. Pick one with ``DASHBOARD_ENGINE=native|pure`` or
-:func:`load_engine`. Importing this module never fails because of the default choice: when the
-native extension is not built and nobody asked for it explicitly, the pure engine is used and a
-warning says so.
+Two modules implement one interface and one semantics (docs/engine.md): the native
+``dashboard_server._fastdiff`` (Rust, PyO3) and its pure-Python twin ``dashboard_server._purediff``.
+:class:`EngineModule`, :class:`StateDocEngine` and :class:`ChangeSetEngine` say what that interface
+is; mypy --strict checks both modules against them (at the end of ``_purediff``, which may import
+this module: this module imports neither engine, it loads one by name).
+
+Nothing is loaded at import: :func:`load_engine` loads one when asked. Which one the server runs is
+a setting (``engine``, env ``DASHBOARD_ENGINE``) read by ``dashboard_server.config`` — the one
+place the environment is read — and handed to :func:`load_engine`. Without a name, the native
+engine is preferred and the pure one is the fallback (with a warning).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Final
+from typing import Any, Final, Protocol, cast
 
-ENGINE_ENV: Final = "DASHBOARD_ENGINE"
+from dashboard_server.core.protocol import Diff, Format
+
+__all__ = [
+    "ENGINE_NAMES",
+    "ChangeSetEngine",
+    "Engine",
+    "EngineModule",
+    "EngineUnavailable",
+    "StateDocEngine",
+    "load_engine",
+]
+
 ENGINE_NAMES: Final = ("native", "pure")
 _MODULES: Final = {"native": "dashboard_server._fastdiff", "pure": "dashboard_server._purediff"}
+
+
+class ChangeSetEngine(Protocol):
+    """The changes between two versions (``StateDoc.changes_since``)."""
+
+    @property
+    def from_version(self) -> int: ...
+    @property
+    def to_version(self) -> int: ...
+    def __len__(self) -> int: ...
+    def changes(self) -> dict[str, Any]: ...
+    def removed(self) -> list[str]: ...
+    def is_empty(self, channels: Sequence[str] | None = None) -> bool: ...
+    def encode(
+        self,
+        fmt: Format,
+        diff: Diff,
+        channels: Sequence[str] | None,
+        seq: int,
+        timestamp_ms: int,
+    ) -> bytes | None: ...
+
+
+class StateDocEngine(Protocol):
+    """The state document: ingest ops, change tracking, snapshot encoding."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def floor(self) -> int: ...
+    def merge(self, path: str, patch: Any) -> bool: ...
+    def replace(self, path: str, value: Any) -> bool: ...
+    def remove(self, path: str) -> bool: ...
+    def merge_bytes(self, path: str, payload: bytes, fmt: Format = "json") -> bool: ...
+    def merge_many(
+        self, items: Iterable[tuple[str, bytes]], fmt: Format = "json"
+    ) -> list[bool | str]: ...
+    def replace_bytes(self, path: str, payload: bytes, fmt: Format = "json") -> bool: ...
+    def get(self, path: str = "") -> Any: ...
+    def keys(self, path: str = "") -> list[str]: ...
+    def stats(self) -> dict[str, int]: ...
+    def changes_since(self, version: int) -> ChangeSetEngine | None: ...
+    def encode_snapshot(
+        self,
+        fmt: Format,
+        channels: Sequence[str] | None,
+        seq: int,
+        epoch: str,
+        timestamp_ms: int,
+    ) -> bytes: ...
+
+
+class StateDocFactory(Protocol):
+    """The ``StateDoc`` class of an engine."""
+
+    def __call__(
+        self, sections: Iterable[str] = ..., *, max_tombstones: int = ...
+    ) -> StateDocEngine: ...
+
+
+class EngineModule(Protocol):
+    """What an engine module exports."""
+
+    @property
+    def StateDoc(self) -> StateDocFactory: ...
+    @property
+    def MAX_DEPTH(self) -> int: ...
+    def diff(self, old: Any, new: Any) -> list[dict[str, Any]]: ...
 
 
 class EngineUnavailable(ImportError):
@@ -27,18 +110,14 @@ class EngineUnavailable(ImportError):
 
 @dataclass(frozen=True)
 class Engine:
-    """One loaded engine: its name and its module's public objects."""
+    """One loaded engine: its name and its module."""
 
     name: str
-    module: ModuleType
+    module: EngineModule
 
     @property
-    def StateDoc(self) -> Any:
+    def StateDoc(self) -> StateDocFactory:
         return self.module.StateDoc
-
-    @property
-    def ChangeSet(self) -> Any:
-        return self.module.ChangeSet
 
     @property
     def diff(self) -> Any:
@@ -49,32 +128,34 @@ class Engine:
         return int(self.module.MAX_DEPTH)
 
 
+def _import(name: str) -> EngineModule:
+    return cast(EngineModule, importlib.import_module(_MODULES[name]))
+
+
 def load_engine(name: str | None = None) -> Engine:
     """Load the engine called ``name`` (``native`` or ``pure``).
 
-    ``None`` reads ``DASHBOARD_ENGINE``; when that is unset too, ``native`` is preferred and the
-    pure engine is the fallback. An explicit request for an engine that cannot be loaded raises
-    :class:`EngineUnavailable`; an unknown name raises :class:`ValueError`.
+    ``None``: native if it is built, else pure with a :class:`RuntimeWarning`. An explicit name
+    whose engine cannot be loaded raises :class:`EngineUnavailable`; an unknown name raises
+    :class:`ValueError`.
     """
-    explicit = name if name is not None else os.environ.get(ENGINE_ENV) or None
-    chosen = (explicit or "native").strip().lower()
-    if chosen not in _MODULES:
-        source = "engine name" if name is not None else ENGINE_ENV
-        raise ValueError(f"{source}={chosen!r}: expected one of {', '.join(ENGINE_NAMES)}")
-    try:
-        return Engine(chosen, importlib.import_module(_MODULES[chosen]))
-    except ImportError as exc:
-        if explicit is not None:
+    if name is not None:
+        chosen = name.strip().lower()
+        if chosen not in _MODULES:
+            raise ValueError(f"engine {chosen!r}: expected one of {', '.join(ENGINE_NAMES)}")
+        try:
+            return Engine(chosen, _import(chosen))
+        except ImportError as exc:
             raise EngineUnavailable(
                 f"engine {chosen!r} is not available ({exc}); build it with `make build`"
             ) from exc
-    warnings.warn(
-        "native engine dashboard_server._fastdiff is not built; using the pure-Python engine "
-        "(build it with `make build`)",
-        RuntimeWarning,
-        stacklevel=2,
-    )
-    return Engine("pure", importlib.import_module(_MODULES["pure"]))
-
-
-ENGINE: Final[Engine] = load_engine()
+    try:
+        return Engine("native", _import("native"))
+    except ImportError:
+        warnings.warn(
+            "native engine dashboard_server._fastdiff is not built; using the pure-Python engine "
+            "(build it with `make build`)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return Engine("pure", _import("pure"))

@@ -1,14 +1,12 @@
-"""The wire protocol, without I/O: connect parameters, client messages, Python-encoded messages.
+"""The wire protocol, without I/O: what a client may send and what it means.
 
-Everything here is pure: it parses what a client sends (the ``/ws`` query string, its messages)
-and encodes the messages the server writes itself (``event``, ``pong``, ``error``). ``snapshot``
-and ``update`` messages are encoded by the engine. docs/protocol.md is the reference.
+Everything here is pure: names and close codes, the ``/ws`` query string, client messages.
+What the server sends is encoded in :mod:`dashboard_server.core.messages`. docs/protocol.md is
+the reference.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -33,20 +31,14 @@ __all__ = [
     "MessageError",
     "ParamError",
     "Ping",
+    "Query",
     "Refresh",
-    "StrikeCounter",
     "Subscribe",
     "Unsubscribe",
-    "empty_update",
-    "encode_message",
-    "error_message",
-    "event_message",
     "parse_channels",
     "parse_client_message",
     "parse_connect_query",
-    "pong_message",
-    "recent_events_message",
-    "rfc3339_ms",
+    "split_query",
 ]
 
 Format = Literal["msgpack", "json"]
@@ -119,26 +111,33 @@ class ConnectParams:
     interval_ms: int
     since: int | None = None
     epoch: str | None = None
+    channels_named: bool = False
+    """Whether the client named its channels (``False``: it got the default, every channel)."""
+
+
+Query = tuple[tuple[str, str], ...]
+"""A request's query string, split once into ``(name, value)`` pairs, in order."""
+
+
+def split_query(query: str) -> Query:
+    """Split a query string (without the ``?``) into percent-decoded pairs, blanks kept."""
+    return tuple(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
 
 
 def parse_connect_query(
-    query: str,
+    query: str | Query,
     *,
     sections: Sequence[str],
     tier_intervals: Mapping[str, int],
     min_interval_ms: int,
     max_interval_ms: int,
 ) -> ConnectParams:
-    """Validate the query string of a ``/ws`` request (without the ``?``).
+    """Validate the query of a ``/ws`` request (a string without the ``?``, or already split).
 
     Raises :class:`ParamError` naming the first bad parameter.
     """
     values: dict[str, str] = {}
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False)
-    except ValueError as exc:  # pragma: no cover - parse_qsl is lenient
-        raise ParamError("query", str(exc)) from exc
-    for name, value in pairs:
+    for name, value in split_query(query) if isinstance(query, str) else query:
         if name not in _QUERY_PARAMS:
             raise ParamError(name, "unknown parameter")
         if name in values:
@@ -185,7 +184,9 @@ def parse_connect_query(
         if not epoch:
             raise ParamError("epoch", "must not be empty")
 
-    return ConnectParams(tier, fmt, diff, channels, interval_ms, since, epoch)
+    return ConnectParams(
+        tier, fmt, diff, channels, interval_ms, since, epoch, channels_named="channels" in values
+    )
 
 
 def parse_channels(names: Sequence[str], sections: Sequence[str]) -> frozenset[str]:
@@ -290,116 +291,3 @@ def parse_client_message(data: str | bytes, sections: Sequence[str]) -> ClientMe
         "unknown_type",
         f"unknown message type {kind[:64]!r} (expected subscribe, unsubscribe, refresh or ping)",
     )
-
-
-class StrikeCounter:
-    """Counts bad messages in a sliding window; says when a client has had too many.
-
-    ``strike(now)`` records one at time ``now`` (seconds, any monotonic clock) and returns
-    ``True`` when more than ``limit`` happened within the last ``window`` seconds.
-    """
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._times: deque[float] = deque()
-
-    def strike(self, now: float) -> bool:
-        """Record a bad message; ``True`` means the client is over the limit."""
-        self._times.append(now)
-        while self._times and self._times[0] <= now - self.window:
-            self._times.popleft()
-        return len(self._times) > self.limit
-
-
-# --- messages the server encodes itself -------------------------------------------------------
-
-
-def rfc3339_ms(timestamp_ms: int) -> str:
-    """Unix milliseconds as RFC 3339 UTC with milliseconds: ``2026-11-27T10:30:00.100Z``."""
-    seconds, millis = divmod(timestamp_ms, 1000)
-    moment = _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
-
-
-def encode_message(fmt: Format, message: Mapping[str, Any]) -> bytes:
-    """Encode a server message as compact JSON (UTF-8) or MessagePack.
-
-    Raises :class:`TypeError`/:class:`ValueError` if ``message`` holds something the format
-    cannot carry (e.g. MessagePack ``bin`` in JSON).
-    """
-    if fmt == "json":
-        return orjson.dumps(message)
-    packed = msgpack.packb(message, use_bin_type=True)
-    assert isinstance(packed, bytes)
-    return packed
-
-
-def event_message(
-    fmt: Format, seq: int, timestamp_ms: int, channel: str, data: Mapping[str, Any]
-) -> bytes:
-    """The bytes of ``{"type":"event","seq":..,"timestamp":..,"channel":..,"data":{..}}``."""
-    return encode_message(
-        fmt,
-        {
-            "type": "event",
-            "seq": seq,
-            "timestamp": rfc3339_ms(timestamp_ms),
-            "channel": channel,
-            "data": data,
-        },
-    )
-
-
-def recent_events_message(
-    fmt: Format, timestamp_ms: int, events: Sequence[tuple[str, int, Mapping[str, Any]]]
-) -> bytes:
-    """The bytes of ``{"type":"events","timestamp":..,"events":[{"channel","timestamp","data"}]}``.
-
-    ``events`` are ``(channel, timestamp_ms, data)``, oldest first: the recent events a joining
-    client receives right after its snapshot (no ``seq``).
-    """
-    return encode_message(
-        fmt,
-        {
-            "type": "events",
-            "timestamp": rfc3339_ms(timestamp_ms),
-            "events": [
-                {"channel": channel, "timestamp": rfc3339_ms(ts), "data": data}
-                for channel, ts, data in events
-            ],
-        },
-    )
-
-
-def status_message(fmt: Format, timestamp_ms: int, body: Mapping[str, Any]) -> bytes:
-    """The bytes of ``{"type":"status","timestamp":..,"feed":..,"state":..,"sources":[..],
-    "stale":[..]}`` (``body`` holds every field but ``type`` and ``timestamp``)."""
-    return encode_message(fmt, {"type": "status", "timestamp": rfc3339_ms(timestamp_ms), **body})
-
-
-def pong_message(fmt: Format, payload: Any, timestamp_ms: int) -> bytes:
-    """The bytes of ``{"type":"pong","payload":..,"timestamp":..}``."""
-    return encode_message(
-        fmt, {"type": "pong", "payload": payload, "timestamp": rfc3339_ms(timestamp_ms)}
-    )
-
-
-def error_message(fmt: Format, code: str, message: str) -> bytes:
-    """The bytes of ``{"type":"error","code":..,"message":..}``."""
-    return encode_message(fmt, {"type": "error", "code": code, "message": message})
-
-
-def empty_update(fmt: Format, diff: Diff, seq: int, version: int, timestamp_ms: int) -> bytes:
-    """An ``update`` with no change (a catch-up for a client that is already up to date)."""
-    body: dict[str, Any] = {
-        "type": "update",
-        "seq": seq,
-        "version": version,
-        "timestamp": rfc3339_ms(timestamp_ms),
-    }
-    if diff == "changes":
-        body["changes"] = {}
-    else:
-        body["patch"] = []
-    return encode_message(fmt, body)

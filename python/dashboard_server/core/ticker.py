@@ -1,17 +1,20 @@
-"""Drift-free tick schedules, without I/O.
+"""Drift-free periodic schedules: the pure :class:`Ticker` and its asyncio loop :func:`periodic`.
 
-A :class:`Ticker` yields the deadlines ``start + k * period``. Time spent flushing never pushes
-later deadlines back; ticks that are already past when the previous one finishes are skipped
-(one flush per overdue stretch, no burst), because a flush always sends the latest state anyway.
-The asyncio shell (``fanout``) sleeps until :meth:`Ticker.deadline` and calls
-:meth:`Ticker.advance` with the clock after each flush; tests drive it with any number.
+A :class:`Ticker` gives the deadlines ``start + k * period``. Time spent in a tick's work never
+pushes later deadlines back; ticks that are already past when the previous one finishes are
+skipped (one run per overdue stretch, no burst), because a flush always sends the latest state
+anyway. Tests drive a :class:`Ticker` with any number; :func:`periodic` sleeps until each deadline
+on the event loop's clock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+from collections.abc import AsyncGenerator
 
-__all__ = ["Ticker"]
+__all__ = ["Ticker", "periodic"]
 
 
 class Ticker:
@@ -41,3 +44,30 @@ class Ticker:
         self.skipped += k - due - 1
         self._k = k
         return self.deadline()
+
+
+async def periodic(
+    period: float, stop: asyncio.Event | None = None, *, start: float | None = None
+) -> AsyncGenerator[float, None]:
+    """Yield each deadline of the grid ``start + k * period`` on the running loop's clock, right
+    after it passes, until ``stop`` is set: the one periodic loop of the package (flushes, the
+    demo feed, history samples, the demo publisher).
+
+    Drift-free as :class:`Ticker`: time spent by the caller between two yields never pushes later
+    deadlines back, and deadlines already past when the caller comes back are skipped.
+    ``start`` defaults to now, so the first deadline is one period away.
+    """
+    loop = asyncio.get_running_loop()
+    ticker = Ticker(period, loop.time() if start is None else start)
+    while stop is None or not stop.is_set():
+        delay = max(0.0, ticker.deadline() - loop.time())
+        if stop is None:
+            await asyncio.sleep(delay)
+        else:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+            if stop.is_set():
+                return
+        yield ticker.deadline()
+        ticker.advance(loop.time())

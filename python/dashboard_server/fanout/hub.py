@@ -39,17 +39,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from dashboard_server.core.protocol import (
-    EVENTS_CHANNEL,
-    ConnectParams,
-    Diff,
-    Format,
-    Tier,
-    empty_update,
-    event_message,
-    recent_events_message,
-    status_message,
-)
+from dashboard_server.core.engine import ChangeSetEngine, StateDocEngine
+from dashboard_server.core.messages import Messages
+from dashboard_server.core.protocol import EVENTS_CHANNEL, ConnectParams, Diff, Format, Tier
+from dashboard_server.core.timefmt import now_ms
 from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = ["Clock", "Delivery", "Flush", "GroupKey", "Hub", "Member", "Phase", "SystemClock"]
@@ -68,7 +61,7 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clocks (``time.monotonic``, ``time.time``)."""
+    """The real clocks (``time.monotonic``, the wall clock)."""
 
     def monotonic(self) -> float:
         """Seconds on the monotonic clock."""
@@ -76,7 +69,7 @@ class SystemClock:
 
     def wall_ms(self) -> int:
         """Unix time in milliseconds."""
-        return time.time_ns() // 1_000_000
+        return now_ms()
 
 
 class Member(Hashable, Protocol):
@@ -212,9 +205,9 @@ class Hub(Generic[M]):
 
     def __init__(
         self,
-        doc: Any,
+        doc: StateDocEngine,
         *,
-        epoch: str,
+        messages: Messages,
         sections: Sequence[str],
         clock: Clock,
         high_water: int,
@@ -223,10 +216,12 @@ class Hub(Generic[M]):
         max_pending_events: int = 10_000,
         events_kept: int = 0,
         metrics: ServerMetrics | None = None,
+        on_new_interval: Callable[[int], None] | None = None,
         status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.doc = doc
-        self.epoch = epoch
+        self.messages = messages
+        self.epoch = messages.epoch
         self.sections = tuple(sections)
         self.clock = clock
         self.high_water = high_water
@@ -234,6 +229,9 @@ class Hub(Generic[M]):
         self.lag_timeout = lag_timeout
         self.max_pending_events = max_pending_events
         self.metrics = metrics
+        self.on_new_interval = on_new_interval
+        """Called with an interval (ms) when its first group appears: the shell starts its
+        flush task there, so no caller has to remember to."""
         self._members: dict[M, _MemberState] = {}
         self._groups: dict[GroupKey, _Group[M]] = {}
         self._intervals: dict[int, _Interval] = {}
@@ -241,7 +239,7 @@ class Hub(Generic[M]):
         self._recent: deque[_Event] = deque(maxlen=events_kept)
         self._event_number = 0
         self._status = status
-        self._status_body: object = None
+        self._status_body: Mapping[str, Any] | None = None
         self._status_payloads: dict[str, bytes] = {}
         self._status_ts = 0
 
@@ -353,6 +351,8 @@ class Hub(Generic[M]):
                 interval = self._intervals[state.key.interval_ms] = _Interval(
                     cursor=self.doc.version, event_cursor=self._event_number
                 )
+                if self.on_new_interval is not None:
+                    self.on_new_interval(state.key.interval_ms)
             interval.groups += 1
             self._set_group_gauge()
         group.members[member] = state
@@ -422,9 +422,9 @@ class Hub(Generic[M]):
             return result
         now = self.clock.monotonic()
         ts = self.clock.wall_ms()
-        changes: Any = None
+        changes: ChangeSetEngine | None = None
         horizon_lost = False
-        catch_ups: dict[int, Any] = {}
+        catch_ups: dict[int, ChangeSetEngine | None] = {}
         if version != interval.cursor:
             changes = self.doc.changes_since(interval.cursor)
             horizon_lost = changes is None
@@ -523,7 +523,7 @@ class Hub(Generic[M]):
         self,
         group: _Group[M],
         events: list[_Event],
-        changes: Any,
+        changes: ChangeSetEngine | None,
         ts: int,
         members: _Batch[M],
         result: Flush[M],
@@ -532,22 +532,20 @@ class Hub(Generic[M]):
         text = key.fmt == "json"
         if key.events:
             for event in events:
-                started = time.perf_counter()
-                payload = event_message(
+                payload = self.messages.event(
                     key.fmt, group.seq + 1, event.timestamp_ms, event.channel, event.data
                 )
                 group.seq += 1
-                self._observe(key.fmt, "event", started, payload)
                 result.deliveries.append(members.delivery("event", payload, text))
         if changes is not None:
-            started = time.perf_counter()
-            update = changes.encode(key.fmt, key.diff, key.channels, group.seq + 1, ts)
+            update = self.messages.update(
+                changes, key.fmt, key.diff, key.channels, group.seq + 1, ts
+            )
             if update is not None:
                 group.seq += 1
-                self._observe(key.fmt, "update", started, update)
                 result.deliveries.append(members.delivery("update", update, text))
 
-    def _current_status(self, ts: int) -> object:
+    def _current_status(self, ts: int) -> Mapping[str, Any] | None:
         """The status body now (``None``: no status source); a new one drops the encodings."""
         if self._status is None:
             return None
@@ -562,30 +560,24 @@ class Hub(Generic[M]):
         fmt = group.key.fmt
         payload = self._status_payloads.get(fmt)
         if payload is None:
-            started = time.perf_counter()
-            assert isinstance(self._status_body, Mapping)
-            payload = status_message(fmt, self._status_ts, self._status_body)
+            assert self._status_body is not None
+            payload = self.messages.status(fmt, self._status_ts, self._status_body)
             self._status_payloads[fmt] = payload
-            self._observe(fmt, "status", started, payload)
         result.deliveries.append(members.delivery("status", payload, fmt == "json"))
 
     def _send_snapshot(
         self, group: _Group[M], ts: int, members: _Batch[M], result: Flush[M]
     ) -> None:
         key = group.key
-        started = time.perf_counter()
-        snapshot = self.doc.encode_snapshot(key.fmt, key.channels, group.seq, self.epoch, ts)
-        self._observe(key.fmt, "snapshot", started, snapshot)
+        snapshot = self.messages.snapshot(key.fmt, key.channels, group.seq, ts)
         result.snapshot_encodes += 1
         if self.metrics is not None:
             self.metrics.snapshot_encodes.inc()
         result.deliveries.append(members.delivery("snapshot", snapshot, key.fmt == "json"))
         if key.events and self._recent:
-            started = time.perf_counter()
-            recent = recent_events_message(
+            recent = self.messages.recent_events(
                 key.fmt, ts, [(e.channel, e.timestamp_ms, e.data) for e in self._recent]
             )
-            self._observe(key.fmt, "events", started, recent)
             result.deliveries.append(members.delivery("events", recent, key.fmt == "json"))
 
     def _send_catch_up(
@@ -594,33 +586,19 @@ class Hub(Generic[M]):
         since: int,
         members: _Batch[M],
         ts: int,
-        catch_ups: dict[int, Any],
+        catch_ups: dict[int, ChangeSetEngine | None],
         result: Flush[M],
     ) -> None:
         """One catch-up update for the group's members resuming from ``since``."""
         key = group.key
         if since not in catch_ups:
             catch_ups[since] = self.doc.changes_since(since) if since != self.doc.version else None
-        changes = catch_ups[since]
-        started = time.perf_counter()
-        payload = None
-        if changes is not None:
-            payload = changes.encode(key.fmt, key.diff, key.channels, group.seq, ts)
-        if payload is None:
-            payload = empty_update(key.fmt, key.diff, group.seq, self.doc.version, ts)
-        self._observe(key.fmt, "update", started, payload)
+        payload = self.messages.catch_up(
+            catch_ups[since], key.fmt, key.diff, key.channels, group.seq, ts
+        )
         result.deliveries.append(members.delivery("update", payload, key.fmt == "json"))
         if self.metrics is not None:
             self.metrics.resumes.labels("catch_up").inc(len(members))
-
-    def _observe(self, fmt: str, kind: str, started: float, payload: bytes) -> None:
-        if self.metrics is None:
-            return
-        elapsed = time.perf_counter() - started
-        duration, by_type, size = self.metrics.encoded(fmt, kind)
-        duration.observe(elapsed)
-        by_type.observe(elapsed)
-        size.observe(len(payload))
 
     def _lagging_gauge(self, delta: int) -> None:
         if self.metrics is not None:

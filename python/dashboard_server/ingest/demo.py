@@ -1,5 +1,8 @@
 """The embedded demo feed: a simulated trading desk that writes through a :class:`StateSink`.
 
+:class:`DemoFeed` is a :class:`~dashboard_server.ingest.feed.Feed` (the server starts and stops
+it like any other); ``publish-demo`` runs the same simulation into Redis instead.
+
 It gives ``dashboard-server`` something live to show without Redis, and it exercises every
 section of the state document:
 
@@ -30,9 +33,11 @@ import math
 import random
 import time
 from collections import deque
-from datetime import UTC, datetime
 from typing import Any, Final
 
+from dashboard_server.core.ticker import periodic
+from dashboard_server.core.timefmt import rfc3339_ms
+from dashboard_server.ingest.feed import TaskFeed
 from dashboard_server.ingest.writer import StateSink
 
 __all__ = ["ACCOUNT_ID", "STRATEGIES", "DemoFeed", "symbol_names"]
@@ -246,7 +251,7 @@ class _StrategyStats:
         self.paused_until = 0.0
 
 
-class DemoFeed:
+class DemoFeed(TaskFeed):
     """A simulated market writing its state and events through ``sink``.
 
     ``symbols`` is how many symbols to simulate (names from :func:`symbol_names`),
@@ -254,6 +259,8 @@ class DemoFeed:
     makes the simulation reproducible, and ``start_time`` (Unix seconds, default: now) is the
     simulated clock at the first step.
     """
+
+    name = "demo"
 
     def __init__(
         self,
@@ -268,6 +275,7 @@ class DemoFeed:
             raise ValueError(f"symbols must be a positive integer, not {symbols!r}")
         if not (math.isfinite(updates_per_second) and updates_per_second > 0):
             raise ValueError(f"updates_per_second must be > 0, not {updates_per_second!r}")
+        super().__init__()
         self.sink = sink
         self.updates_per_second = float(updates_per_second)
         self.rng = random.Random(seed)
@@ -336,12 +344,12 @@ class DemoFeed:
         """
         loop = asyncio.get_running_loop()
         rate = self.updates_per_second
-        wake_period = max(1.0 / rate, 0.01)
         start = loop.time()
         done = 0
-        while not stop.is_set():
-            elapsed = loop.time() - start
-            due = int(elapsed * rate) + 1
+
+        def take_due_steps() -> None:
+            nonlocal start, done
+            due = int((loop.time() - start) * rate) + 1
             if due - done > rate:
                 skipped = due - done - 1
                 self._t0 += skipped / rate
@@ -351,10 +359,11 @@ class DemoFeed:
             while done < due:
                 self.step()
                 done += 1
-            next_at = start + (math.floor((loop.time() - start) / wake_period) + 1) * wake_period
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(next_at):
-                    await stop.wait()
+
+        take_due_steps()
+        async with contextlib.aclosing(periodic(max(1.0 / rate, 0.01), stop)) as wakes:
+            async for _ in wakes:
+                take_due_steps()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -363,8 +372,7 @@ class DemoFeed:
         ms = int(self._now * 1000)
         if ms != self._stamp_ms:
             self._stamp_ms = ms
-            dt = datetime.fromtimestamp(ms / 1000, UTC)
-            self._stamp = dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+            self._stamp = rfc3339_ms(ms)
         return self._stamp
 
     def _next_id(self) -> str:

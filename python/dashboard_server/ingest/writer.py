@@ -1,32 +1,171 @@
-"""The write side of the state: what a feed (demo, Redis ingest) writes into.
+"""The write side: the one facade every feed writes into.
 
-A :class:`StateSink` is the narrow interface a producer of state needs: JSON Pointer ingest ops on
-the state document and never-conflated events. The server implements it on top of the engine's
-``StateDoc`` plus its event queue; tests may implement it with a plain recorder.
+:class:`StateWriter` takes what a feed produces and nothing else reaches the state:
+
+- state ops at a JSON Pointer path (``merge``, ``replace``, ``remove``, and ``replace_bytes``,
+  decoded by the engine so a Redis payload never becomes Python objects);
+- never-conflated events (``publish_event``), handed to whatever sends them (the hub);
+- liveness: :meth:`StateWriter.note_section_update` says a section got a live update even if it
+  changed nothing, and :meth:`StateWriter.section_ages` is how stale each section is;
+- ingest metrics: :meth:`StateWriter.received` counts a message, :meth:`StateWriter.malformed`
+  counts and logs (rate-limited) one that could not be used. A feed calls ``malformed`` once for
+  a bad payload, so one bad payload is one count.
+
+Every op is atomic (the engine applies it whole or raises ``ValueError`` and changes nothing).
+:class:`StateSink` is the narrow part a producer of state needs (the demo feed writes through it,
+into a :class:`StateWriter` or, for ``publish-demo``, into Redis).
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-__all__ = ["StateSink"]
+from dashboard_server.core.engine import StateDocEngine
+from dashboard_server.core.protocol import EVENT_CHANNELS, Format
+from dashboard_server.core.ratelimit import LogLimiter
+from dashboard_server.telemetry.metrics import IngestMetrics
+
+__all__ = ["EventSink", "StateSink", "StateWriter", "WriteSide"]
+
+log = logging.getLogger(__name__)
+
+LOG_BURST = 10
+"""Malformed-payload warnings logged per second at most; the others are counted and summed up."""
 
 
 class StateSink(Protocol):
-    """Where state changes and events go."""
+    """Where a producer's state changes and events go."""
 
-    def merge(self, path: str, patch: Any) -> None:
+    def merge(self, path: str, patch: Any) -> Any:
         """RFC 7386 JSON Merge Patch of the value at the JSON Pointer ``path`` with ``patch``."""
         ...
 
-    def replace(self, path: str, value: Any) -> None:
+    def replace(self, path: str, value: Any) -> Any:
         """Make the value at ``path`` equal to ``value`` (absent members are removed)."""
         ...
 
-    def remove(self, path: str) -> None:
+    def remove(self, path: str) -> Any:
         """Remove the value at ``path`` (absent: nothing happens)."""
         ...
 
     def publish_event(self, channel: str, data: dict[str, Any]) -> None:
         """Queue a never-conflated event on ``channel`` (``fills``, ``alerts`` or ``trades``)."""
         ...
+
+
+class EventSink(Protocol):
+    """Whoever sends events on (the hub)."""
+
+    def publish_event(self, channel: str, data: Mapping[str, Any]) -> None:
+        """Queue an event for every subscriber's next flush."""
+        ...
+
+
+class WriteSide(StateSink, Protocol):
+    """What a transport needs of the write side (:class:`StateWriter` is it)."""
+
+    def replace_bytes(self, path: str, payload: bytes, fmt: Format) -> bool: ...
+    def section_ids(self, section: str) -> list[str]: ...
+    def note_section_update(self, section: str) -> None: ...
+    def received(self, section: str) -> None: ...
+    def malformed(self, section: str, name: str, reason: str) -> None: ...
+
+
+class StateWriter:
+    """The write side of one server (see the module doc)."""
+
+    def __init__(
+        self,
+        doc: StateDocEngine,
+        events: EventSink,
+        metrics: IngestMetrics,
+        *,
+        sections: Sequence[str],
+    ) -> None:
+        self.doc = doc
+        self.events = events
+        self.metrics = metrics
+        self.sections = tuple(sections)
+        self._updated: dict[str, float] = {}
+        self._received: dict[str, Any] = {}
+        self._malformed: dict[str, Any] = {}
+        self._log_limiter = LogLimiter(LOG_BURST)
+
+    # --- state ops -------------------------------------------------------------------------
+
+    def merge(self, path: str, patch: Any) -> bool:
+        """RFC 7386 merge at ``path``; True if something changed."""
+        return self._changed(path, self.doc.merge(path, patch))
+
+    def replace(self, path: str, value: Any) -> bool:
+        """Make the value at ``path`` equal to ``value``; True if something changed."""
+        return self._changed(path, self.doc.replace(path, value))
+
+    def remove(self, path: str) -> bool:
+        """Remove the value at ``path``; True if there was one."""
+        return self._changed(path, self.doc.remove(path))
+
+    def replace_bytes(self, path: str, payload: bytes, fmt: Format) -> bool:
+        """Make the value at ``path`` equal to a JSON or MessagePack ``payload``, decoded by the
+        engine (no Python objects are built); True if something changed."""
+        return self._changed(path, self.doc.replace_bytes(path, payload, fmt))
+
+    def section_ids(self, section: str) -> list[str]:
+        """The ids of the items in ``section`` (names only: no item is copied)."""
+        try:
+            return self.doc.keys(f"/{section}")
+        except (KeyError, ValueError):
+            return []
+
+    def _changed(self, path: str, changed: bool) -> bool:
+        if changed:  # a section's name has no "/" or "~": no unescaping needed
+            self._updated[path[1:].split("/", 1)[0]] = time.monotonic()
+        return changed
+
+    # --- events ----------------------------------------------------------------------------
+
+    def publish_event(self, channel: str, data: dict[str, Any]) -> None:
+        """Queue an event for the ``events`` subscribers (sent at their next flush)."""
+        if channel not in EVENT_CHANNELS:
+            raise ValueError(f"unknown event channel {channel!r}")
+        self.events.publish_event(channel, data)
+
+    # --- liveness --------------------------------------------------------------------------
+
+    def note_section_update(self, section: str) -> None:
+        """A live update for ``section`` arrived, changed something or not."""
+        self._updated[section] = time.monotonic()
+
+    def section_ages(self) -> dict[str, float | None]:
+        """Seconds since each section last changed or got a live update (``None``: never)."""
+        now = time.monotonic()
+        return {
+            s: round(now - self._updated[s], 3) if s in self._updated else None
+            for s in self.sections
+        }
+
+    # --- ingest metrics --------------------------------------------------------------------
+
+    def received(self, section: str) -> None:
+        """Count one message from a backend for ``section`` (or an event channel)."""
+        counter = self._received.get(section)
+        if counter is None:
+            counter = self._received[section] = self.metrics.messages.labels(section)
+        counter.inc()
+
+    def malformed(self, section: str, name: str, reason: str) -> None:
+        """Count and log (rate-limited) a message that could not be used; ``name`` says where
+        it came from (channel or key), ``reason`` what was wrong."""
+        counter = self._malformed.get(section)
+        if counter is None:
+            counter = self._malformed[section] = self.metrics.malformed.labels(section)
+        counter.inc()
+        allowed, held = self._log_limiter.allow()
+        if allowed:
+            log.warning(
+                "malformed payload skipped",
+                extra={"channel": name, "reason": reason, "suppressed": held},
+            )

@@ -1,17 +1,20 @@
-"""The server: state document, hub, fan-out, HTTP and WebSocket on one port, and its lifecycle.
+"""The server's wiring: state document, write side, feeds, hub, fan-out, HTTP and WebSocket on one
+port, and its lifecycle. It decides nothing itself: each part it builds does one job.
 
 :class:`DashboardServer` is used the same way by the CLI and by tests (in-process, ``port=0``)::
 
     server = DashboardServer(config)
     await server.start()          # listening; server.port is the bound port
-    ...                           # server.sink (the server itself) takes ingest ops and events
+    ...                           # feeds (or a test) write through server.writer
     await server.shutdown()       # health 503, clients closed with 1001, everything stopped
 
-It is also the :class:`~dashboard_server.ingest.writer.StateSink` the feeds write into: state ops
-go to
-the engine's ``StateDoc``, events to the hub. The feed is the Redis ingest when ``redis_url`` is
-set (:mod:`dashboard_server.ingest.redis.feed`), else the demo feed; the history sampler
-(:mod:`dashboard_server.server.history`) runs with either.
+The data path (docs/architecture.md): a feed (:mod:`dashboard_server.ingest`) writes into the
+:class:`~dashboard_server.ingest.writer.StateWriter`, which applies ops to the engine's
+``StateDoc`` and hands events to the :class:`~dashboard_server.fanout.hub.Hub`; the
+:class:`~dashboard_server.fanout.scheduler.Fanout` runs each interval's flush and writes what the
+hub decided; a :class:`~dashboard_server.server.session.Session` per connection handles what the
+client sends. The feed is the Redis feed when ``redis_url`` is set, else the demo feed; the
+history sampler runs with either.
 """
 
 from __future__ import annotations
@@ -27,22 +30,29 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 
 from dashboard_server import __version__
-from dashboard_server.config import Config, security_warnings
-from dashboard_server.core.engine import Engine, load_engine
+from dashboard_server.config import Config, endpoint_url, security_warnings, source_specs
+from dashboard_server.core.engine import Engine, StateDocEngine, load_engine
+from dashboard_server.core.messages import Messages
 from dashboard_server.core.protocol import (
     CLOSE_GOING_AWAY,
-    EVENT_CHANNELS,
     ConnectParams,
+    Query,
     parse_connect_query,
 )
 from dashboard_server.fanout.hub import Clock, Hub, SystemClock
-from dashboard_server.fanout.scheduler import LISTEN_BACKLOG, Fanout, Peer, deflate_extensions
-from dashboard_server.ingest.redis.feed import PayloadFormat, RedisIngest, RedisMetrics, RedisState
+from dashboard_server.fanout.scheduler import Fanout, Peer
+from dashboard_server.fanout.writer import LISTEN_BACKLOG, deflate_extensions
+from dashboard_server.ingest.demo import DemoFeed
+from dashboard_server.ingest.feed import Feed, FeedState
+from dashboard_server.ingest.http_poll import HttpPollFeed
+from dashboard_server.ingest.nats_feed import NatsFeed
+from dashboard_server.ingest.redis.feed import RedisFeed
+from dashboard_server.ingest.router import Resyncs, SourceRouter
+from dashboard_server.ingest.writer import StateWriter
 from dashboard_server.server.auth import Authenticator, select_subprotocol
 from dashboard_server.server.gate import Gate, OriginPolicy, ProxyPolicy, connection_class
 from dashboard_server.server.gcpolicy import GcPolicy
 from dashboard_server.server.history import (
-    HistoryMetrics,
     HistorySampler,
     HistoryStore,
     MemoryHistory,
@@ -53,7 +63,12 @@ from dashboard_server.server.http import HttpFront
 from dashboard_server.server.session import Session, close_within
 from dashboard_server.server.status import SourceHealth, StatusBoard
 from dashboard_server.server.web import static_response
-from dashboard_server.telemetry.metrics import ServerMetrics
+from dashboard_server.telemetry.metrics import (
+    HistoryMetrics,
+    IngestMetrics,
+    RedisMetrics,
+    ServerMetrics,
+)
 
 __all__ = ["DashboardServer"]
 
@@ -69,20 +84,13 @@ class DashboardServer:
         self.metrics = ServerMetrics()
         self.engine: Engine = load_engine(config.engine)
         self.metrics.set_build_info(__version__, self.engine.name)
-        self.doc: Any = self.engine.StateDoc(
+        self.doc: StateDocEngine = self.engine.StateDoc(
             sections=config.sections, max_tombstones=config.max_tombstones
         )
         self.epoch = uuid.uuid4().hex[:16]
-        self._section_updated: dict[str, float] = {}
-        self.status_board = StatusBoard(
-            sources=self._source_health,
-            section_ages=self._section_ages_raw,
-            stale_after=config.stale_after(),
-            sections=config.sections,
-        )
         self.hub: Hub[Peer] = Hub(
             self.doc,
-            epoch=self.epoch,
+            messages=Messages(self.doc, epoch=self.epoch, observe=self._observe_encode),
             sections=config.sections,
             clock=self.clock,
             high_water=config.write_buffer_high,
@@ -91,9 +99,27 @@ class DashboardServer:
             max_pending_events=config.max_pending_events,
             events_kept=config.events_kept,
             metrics=self.metrics,
-            status=self.status_board.current,
+            status=lambda: self.status_board.current(),
         )
         self.fanout = Fanout(self.hub, self.metrics)
+        self.writer = StateWriter(
+            self.doc, self.hub, IngestMetrics(self.metrics.registry), sections=config.sections
+        )
+        """The write side: every feed (and a test, or code embedding the server) writes here."""
+        self.feeds: list[Feed] = []
+        """The feeds started by :meth:`start`: those of the sources, or the demo feed."""
+        self.source_specs = source_specs(config)
+        """The sources feeding the state (none: the demo feed)."""
+        self.resyncs = Resyncs()
+        """Who bootstraps which source, for the at-most-once transports' reconnects."""
+        self.status_board = StatusBoard(
+            feed=lambda: self.feed_name,
+            sources=self._source_health,
+            section_ages=self.writer.section_ages,
+            stale_after=config.stale_after(),
+            sections=config.sections,
+        )
+        """What the ``status`` message says (the feed, its sources, the stale sections)."""
         self._gc_policy = GcPolicy()
         self.gate = Gate(
             authenticator=Authenticator(
@@ -121,12 +147,7 @@ class DashboardServer:
         self._sessions: set[Session] = set()
         self._shutting_down = False
         self._stopped = asyncio.Event()
-        self._feed_stop = asyncio.Event()
-        self._feed_task: asyncio.Task[None] | None = None
         self._started_at = time.monotonic()
-        self.feed_name = "none"
-        self.redis: RedisIngest | None = None
-        """The Redis ingest (``redis_url`` set), created by :meth:`start`."""
         history_metrics = HistoryMetrics(self.metrics.registry)
         self.history: HistoryStore = (
             MemoryHistory(config.history_size, history_metrics)
@@ -143,7 +164,7 @@ class DashboardServer:
             sections=[s for s in config.history_sections if s in config.sections],
             interval_ms=round(config.history_interval_s * 1000),
             read_section=self._read_section,
-            active=lambda: self.redis is None or self.redis.state is RedisState.OK,
+            active=self._feeds_ok,
         )
         self._history_stop = asyncio.Event()
         self._history_task: asyncio.Task[None] | None = None
@@ -172,10 +193,8 @@ class DashboardServer:
         )
         self._gc_policy.install()
         self._started_at = time.monotonic()
-        if self.config.redis_url is not None:
-            self.start_redis_ingest(self.config.redis_url)
-        elif self.config.demo:
-            self.start_demo_feed()
+        for feed in self._configured_feeds():
+            await self.add_feed(feed)
         if self.history_sampler.sections:
             self._history_task = asyncio.get_running_loop().create_task(
                 self.history_sampler.run(self._history_stop)
@@ -193,50 +212,126 @@ class DashboardServer:
         for warning in security_warnings(self.config):
             log.warning(warning)
 
-    def start_demo_feed(self, *, rate: float | None = None) -> None:
-        """Run the built-in demo feed into this server (``rate``: steps/s, default config)."""
-        from dashboard_server.ingest.demo import DemoFeed
-
-        feed = DemoFeed(
-            self,
-            symbols=self.config.demo_symbols,
-            updates_per_second=rate or self.config.demo_rate,
-            seed=self.config.demo_seed,
-        )
-        self._feed_stop = asyncio.Event()
-        self._feed_task = asyncio.get_running_loop().create_task(self._run_feed(feed.run))
-        self.feed_name = "demo"
-
-    def start_redis_ingest(self, url: str) -> None:
-        """Feed the state from Redis at ``url`` (docs/redis.md); retries until Redis answers."""
+    def _configured_feeds(self) -> list[Feed]:
+        """The feeds the configuration asks for: one per transport connection of the sources
+        whose endpoint is set (Redis, NATS, each HTTP source), else the demo feed."""
         c = self.config
-        self.redis = RedisIngest(
-            self,
-            url=url,
-            sections=c.sections,
-            metrics=RedisMetrics(self.metrics.registry),
-            reload_interval=c.redis_reload_interval_s,
-            health_interval=c.redis_health_interval_s,
-            health_timeout=c.redis_health_timeout_s,
-            backoff_initial=c.redis_backoff_initial_s,
-            backoff_max=c.redis_backoff_max_s,
-        )
-        self._feed_stop = asyncio.Event()
-        self._feed_task = asyncio.get_running_loop().create_task(self._run_feed(self.redis.run))
-        self.feed_name = "redis"
+        if not self.source_specs:
+            if not c.demo:
+                return []
+            demo = DemoFeed(
+                self.writer,
+                symbols=c.demo_symbols,
+                updates_per_second=c.demo_rate,
+                seed=c.demo_seed,
+            )
+            return [demo]
+        router = SourceRouter(self.writer)
+        on = [s for s in self.source_specs if endpoint_url(c, s.endpoint) is not None]
+        feeds: list[Feed] = []
+        if c.redis_url is not None and any(s.transport.startswith("redis") for s in on):
+            feeds.append(
+                RedisFeed(
+                    router,
+                    url=c.redis_url,
+                    sources=on,
+                    resyncs=self.resyncs,
+                    metrics=RedisMetrics(self.metrics.registry, RedisFeed.STATES),
+                    reload_interval=c.redis_reload_interval_s,
+                    health_interval=c.redis_health_interval_s,
+                    health_timeout=c.redis_health_timeout_s,
+                    backoff_initial=c.redis_backoff_initial_s,
+                    backoff_max=c.redis_backoff_max_s,
+                )
+            )
+        if c.nats_url is not None and any(s.transport == "nats" for s in on):
+            feeds.append(
+                NatsFeed(
+                    router,
+                    url=c.nats_url,
+                    sources=on,
+                    resyncs=self.resyncs,
+                    health_interval=c.redis_health_interval_s,
+                    timeout=c.redis_health_timeout_s,
+                    backoff_initial=c.redis_backoff_initial_s,
+                    backoff_max=c.redis_backoff_max_s,
+                )
+            )
+        for source in on:
+            base = endpoint_url(c, source.endpoint)
+            if source.transport == "http-poll" and base is not None:
+                feeds.append(
+                    HttpPollFeed(
+                        router,
+                        source,
+                        base_url=base,
+                        resyncs=self.resyncs,
+                        timeout=c.redis_health_timeout_s,
+                    )
+                )
+        return feeds
 
-    async def _run_feed(self, run: Any) -> None:
-        try:
-            await run(self._feed_stop)
-        except Exception:
-            log.exception("feed failed", extra={"feed": self.feed_name})
+    def source_states(self) -> dict[str, dict[str, Any]]:
+        """Every configured source: its transport, endpoint and state (``off``: its endpoint is
+        not set)."""
+        by_transport: dict[str, Feed] = {}
+        for feed in self.feeds:
+            if isinstance(feed, RedisFeed):
+                by_transport["redis"] = feed
+            elif isinstance(feed, NatsFeed):
+                by_transport["nats"] = feed
+            elif isinstance(feed, HttpPollFeed):
+                by_transport["http:" + feed.source.name] = feed
+        out: dict[str, dict[str, Any]] = {}
+        for source in self.source_specs:
+            key = (
+                "http:" + source.name
+                if source.transport == "http-poll"
+                else "redis"
+                if source.transport.startswith("redis")
+                else "nats"
+            )
+            found = by_transport.get(key)
+            health = found.health() if found is not None else None
+            out[source.name] = {
+                "transport": source.transport,
+                "endpoint": source.endpoint,
+                "state": "off" if health is None else health.state.value,
+                "error": None if health is None else health.error,
+            }
+        return out
 
-    async def stop_feed(self) -> None:
-        """Stop the feed and wait for it (the state stays as it is)."""
-        self._feed_stop.set()
-        if self._feed_task is not None:
-            await self._feed_task
-            self._feed_task = None
+    async def add_feed(self, feed: Feed) -> None:
+        """Start ``feed`` writing into this server; :meth:`stop_feeds` stops it."""
+        self.feeds.append(feed)
+        await feed.start()
+
+    async def stop_feeds(self) -> None:
+        """Stop every feed and wait for them (the state stays as it is)."""
+        for feed in self.feeds:
+            await feed.stop()
+
+    @property
+    def feed_name(self) -> str:
+        """What feeds the state: ``demo``, the sources' preset (``generic``, ``b25``),
+        ``custom`` for a list of sources, or ``none``."""
+        c = self.config
+        if self.source_specs:
+            return c.sources if isinstance(c.sources, str) else "custom" if c.sources else "generic"
+        return "demo" if self.feeds else "none"
+
+    def _source_health(self) -> list[SourceHealth]:
+        """Every feed's health, for the ``status`` message."""
+        healths = []
+        for feed in self.feeds:
+            health = feed.health()
+            healths.append(
+                SourceHealth(feed.name, health.state.value, health.since_s, health.error)
+            )
+        return healths
+
+    def _feeds_ok(self) -> bool:
+        return all(f.health().state is FeedState.OK for f in self.feeds)
 
     async def stop_history(self) -> None:
         """Stop the history sampler and wait for it (what it recorded stays readable)."""
@@ -278,7 +373,7 @@ class DashboardServer:
         try:
             if self.config.shutdown_grace_s > 0:
                 await asyncio.sleep(self.config.shutdown_grace_s)
-            await self.stop_feed()
+            await self.stop_feeds()
             await self.stop_history()
             await self.history.close()
             await self.fanout.stop()
@@ -305,7 +400,7 @@ class DashboardServer:
 
     # --- connections -----------------------------------------------------------------------
 
-    def _parse_params(self, query: str) -> ConnectParams:
+    def _parse_params(self, query: Query) -> ConnectParams:
         return parse_connect_query(
             query,
             sections=self.config.sections,
@@ -329,7 +424,6 @@ class DashboardServer:
             connection,
             params,
             hub=self.hub,
-            fanout=self.fanout,
             metrics=self.metrics,
             config=self.config,
             clock=self.clock,
@@ -370,8 +464,9 @@ class DashboardServer:
         clients = {"tui": 0, "web": 0}
         for session in self._sessions:
             clients[session.params.tier] += 1
-        redis_ok = self.redis is None or self.redis.state is RedisState.OK
-        status = "shutting_down" if self._shutting_down else "ok" if redis_ok else "degraded"
+        feeds = {f.name: f.health() for f in self.feeds}
+        ok = all(h.state is FeedState.OK for h in feeds.values())
+        status = "shutting_down" if self._shutting_down else "ok" if ok else "degraded"
         body: dict[str, Any] = {
             "status": status,
             "engine": self.engine.name,
@@ -382,36 +477,19 @@ class DashboardServer:
             "lagging": self.hub.lagging_count(),
             "groups": self.hub.group_count(),
             "feed": self.feed_name,
-            "redis": "disabled" if self.redis is None else self.redis.state.value,
+            "feeds": {
+                name: {"state": h.state.value, "since_s": round(h.since_s, 3), "error": h.error}
+                for name, h in feeds.items()
+            },
+            "redis": feeds["redis"].state.value if "redis" in feeds else "disabled",
         }
-        if self.redis is not None:
-            body["redis_since_s"] = round(self.redis.state_age, 3)
-            body["redis_error"] = self.redis.last_error
-        body["sections"] = self.section_ages()
+        if "redis" in feeds:  # the keys of the first release, kept for existing probes
+            body["redis_since_s"] = round(feeds["redis"].since_s, 3)
+            body["redis_error"] = feeds["redis"].error
+        if self.source_specs:
+            body["sources"] = self.source_states()
+        body["sections"] = self.writer.section_ages()
         return (503 if self._shutting_down else 200), body
-
-    def _source_health(self) -> list[SourceHealth]:
-        """Every feed's health, for the status message."""
-        if self.redis is not None:
-            redis = self.redis
-            return [SourceHealth("redis", redis.state.value, redis.state_age, redis.last_error)]
-        if self.feed_name == "demo":
-            running = self._feed_task is not None and not self._feed_task.done()
-            return [SourceHealth("demo", "ok" if running else "stopped", 0.0)]
-        return []
-
-    def _section_ages_raw(self) -> dict[str, float | None]:
-        now = time.monotonic()
-        updated = self._section_updated
-        return {s: now - updated[s] if s in updated else None for s in self.config.sections}
-
-    def section_ages(self) -> dict[str, float | None]:
-        """Seconds since each section last changed or got a live update (``None``: never)."""
-        now = time.monotonic()
-        return {
-            s: round(now - self._section_updated[s], 3) if s in self._section_updated else None
-            for s in self.config.sections
-        }
 
     async def _history_response(self, query: str) -> tuple[int, dict[str, Any]]:
         return await history_endpoint(
@@ -432,49 +510,8 @@ class DashboardServer:
         self.metrics.state_version.set(self.doc.version)
         return self.metrics.render()
 
-    # --- StateSink -------------------------------------------------------------------------
-
-    def merge(self, path: str, patch: Any) -> None:
-        """RFC 7386 merge at ``path`` into the state document."""
-        self._ingest(self.doc.merge, path, patch)
-
-    def replace(self, path: str, value: Any) -> None:
-        """Make the value at ``path`` equal to ``value``."""
-        self._ingest(self.doc.replace, path, value)
-
-    def remove(self, path: str) -> None:
-        """Remove the value at ``path``."""
-        self._ingest(self.doc.remove, path)
-
-    def replace_bytes(self, path: str, payload: bytes, fmt: PayloadFormat) -> bool:
-        """Make the value at ``path`` equal to a JSON or MessagePack ``payload``, decoded by the
-        engine (no Python objects are built); True if something changed."""
-        return self._ingest(self.doc.replace_bytes, path, payload, fmt)
-
-    def note_section_update(self, section: str) -> None:
-        """A live update for ``section`` arrived, changed something or not (staleness)."""
-        self._section_updated[section] = time.monotonic()
-
-    def section_ids(self, section: str) -> list[str]:
-        """The ids of the items in ``section`` (names only: no item is copied)."""
-        try:
-            ids: list[str] = self.doc.keys(f"/{section}")
-        except (KeyError, ValueError):
-            return []
-        return ids
-
-    def publish_event(self, channel: str, data: dict[str, Any]) -> None:
-        """Queue an event for the ``events`` subscribers (sent at their next flush)."""
-        if channel not in EVENT_CHANNELS:
-            raise ValueError(f"unknown event channel {channel!r}")
-        self.hub.publish_event(channel, data)
-
-    def _ingest(self, op: Any, path: str, *args: Any) -> bool:
-        try:
-            changed = bool(op(path, *args))
-        except ValueError:
-            self.metrics.ingest_errors.inc()
-            raise
-        if changed:  # a section's name has no "/" or "~": no unescaping needed
-            self._section_updated[path[1:].split("/", 1)[0]] = time.monotonic()
-        return changed
+    def _observe_encode(self, fmt: str, kind: str, seconds: float, size: int) -> None:
+        duration, by_type, message_size = self.metrics.encoded(fmt, kind)
+        duration.observe(seconds)
+        by_type.observe(seconds)
+        message_size.observe(size)

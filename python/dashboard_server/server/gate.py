@@ -31,13 +31,12 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Final
-from urllib.parse import parse_qsl
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from dashboard_server.core.protocol import ConnectParams
+from dashboard_server.core.protocol import ConnectParams, Query
 from dashboard_server.server.auth import (
     ANONYMOUS,
     SCOPE_METRICS,
@@ -47,10 +46,10 @@ from dashboard_server.server.auth import (
     Principal,
     find_token,
 )
-from dashboard_server.server.http import http_response
+from dashboard_server.server.responses import http_response
 from dashboard_server.telemetry.metrics import ServerMetrics
 
-__all__ = ["Gate", "OriginPolicy", "ProxyPolicy", "TokenBucket", "connection_class"]
+__all__ = ["Gate", "OriginPolicy", "ProxyPolicy", "connection_class"]
 
 log = logging.getLogger(__name__)
 
@@ -77,26 +76,6 @@ class OriginPolicy:
         if not self._allowed or not origins:
             return True
         return len(origins) == 1 and origins[0] in self._allowed
-
-
-class TokenBucket:
-    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up (starts full)."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self._tokens = float(burst)
-        self._last: float | None = None
-
-    def take(self, now: float) -> bool:
-        """Spend one token at time ``now`` (seconds, monotonic); ``False`` if there is none."""
-        if self._last is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 def connection_class(on_handshake_timeout: Callable[[], None]) -> type[ServerConnection]:
@@ -239,7 +218,7 @@ class Gate:
         )
 
     def check(
-        self, connection: ServerConnection, request: Request, path: str, query: str
+        self, connection: ServerConnection, request: Request, path: str, query: Query
     ) -> Response | None:
         """Origin and credentials for ``path``: a refusal, or ``None`` to go on."""
         if path == _WS_PATH:
@@ -273,7 +252,7 @@ class Gate:
         return None
 
     def admit(
-        self, connection: ServerConnection, params: ConnectParams, query: str
+        self, connection: ServerConnection, params: ConnectParams
     ) -> ConnectParams | Response:
         """Authorise the channels of a ``/ws`` request and take a connection slot.
 
@@ -282,7 +261,7 @@ class Gate:
         """
         principal = self._principals.get(connection, ANONYMOUS)
         if principal.channels is not None:
-            named = any(k == "channels" for k, _ in parse_qsl(query, keep_blank_values=True))
+            named = params.channels_named
             forbidden = principal.forbidden_channels(params.channels) if named else []
             allowed = params.channels & principal.channels
             if forbidden or not allowed:

@@ -16,8 +16,8 @@ points, oldest first (docs/redis.md, "History").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,15 +25,17 @@ from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter
 from redis.exceptions import RedisError, ResponseError
 
-from dashboard_server.core.protocol import ParamError, rfc3339_ms
-from dashboard_server.ingest.redis.feed import close_quietly, connect_redis, describe
+from dashboard_server.core.protocol import ParamError
+from dashboard_server.core.ticker import periodic
+from dashboard_server.core.timefmt import now_ms, rfc3339_ms
+from dashboard_server.ingest.feed import describe_failure
+from dashboard_server.ingest.redis.connection import close_quietly, connect_redis
+from dashboard_server.telemetry.metrics import HistoryMetrics
 
 __all__ = [
     "DEFAULT_LIMIT",
-    "HistoryMetrics",
     "HistoryQuery",
     "HistorySampler",
     "HistoryStore",
@@ -105,27 +107,6 @@ def parse_history_query(query: str, *, types: Sequence[str], max_limit: int) -> 
         if not 1 <= limit <= max_limit:
             raise ParamError("limit", f"must be between 1 and {max_limit}, got {limit}")
     return HistoryQuery(kind, symbol, limit)
-
-
-class HistoryMetrics:
-    """History metrics, registered in the server's registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.points = Counter(
-            "dashboard_history_points",
-            "History points recorded by this instance.",
-            registry=registry,
-        )
-        self.duplicates = Counter(
-            "dashboard_history_duplicates",
-            "History points not recorded because another instance recorded that instant first.",
-            registry=registry,
-        )
-        self.errors = Counter(
-            "dashboard_history_errors",
-            "Samples that could not be written to the history store.",
-            registry=registry,
-        )
 
 
 class HistoryStore(Protocol):
@@ -213,7 +194,7 @@ class RedisHistory:
                 results = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             self.metrics.errors.inc()
-            log.warning("history sample not recorded", extra={"error": describe(exc)})
+            log.warning("history sample not recorded", extra={"error": describe_failure(exc)})
             return
         recorded = duplicates = 0
         for result in results:
@@ -223,7 +204,7 @@ class RedisHistory:
                 duplicates += 1
             else:
                 self.metrics.errors.inc()
-                log.warning("history point not recorded", extra={"error": describe(result)})
+                log.warning("history point not recorded", extra={"error": describe_failure(result)})
         self.metrics.points.inc(recorded)
         self.metrics.duplicates.inc(duplicates)
 
@@ -234,7 +215,8 @@ class RedisHistory:
                 self.stream_key(kind, symbol), "+", "-", count=limit
             )
         except (RedisError, OSError) as exc:
-            raise HistoryUnavailable(f"history store unavailable: {describe(exc)}") from None
+            reason = describe_failure(exc)
+            raise HistoryUnavailable(f"history store unavailable: {reason}") from None
         points: list[Point] = []
         for _, fields in reversed(entries or []):
             try:
@@ -300,21 +282,21 @@ class HistorySampler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sample at every wall-clock multiple of the interval until ``stop`` is set."""
-        while not stop.is_set():
-            now_ms = time.time_ns() // 1_000_000
-            due = (now_ms // self.interval_ms + 1) * self.interval_ms
-            try:
-                await asyncio.wait_for(stop.wait(), (due - now_ms) / 1000)
-                return
-            except TimeoutError:
-                pass
-            if not self.active():
-                continue
-            try:
-                await self.store.record(due, self.collect(due))
-                self.samples += 1
-            except Exception:
-                log.exception("history sample failed")
+        loop = asyncio.get_running_loop()
+        period = self.interval_ms / 1000
+        start = loop.time() - (now_ms() % self.interval_ms) / 1000  # the grid on wall multiples
+        last_due = -1
+        async with contextlib.aclosing(periodic(period, stop, start=start)) as ticks:
+            async for _ in ticks:
+                due = now_ms() // self.interval_ms * self.interval_ms
+                if due == last_due or not self.active():
+                    continue
+                last_due = due
+                try:
+                    await self.store.record(due, self.collect(due))
+                    self.samples += 1
+                except Exception:
+                    log.exception("history sample failed")
 
 
 async def history_endpoint(

@@ -9,41 +9,20 @@ accepted ``/ws`` request are kept for the connection handler (:meth:`HttpFront.t
 
 from __future__ import annotations
 
-import email.utils
-import http
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from dashboard_server.core.protocol import ConnectParams, ParamError
-from dashboard_server.server.auth import redact
+from dashboard_server.core.protocol import ConnectParams, ParamError, Query, split_query
+from dashboard_server.server.gate import Gate
+from dashboard_server.server.responses import http_response
+from dashboard_server.telemetry.logs import redact
 
-if TYPE_CHECKING:
-    from dashboard_server.server.gate import Gate
-
-__all__ = ["HttpFront", "http_response"]
-
-
-def http_response(status: int, body: Any, content_type: str = "application/json") -> Response:
-    """An HTTP response: ``body`` as JSON, or raw bytes of type ``content_type``."""
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
-    status_enum = http.HTTPStatus(status)
-    headers = Headers(
-        [
-            ("Date", email.utils.formatdate(usegmt=True)),
-            ("Connection", "close"),
-            ("Content-Length", str(len(data))),
-            ("Content-Type", content_type),
-            ("Cache-Control", "no-store"),
-        ]
-    )
-    return Response(status_enum.value, status_enum.phrase, headers, data)
+__all__ = ["HttpFront"]
 
 
 class HttpFront:
@@ -52,7 +31,7 @@ class HttpFront:
     def __init__(
         self,
         *,
-        parse_params: Callable[[str], ConnectParams],
+        parse_params: Callable[[Query], ConnectParams],
         health: Callable[[], tuple[int, dict[str, Any]]],
         metrics: Callable[[], bytes],
         accepting: Callable[[], bool],
@@ -78,8 +57,9 @@ class HttpFront:
         """The ``process_request`` hook: a response (awaitable for the history, which may read
         Redis), or ``None`` to go on with the upgrade."""
         url = urlsplit(request.path)
+        query = split_query(url.query)  # once: the gate and the parameters read the same pairs
         if self._gate is not None:  # origin and credentials (docs/security.md)
-            refused = self._gate.check(connection, request, url.path, url.query)
+            refused = self._gate.check(connection, request, url.path, query)
             if refused is not None:
                 return refused
         if url.path == "/health":
@@ -100,14 +80,14 @@ class HttpFront:
                 503, {"error": "shutting_down", "message": "server is shutting down"}
             )
         try:
-            params = self._parse_params(url.query)
+            params = self._parse_params(query)
         except ParamError as exc:
             return http_response(
                 400,
                 {"error": "bad_parameter", "parameter": exc.parameter, "message": redact(str(exc))},
             )
         if self._gate is not None:  # allowed channels, connection limits
-            admitted = self._gate.admit(connection, params, url.query)
+            admitted = self._gate.admit(connection, params)
             if isinstance(admitted, Response):
                 return admitted
             params = admitted

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from dashboard_server.config import Config
+from dashboard_server.core.messages import error_message, pong_message
 from dashboard_server.core.protocol import (
     CLOSE_BAD_MESSAGES,
     CLOSE_LAGGING,
@@ -27,16 +28,13 @@ from dashboard_server.core.protocol import (
     MessageError,
     Ping,
     Refresh,
-    StrikeCounter,
     Subscribe,
     Unsubscribe,
-    error_message,
     parse_client_message,
-    pong_message,
 )
+from dashboard_server.core.ratelimit import StrikeCounter, TokenBucket
 from dashboard_server.fanout.hub import Clock, Hub
-from dashboard_server.fanout.scheduler import Fanout, Peer
-from dashboard_server.server.gate import TokenBucket
+from dashboard_server.fanout.scheduler import Peer
 from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = ["Session", "close_within"]
@@ -67,7 +65,6 @@ class Session:
         params: ConnectParams,
         *,
         hub: Hub[Peer],
-        fanout: Fanout,
         metrics: ServerMetrics,
         config: Config,
         clock: Clock,
@@ -79,7 +76,6 @@ class Session:
         """The client's address for the logs (behind a trusted proxy, the forwarded one)."""
         self.params = params
         self.hub = hub
-        self.fanout = fanout
         self.metrics = metrics
         self.config = config
         self.clock = clock
@@ -101,7 +97,6 @@ class Session:
     async def run(self) -> None:
         """Join the hub, handle client messages until the connection closes, then leave."""
         self.hub.add(self, self.params)
-        self.fanout.sync()
         self.metrics.active_connections.inc()
         try:
             async for message in self._connection:
@@ -145,11 +140,9 @@ class Session:
                 return
             self.metrics.messages_received.labels("subscribe").inc()
             self.hub.set_channels(self, self.hub.channels_of(self) | message.channels)
-            self.fanout.sync()
         elif isinstance(message, Unsubscribe):
             self.metrics.messages_received.labels("unsubscribe").inc()
             self.hub.set_channels(self, self.hub.channels_of(self) - message.channels)
-            self.fanout.sync()
         elif isinstance(message, Refresh):
             self.metrics.messages_received.labels("refresh").inc()
             self.hub.refresh(self)

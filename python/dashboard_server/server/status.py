@@ -3,7 +3,8 @@
 :class:`StatusBoard` is sans-I/O: it is given a way to read each source's health and each
 section's age, and :meth:`StatusBoard.current` returns the status body (docs/protocol.md,
 "``status``"): ``feed``, the overall ``state``, every source's ``state``/``error``/``since`` and the
-``stale`` sections. The body is the same object for as long as nothing in it changes, so the hub
+``stale`` sections; ``feed`` is what feeds the state (``demo``, the sources' preset, ...). The
+body is the same object for as long as nothing in it changes, so the hub
 can tell a change by identity and encode a ``status`` message only once per change and format.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dashboard_server.core.protocol import rfc3339_ms
+from dashboard_server.core.timefmt import rfc3339_ms
 
 __all__ = ["SourceHealth", "StatusBoard"]
 
@@ -40,6 +41,7 @@ class StatusBoard:
     def __init__(
         self,
         *,
+        feed: Callable[[], str],
         sources: Callable[[], Iterable[SourceHealth]],
         section_ages: Callable[[], Mapping[str, float | None]],
         stale_after: Mapping[str, float],
@@ -47,6 +49,7 @@ class StatusBoard:
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._feed = feed
         self._sources = sources
         self._section_ages = section_ages
         self._stale_after = dict(stale_after)
@@ -93,7 +96,7 @@ class StatusBoard:
             state = "degraded"
         else:
             state = "ok"
-        feed = "+".join(r[0] for r in rows) or "none"
+        feed = self._feed()
         key = (feed, state, tuple(rows), tuple(stale))
         if key != self._key or self._body is None:
             self._key = key

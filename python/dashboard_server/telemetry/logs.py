@@ -2,21 +2,21 @@
 
 Each record carries ``ts`` (RFC 3339 UTC, milliseconds), ``level``, ``logger``, ``msg`` and any
 ``extra={...}`` fields given at the call site; exceptions add ``exc``. Every line is passed
-through :func:`dashboard_server.server.auth.redact`, so no token reaches the logs.
+through :func:`redact`, so no token reaches the logs.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any, Final, TextIO
 
 import orjson
 
-from dashboard_server.core.protocol import rfc3339_ms
-from dashboard_server.server.auth import redact
+from dashboard_server.core.timefmt import rfc3339_ms
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "configure_logging", "redact"]
 
 _STANDARD: Final = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
@@ -55,3 +55,25 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     logging.getLogger("websockets").setLevel(
         logging.DEBUG if level.lower() == "debug" else logging.WARNING
     )
+
+
+_REDACTIONS: Final = (
+    # token=... in query strings (raw or inside a repr)
+    (re.compile(r"(?i)(\btoken=)[^&\s\"'\\]+"), r"\1[REDACTED]"),
+    # Authorization: Bearer xyz / 'authorization': 'Basic xyz'
+    (
+        re.compile(r"(?i)(authorization[\"']?\s*[:=,]\s*[\"']?)(\w+\s+)?[^\s\"',\\]+"),
+        r"\1\2[REDACTED]",
+    ),
+    (re.compile(r"(?i)(\bbearer[.\s]+)[^\s\"',\\]+"), r"\1[REDACTED]"),
+    # anything shaped like a JWT
+    (re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*"), "[REDACTED-JWT]"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with tokens removed: ``token=`` values, ``Authorization`` credentials,
+    ``bearer.`` subprotocol entries and anything shaped like a JWT."""
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text

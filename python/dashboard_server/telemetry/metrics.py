@@ -1,7 +1,9 @@
-"""Prometheus metrics of one server instance, in a registry of its own.
+"""Prometheus metrics: every metric the package exports is declared here, and only here.
 
 Each :class:`ServerMetrics` owns a :class:`~prometheus_client.CollectorRegistry`, so several
-servers (tests start many in one process) never share or clash. ``/metrics`` renders it, with the
+servers (tests start many in one process) never share or clash; ``/metrics`` renders it. The
+groups a part of the server registers only when it runs (:class:`IngestMetrics`,
+:class:`RedisMetrics`, :class:`HistoryMetrics`) take that registry. The registry also has the
 standard process (``process_*``), platform (``python_info``) and garbage collector
 (``python_gc_*``) collectors and ``dashboard_build_info``.
 
@@ -18,6 +20,7 @@ and alerts written for it keep working. No ``_created`` series are exported.
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -32,7 +35,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["ServerMetrics"]
+__all__ = ["HistoryMetrics", "IngestMetrics", "RedisMetrics", "ServerMetrics"]
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -186,9 +189,6 @@ class ServerMetrics:
         self.state_version = Gauge(
             "dashboard_state_version", "Current version of the state document.", registry=r
         )
-        self.ingest_errors = Counter(
-            "dashboard_ingest_errors", "Ingest ops rejected by the engine.", registry=r
-        )
         self.security_refusals = Counter(
             "dashboard_security_refusals",
             "Requests refused and connections closed by a security check or limit, by reason "
@@ -227,3 +227,87 @@ class ServerMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class IngestMetrics:
+    """What the write side counts of the backends' messages."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter(
+            "dashboard_ingest_messages",
+            "Messages received from the backends, by section (or event channel).",
+            ["section"],
+            registry=registry,
+        )
+        self.malformed = Counter(
+            "dashboard_ingest_malformed",
+            "Payloads or keys skipped because they could not be used, by section.",
+            ["section"],
+            registry=registry,
+        )
+
+
+class RedisMetrics:
+    """The Redis feed's connection and reload metrics."""
+
+    def __init__(self, registry: CollectorRegistry, states: Iterable[str]) -> None:
+        self.reloads = Counter(
+            "dashboard_redis_reloads",
+            "Reloads of the state from Redis (SCAN + MGET), by trigger (connect, periodic).",
+            ["trigger"],
+            registry=registry,
+        )
+        self.reload_seconds = Histogram(
+            "dashboard_redis_reload_seconds",
+            "Duration of a reload from Redis.",
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
+        )
+        self.reload_keys = Gauge(
+            "dashboard_redis_reload_keys", "Keys read by the last reload.", registry=registry
+        )
+        self.connected = Gauge(
+            "dashboard_redis_connected",
+            "1 while the ingest is subscribed, reloaded and Redis answers PINGs, else 0.",
+            registry=registry,
+        )
+        self.state = Gauge(
+            "dashboard_redis_state",
+            "The ingest's Redis state: 1 for the current one (connecting, ok, down, stalled).",
+            ["state"],
+            registry=registry,
+        )
+        self.connects = Counter(
+            "dashboard_redis_connects",
+            "Successful (re)subscriptions to Redis.",
+            registry=registry,
+        )
+        self.disconnects = Counter(
+            "dashboard_redis_disconnects",
+            "Failed connection attempts and lost connections, by reason (error, stalled).",
+            ["reason"],
+            registry=registry,
+        )
+        for state in states:
+            self.state.labels(state).set(0)
+
+
+class HistoryMetrics:
+    """The history store's metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.points = Counter(
+            "dashboard_history_points",
+            "History points recorded by this instance.",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "dashboard_history_duplicates",
+            "History points not recorded because another instance recorded that instant first.",
+            registry=registry,
+        )
+        self.errors = Counter(
+            "dashboard_history_errors",
+            "Samples that could not be written to the history store.",
+            registry=registry,
+        )

@@ -20,8 +20,11 @@ from typing import Any, Final, Literal
 import msgpack
 import orjson
 
+from dashboard_server.core.pointer import unescape_token
+from dashboard_server.core.ticker import periodic
 from dashboard_server.ingest.demo import DemoFeed
-from dashboard_server.ingest.redis.feed import close_quietly, connect_redis, describe
+from dashboard_server.ingest.feed import describe_failure
+from dashboard_server.ingest.redis.connection import close_quietly, connect_redis
 
 __all__ = ["RedisPublisher", "merge_patch", "publish_demo"]
 
@@ -72,7 +75,7 @@ class RedisPublisher:
     def _key(path: str) -> tuple[str, str]:
         """``/{section}/{id}`` -> (``{section}:{id}``, the section)."""
         _, section, item_id = path.split("/", 2)
-        item_id = item_id.replace("~1", "/").replace("~0", "~")
+        item_id = unescape_token(item_id)
         return f"{section}:{item_id}", section
 
     # --- StateSink -------------------------------------------------------------------------
@@ -126,7 +129,7 @@ class RedisPublisher:
                 await pipe.execute()
         except Exception as exc:
             self.failures += 1
-            log.warning("publish failed; retrying", extra={"error": describe(exc)})
+            log.warning("publish failed; retrying", extra={"error": describe_failure(exc)})
             dirty.update(self._dirty)  # newer writes made meanwhile win
             self._dirty = dirty
             self._events = events + self._events
@@ -159,19 +162,16 @@ async def publish_demo(
     stop = stop or asyncio.Event()
     publisher = RedisPublisher(url, fmt=fmt)
     feed = DemoFeed(publisher, symbols=symbols, updates_per_second=rate, seed=seed)
-    feed_task = asyncio.get_running_loop().create_task(feed.run(stop))
     loop = asyncio.get_running_loop()
-    deadline = None if duration is None else loop.time() + duration
+    feed_task = loop.create_task(feed.run(stop))
+    if duration is not None:
+        loop.call_later(duration, stop.set)
     try:
-        while not stop.is_set():
-            if deadline is not None and loop.time() >= deadline:
-                stop.set()
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), flush_interval)
-            if not await publisher.flush():
-                with contextlib.suppress(TimeoutError):  # back off while Redis is away
-                    await asyncio.wait_for(stop.wait(), 0.5)
+        async with contextlib.aclosing(periodic(flush_interval, stop)) as ticks:
+            async for _ in ticks:
+                if not await publisher.flush():
+                    with contextlib.suppress(TimeoutError):  # back off while Redis is away
+                        await asyncio.wait_for(stop.wait(), 0.5)
     finally:
         stop.set()
         await feed_task

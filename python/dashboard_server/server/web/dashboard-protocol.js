@@ -10,7 +10,8 @@
 //                        since=<version>&epoch=<epoch>. `serverStatus` is the server's last
 //                        `status` message (its feed, sources and stale sections).
 //   serverHealth         what a `status` message means for a page: demo, ok, degraded, down.
-//   helpers              parsePointer, applyChanges, applyJsonPatch, touchedItems, buildUrl.
+//   helpers              parsePointer, applyChanges, applyJsonPatch, setMember, touchedItems,
+//                        buildUrl.
 //
 // docs/web.md documents the API; the dashboard page (app.js) is one user of it.
 
@@ -66,6 +67,18 @@ const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v)
 const own = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
 
 /**
+ * `obj[key] = value` as an own, enumerable member, `__proto__` included: a plain assignment of
+ * `__proto__` would set the object's prototype (or do nothing) instead of storing the data.
+ */
+export function setMember(obj, key, value) {
+  if (key === "__proto__") {
+    Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+  } else {
+    obj[key] = value;
+  }
+}
+
+/**
  * Apply an update in the `changes` form to `root` (mutated in place): first every pointer of
  * `removed` is deleted (if present), then every `changes` entry sets the subtree at its pointer,
  * creating missing parent objects. Returns the new root (a change at "" replaces it).
@@ -90,11 +103,11 @@ export function applyChanges(root, msg) {
     let node = root;
     for (let i = 0; i < tokens.length - 1; i++) {
       const t = tokens[i];
-      if (!own(node, t)) node[t] = {};
+      if (!own(node, t)) setMember(node, t, {});
       else if (!isObject(node[t])) throw new PatchError(`${pointer}: ${JSON.stringify(t)} is not an object`);
       node = node[t];
     }
-    node[tokens[tokens.length - 1]] = value;
+    setMember(node, tokens[tokens.length - 1], value);
   }
   return root;
 }
@@ -141,7 +154,7 @@ export function applyJsonPatch(doc, patch) {
       else parent[arrayIndex(last, parent.length, false, pointer)] = value;
     } else {
       if (op === "replace" && !own(parent, last)) throw new PatchError(`${pointer}: replace of a missing member`);
-      parent[last] = value;
+      setMember(parent, last, value);
     }
   };
   const del = (pointer) => {
