@@ -52,6 +52,10 @@ class Fanout:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._stopped = False
         self._latencies: dict[str, Any] = {}
+        self._bytes = {
+            True: metrics.bytes_sent.labels("json"),
+            False: metrics.bytes_sent.labels("msgpack"),
+        }
         hub.on_new_interval = self._start
 
     def _latency(self, tier: str) -> Any:
@@ -114,8 +118,6 @@ class Fanout:
             )
             for tier, members in delivery.tiers:
                 self.metrics.sent(tier, delivery.kind).inc(members)
-            self.metrics.bytes_sent.labels("json" if delivery.text else "msgpack").inc(
-                count * len(delivery.payload)
-            )
+            self._bytes[delivery.text].inc(count * len(delivery.payload))
         for member in flush.lagged_out:
             member.close_lagging()
