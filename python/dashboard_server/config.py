@@ -59,7 +59,9 @@ DEFAULT_SECTIONS: Final = (
     "strategies",
 )
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
-EXTRA_ENV: Final = frozenset({CONFIG_ENV, "DASHBOARD_TOKEN", "DASHBOARD_REQUIRE_NATIVE"})
+EXTRA_ENV: Final = frozenset(
+    {CONFIG_ENV, "DASHBOARD_TOKEN", "DASHBOARD_REQUIRE_NATIVE", "DASHBOARD_TEST_FEED_SECONDS"}
+)
 """``DASHBOARD_*`` variables that are not settings but are read elsewhere (the YAML file, the
 ``watch`` command's token, the test suite): never reported as unknown."""
 PLACEHOLDER_TOKEN: Final = "change-me"
@@ -597,7 +599,23 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
     _validate_security(config, fail)
     config = dataclasses.replace(config, redis_url=_redis_url(config.redis_url))
     config = _resolve_sources(config, "sections" in sources, fail)
+    _validate_staleness(config, fail)
     return dataclasses.replace(config, log_level=config.log_level.lower())
+
+
+def _validate_staleness(config: Config, fail: Callable[[str, str], ConfigError]) -> None:
+    """``stale_sections``: ``section=seconds`` for sections of the final list (a preset's)."""
+    for item in config.stale_sections:
+        section, eq, seconds = item.partition("=")
+        try:
+            ok = bool(eq) and section.strip() in config.sections and _float(seconds) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise fail(
+                "stale_sections",
+                f"expected section=seconds with a configured section, got {item!r}",
+            )
 
 
 _HOST_PORT: Final = re.compile(
@@ -682,17 +700,6 @@ def _validate_security(config: Config, fail: Callable[[str, str], ConfigError]) 
                 "allowed_origins",
                 f"expected scheme://host[:port] (no path, no trailing slash) or null, "
                 f"got {origin!r}",
-            )
-    for item in config.stale_sections:
-        section, eq, seconds = item.partition("=")
-        try:
-            ok = bool(eq) and section.strip() in config.sections and _float(seconds) >= 0
-        except ValueError:
-            ok = False
-        if not ok:
-            raise fail(
-                "stale_sections",
-                f"expected section=seconds with a configured section, got {item!r}",
             )
     for proxy in config.trusted_proxies:
         try:
