@@ -91,6 +91,13 @@ async def desk(
         settings = {k: v for k, v in settings.items() if v is not None}
         server = DashboardServer(make_config(engine_name, **settings))
         await server.start()
+        started = server
+
+        def ready() -> bool:  # subscribed and loaded: what is emitted from now on is seen
+            states = started.source_states().values()
+            return all(s["state"] in ("ok", "off") for s in states)
+
+        await until(ready, "every source ok")
         yield Desk(redis, nats, account_monitor, strategy_engine, sim, server)
     finally:
         if server is not None:
