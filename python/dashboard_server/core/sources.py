@@ -227,13 +227,20 @@ def _number(text: Any) -> Any:
 
 def _finite(value: Any, what: str) -> float:
     """A decimal string or a JSON number as a finite float; :class:`ValueError` otherwise."""
-    number = _number(value)
-    if isinstance(number, bool) or not isinstance(number, int | float):
-        raise ValueError(f"{what} {str(value)[:40]!r} is not a number")
-    result = float(number) + 0.0
-    if not math.isfinite(result):
-        raise ValueError(f"{what} {str(value)[:40]!r} is not a finite number")
-    return result
+    kind = type(value)  # exact types first: this runs for every level of every book
+    if kind is float:
+        if math.isfinite(value):
+            return float(value) + 0.0
+    elif kind is int:
+        return float(value) + 0.0
+    elif kind is str:
+        if len(value) <= 64 and _DECIMAL.fullmatch(value):
+            number = float(value)
+            if math.isfinite(number):
+                return number + 0.0
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return _finite(float(value), what)
+    raise ValueError(f"{what} {str(value)[:40]!r} is not a finite number")
 
 
 def _decimals(arg: Any, where: str) -> Transform:
@@ -272,7 +279,7 @@ def _book(arg: Any, where: str) -> Transform:
             pairs = [(_finite(p, "price"), _finite(s, "size")) for p, s in side.items()]
         else:
             raise ValueError("a book side must be an object {price: size} or a list of levels")
-        pairs.sort(key=lambda level: level[0], reverse=best_first_descending)
+        pairs.sort(reverse=best_first_descending)  # by price (a price is in a side once)
         return [[p, s] for p, s in pairs[:depth]]
 
     def book(item: dict[str, Any]) -> dict[str, Any]:
