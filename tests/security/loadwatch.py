@@ -70,6 +70,8 @@ class Watch:
         assert self.messages and self.messages[0][1]["type"] == "snapshot"
         seq = self.messages[0][1]["seq"]
         for _, message in self.messages[1:]:
+            if message["type"] == "status":  # no seq: the feeds' status, after the snapshot
+                continue
             assert message["type"] == "update", message["type"]
             assert message["seq"] == seq + 1, (message["seq"], seq)
             seq = message["seq"]
