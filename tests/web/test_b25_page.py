@@ -18,11 +18,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from webtools import ServerProcess, browser_unavailable, chromium, free_port, page_url
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "redis"))
 from redis_helpers import RedisProcess
 
@@ -42,7 +43,7 @@ def sample(name: str) -> Any:
 class BackendHttp:
     """The account monitor's and the strategy engine's HTTP APIs, from the samples."""
 
-    ROUTES = {
+    ROUTES: ClassVar[dict[str, str]] = {
         "/api/account": "http-account-account.json",
         "/api/service-info": "http-strategy-service-info.json",
         "/status": "http-strategy-status.json",
@@ -52,7 +53,7 @@ class BackendHttp:
         routes = {path: (SAMPLES / f).read_bytes() for path, f in self.ROUTES.items()}
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the library's name
+            def do_GET(self) -> None:
                 body = routes.get(self.path)
                 self.send_response(200 if body is not None else 404)
                 self.send_header("Content-Type", "application/json")
@@ -106,7 +107,11 @@ def publish_book(redis: RedisProcess) -> None:
     r.close()
 
 
-PANEL_TEXT = """(sel) => [...document.querySelectorAll(sel)].map((el) => el.innerText).join(' | ')"""
+CELLS = "(sel) => [...document.querySelectorAll(sel + ' tbody td')].map((td) => td.innerText)"
+DASH = "\u2013"  # what the page shows for a missing value
+PANEL_TEXT = (
+    """(sel) => [...document.querySelectorAll(sel)].map((el) => el.innerText).join(' | ')"""
+)
 
 
 def test_every_panel_of_the_original_desk_shows_values(redis: RedisProcess) -> None:
@@ -126,7 +131,7 @@ def test_every_panel_of_the_original_desk_shows_values(redis: RedisProcess) -> N
                     "window.dashboard && window.dashboard.renderedSeq !== null", timeout=15_000
                 )
                 page.wait_for_function(  # the HTTP sources have answered
-                    "() => { const d = window.dashboard.state && window.dashboard.state.data;"
+                    "() => { const d = window.dashboard.conn.state.data;"
                     " return d && d.strategy_engine && d.strategy_engine.status && d.pnl"
                     " && d.pnl.account && Object.keys(d.strategies || {}).length === 3; }",
                     timeout=20_000,
@@ -143,23 +148,21 @@ def test_every_panel_of_the_original_desk_shows_values(redis: RedisProcess) -> N
                 assert "67,421.30" in book and "67,421.40" in book  # best bid, best ask
                 orders = page.evaluate(PANEL_TEXT, "#t-orders tbody tr")
                 assert "submitted" in orders and "BUY" in orders and "67,400" in orders
-                assert "1 working" in page.locator("#c-orders").inner_text()
+                assert "1 working" in page.locator("#c-orders").inner_text().lower()
                 positions = page.evaluate(PANEL_TEXT, "#t-positions tbody tr")
                 assert "LONG" in positions and "67,421.35" in positions  # marked from market
                 balances = page.evaluate(PANEL_TEXT, "#t-balances tbody tr")
                 assert "USDT" in balances and "14,873.21" in balances
                 account = page.evaluate(PANEL_TEXT, "#acct-totals dd")
                 assert "+12.30" in account and "+0.37" in account  # realized / unrealized
-                strategies = page.locator(".p-strategies").inner_text()
+                strategies = page.locator(".p-strategies").inner_text().lower()
                 assert "market_making" in strategies and "spread" in strategies
-                extra = page.locator("[data-section=strategy_engine]").inner_text()
+                extra = page.locator("[data-section=strategy_engine]").inner_text().lower()
                 assert "simulation" in extra and "active_strategies" in extra
                 # no panel that has data is a row of dashes
                 for sel in ("#t-market", "#t-orders", "#t-positions", "#t-balances"):
-                    cells = page.evaluate(
-                        f"[...document.querySelectorAll('{sel} tbody td')].map((td) => td.innerText)"
-                    )
-                    filled = [c for c in cells if c.strip() not in ("", "–")]
+                    cells = page.evaluate(CELLS, sel)
+                    filled = [c for c in cells if c.strip() not in ("", DASH)]
                     assert len(filled) >= len(cells) / 2, (sel, cells)
         finally:
             server.stop()
