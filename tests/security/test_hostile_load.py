@@ -103,9 +103,9 @@ def test_unread_pongs_count_against_the_write_cap() -> None:
             during = await watch.measure(SECONDS)
             result = await attacker.result()
             watch.assert_held(control, during)
-            assert result["sent"] > 20_000, result  # >= 2.5 MB of pings, each asking a pong
+            assert result["sent"] > 5_000, result  # >= 650 KB of pings, each asking a pong
             assert refusals(srv, "pong_dropped") > 0
-            assert sample(srv, "dashboard_lag_closes_total") == 1
+            await wait_until(lambda: sample(srv, "dashboard_lag_closes_total") == 1)
 
     run(scenario(), timeout=60)
 
