@@ -42,6 +42,16 @@ DEFAULT_SECTIONS: Final = (
     "strategies",
 )
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+DEFAULT_SYMBOL_FIELDS: Final[tuple[tuple[str, str | None], ...]] = (
+    ("market_data", None),
+    ("orderbook", None),
+    ("positions", None),
+    ("orders", "symbol"),
+    ("fills", "symbol"),
+    ("trades", "symbol"),
+    ("alerts", "symbol"),
+)
+"""Where the symbol is, per section or event channel (``None``: the item id is the symbol)."""
 
 
 class ConfigError(ValueError):
@@ -98,6 +108,8 @@ class Config:
     max_message_rate: float = 20.0
     message_burst: int = 40
     open_timeout_s: float = 10.0
+    symbol_fields: tuple[tuple[str, str | None], ...] = DEFAULT_SYMBOL_FIELDS
+    max_symbols: int = 100
 
     def tier_intervals(self) -> dict[str, int]:
         """The default interval of each tier, in milliseconds."""
@@ -166,6 +178,21 @@ def _list(text: str) -> tuple[str, ...]:
 
 def _str(text: str) -> str:
     return text.strip()
+
+
+def _symbol_fields(text: str) -> tuple[tuple[str, str | None], ...]:
+    """``market_data,orders:symbol``: a bare name is keyed by symbol, ``name:field`` filtered
+    by that field of its items (or events)."""
+    out: list[tuple[str, str | None]] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, fld = part.partition(":")
+        if not name.strip() or (sep and not fld.strip()):
+            raise ValueError(f"expected section or section:field, got {part!r}")
+        out.append((name.strip(), fld.strip() if sep else None))
+    return tuple(out)
 
 
 SETTINGS: Final[tuple[Setting, ...]] = (
@@ -278,6 +305,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting("message_burst", _int, "Client messages a connection may send at once.", "N"),
     Setting("open_timeout_s", _float, "Time allowed for a whole opening handshake (s).", "S"),
+    Setting(
+        "symbol_fields",
+        _symbol_fields,
+        "Where a symbol filter looks, comma-separated: a section keyed by symbol (market_data), "
+        "or section:field / event channel:field (orders:symbol); others are not filtered.",
+        "LIST",
+    ),
+    Setting("max_symbols", _int, "Symbols a client's filter may hold (symbols=).", "N"),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 
@@ -342,6 +377,13 @@ def _from_file(name: str, raw: Any, path: str | Path) -> Any:
         if not all(isinstance(item, str) for item in raw):
             raise ConfigError(f"{where}: expected a list of strings")
         return tuple(raw)
+    if name == "symbol_fields" and isinstance(raw, dict):
+        pairs: list[tuple[str, str | None]] = []
+        for key, value in raw.items():
+            if not isinstance(key, str) or not (value is None or isinstance(value, str)):
+                raise ConfigError(f"{where}: expected a mapping of names to a field name or null")
+            pairs.append((key, value or None))
+        return tuple(pairs)
     if raw is None:
         return None
     if isinstance(raw, bool) and _BY_NAME[name].parse is not _bool:
@@ -423,6 +465,7 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
         "max_connections",
         "max_connections_per_address",
         "message_burst",
+        "max_symbols",
     )
     for name in positive:
         if getattr(config, name) <= 0:
@@ -452,6 +495,12 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
     if config.write_buffer_low >= config.write_buffer_high:
         raise fail("write_buffer_low", "must be below write_buffer_high")
     _validate_security(config, fail)
+    names = [name for name, _ in config.symbol_fields]
+    if len(set(names)) != len(names):
+        raise fail("symbol_fields", "a name is given more than once")
+    for name, fld in config.symbol_fields:
+        if fld is None and name not in config.sections and "symbol_fields" in sources:
+            raise fail("symbol_fields", f"{name!r} is keyed by symbol but is not a section")
     return dataclasses.replace(config, log_level=config.log_level.lower())
 
 

@@ -356,6 +356,7 @@ class DashboardClient:
         type: Literal["tui", "web"] = "web",
         format: Literal["msgpack", "json"] = "msgpack",
         channels: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
         diff: Literal["changes", "json-patch"] = "changes",
         interval_ms: int | None = None,
         token: str | None = None,
@@ -372,6 +373,8 @@ class DashboardClient:
         self.type = type
         self.format = format
         self.channels: list[str] | None = list(channels) if channels is not None else None
+        self.symbols: list[str] | None = list(symbols) if symbols is not None else None
+        """The symbol filter (``None``: every symbol); reconnections keep the current one."""
         self.diff = diff
         self.interval_ms = interval_ms
         self.token = token
@@ -441,6 +444,8 @@ class DashboardClient:
         params: dict[str, str] = {"type": self.type, "format": self.format, "diff": self.diff}
         if self.channels is not None:
             params["channels"] = ",".join(self.channels)
+        if self.symbols is not None:
+            params["symbols"] = ",".join(self.symbols)
         if self.interval_ms is not None:
             params["interval_ms"] = str(self.interval_ms)
         st = self.state
@@ -618,21 +623,42 @@ class DashboardClient:
             raise ClientClosed("not connected")
         await ws.send(self._encode(msg))
 
-    async def subscribe(self, channels: Sequence[str]) -> None:
-        """Add ``channels``; the server answers with a snapshot of the new channel set."""
-        if self.channels is not None:
-            self.channels += [c for c in channels if c not in self.channels]
-        await self.send({"type": "subscribe", "channels": list(channels)})
+    async def subscribe(
+        self, channels: Sequence[str] = (), *, symbols: Sequence[str] | None = None
+    ) -> None:
+        """Add ``channels`` and/or ``symbols``; the server answers with a snapshot of the new
+        subscription. Without a filter yet, ``symbols`` narrows "every symbol" to these."""
+        msg: dict[str, Any] = {"type": "subscribe"}
+        if channels:
+            if self.channels is not None:
+                self.channels += [c for c in channels if c not in self.channels]
+            msg["channels"] = list(channels)
+        if symbols is not None:
+            current = self.symbols or []
+            self.symbols = current + [s for s in symbols if s not in current]
+            msg["symbols"] = list(symbols)
+        await self.send(msg)
 
-    async def unsubscribe(self, channels: Sequence[str]) -> None:
-        """Drop ``channels``; the server answers with a snapshot of the remaining ones.
+    async def unsubscribe(
+        self, channels: Sequence[str] = (), *, symbols: Sequence[str] | None = None
+    ) -> None:
+        """Drop ``channels`` and/or ``symbols``; the server answers with a snapshot of the
+        remaining subscription.
 
         When subscribed to everything (``channels=None``), the remaining channels are the
-        sections of the current state plus ``events``.
+        sections of the current state plus ``events``. Symbols can only be dropped from a
+        filter (the server answers ``bad_symbols`` otherwise).
         """
-        current = self.channels if self.channels is not None else [*self.data, "events"]
-        self.channels = [c for c in current if c not in channels]
-        await self.send({"type": "unsubscribe", "channels": list(channels)})
+        msg: dict[str, Any] = {"type": "unsubscribe"}
+        if channels:
+            current = self.channels if self.channels is not None else [*self.data, "events"]
+            self.channels = [c for c in current if c not in channels]
+            msg["channels"] = list(channels)
+        if symbols is not None:
+            if self.symbols is not None:
+                self.symbols = [s for s in self.symbols if s not in symbols]
+            msg["symbols"] = list(symbols)
+        await self.send(msg)
 
     async def refresh(self) -> None:
         """Ask for a fresh snapshot."""

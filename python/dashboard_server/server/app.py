@@ -93,6 +93,7 @@ class DashboardServer:
             max_pending_events=config.max_pending_events,
             events_kept=config.events_kept,
             metrics=self.metrics,
+            symbol_fields=dict(config.symbol_fields),
         )
         self.fanout = Fanout(self.hub, self.metrics)
         self.writer = StateWriter(
@@ -310,6 +311,7 @@ class DashboardServer:
             tier_intervals=self.config.tier_intervals(),
             min_interval_ms=self.config.min_interval_ms,
             max_interval_ms=self.config.max_interval_ms,
+            max_symbols=self.config.max_symbols,
         )
 
     async def _handle(self, connection: ServerConnection) -> None:
