@@ -375,6 +375,9 @@ class DashboardClient:
         self.channels: list[str] | None = list(channels) if channels is not None else None
         self.symbols: list[str] | None = list(symbols) if symbols is not None else None
         """The symbol filter (``None``: every symbol); reconnections keep the current one."""
+        self._resubscribing = False
+        """A subscription change is waiting for its snapshot: the state is of the old
+        subscription, so a reconnection must not resume from it."""
         self.diff = diff
         self.interval_ms = interval_ms
         self.token = token
@@ -449,7 +452,13 @@ class DashboardClient:
         if self.interval_ms is not None:
             params["interval_ms"] = str(self.interval_ms)
         st = self.state
-        if self.resume and st.synced and st.version is not None and st.epoch is not None:
+        if (
+            self.resume
+            and not self._resubscribing
+            and st.synced
+            and st.version is not None
+            and st.epoch is not None
+        ):
             params["since"] = str(st.version)
             params["epoch"] = st.epoch
         return _build_url(self.url, params)
@@ -568,6 +577,8 @@ class DashboardClient:
             self._on_pong(msg)
         elif kind == "error":
             self.last_error = msg
+        elif kind == "snapshot":
+            self._resubscribing = False
         for fut in self._message_waiters:
             if not fut.done():
                 fut.set_result(msg)
@@ -637,6 +648,7 @@ class DashboardClient:
             current = self.symbols or []
             self.symbols = current + [s for s in symbols if s not in current]
             msg["symbols"] = list(symbols)
+        self._resubscribing = True
         await self.send(msg)
 
     async def unsubscribe(
@@ -658,6 +670,7 @@ class DashboardClient:
             if self.symbols is not None:
                 self.symbols = [s for s in self.symbols if s not in symbols]
             msg["symbols"] = list(symbols)
+        self._resubscribing = True
         await self.send(msg)
 
     async def refresh(self) -> None:

@@ -162,6 +162,15 @@ class Session:
                     )
                     return
                 symbols = symbols - message.symbols
+                if not symbols:
+                    self.reject(
+                        MessageError(
+                            "bad_symbols",
+                            "unsubscribe: would leave no symbol (reconnect without symbols "
+                            "for every symbol)",
+                        )
+                    )
+                    return
             self.metrics.messages_received.labels("unsubscribe").inc()
             self.hub.set_subscription(self, self.hub.channels_of(self) - message.channels, symbols)
         elif isinstance(message, Refresh):
