@@ -249,6 +249,11 @@ class Entry:
 class _SectionEntries:
     whole: list[Entry] = field(default_factory=list)
     items: dict[str, list[Entry]] = field(default_factory=dict)
+    by_symbol: dict[str | None, list[str]] | None = None
+    """Field-filtered sections: the touched items by their symbol then and now (computed
+    once per flush, on first use), so a group looks only at its own symbols' items."""
+    symbols: dict[str, tuple[Symbol, Symbol]] = field(default_factory=dict)
+    """Field-filtered sections: each touched item's symbol then and now."""
 
 
 @dataclass(slots=True)
@@ -336,9 +341,15 @@ def filter_entries(
                         out.extend(entries)
             continue
         assert index is not None
-        for item, entries in bucket.items.items():
-            was = is_member(index.symbol_at(section, item, bucketed.from_version), symbols)
-            now = is_member(index.current(section, item), symbols)
+        by_symbol = _by_symbol(bucket, section, index, bucketed.from_version)
+        candidates: set[str] = set(by_symbol.get(None, ()))
+        for symbol in symbols:
+            candidates.update(by_symbol.get(symbol, ()))
+        for item in [i for i in bucket.items if i in candidates]:
+            entries = bucket.items[item]
+            then, now_symbol = bucket.symbols[item]
+            was = is_member(then, symbols)
+            now = is_member(now_symbol, symbols)
             if was and now:
                 out.extend(entries)
             elif now:
@@ -347,6 +358,22 @@ def filter_entries(
             elif was:
                 out.append(Entry("remove", join(section, item)))
     return out
+
+
+def _by_symbol(
+    bucket: _SectionEntries, section: str, index: SymbolIndex, from_version: int
+) -> dict[str | None, list[str]]:
+    if bucket.by_symbol is None:
+        by_symbol: dict[str | None, list[str]] = {}
+        for item in bucket.items:
+            then = index.symbol_at(section, item, from_version)
+            now = index.current(section, item)
+            bucket.symbols[item] = (then, now)
+            for symbol in {then, now}:
+                if not isinstance(symbol, _Absent):
+                    by_symbol.setdefault(symbol, []).append(item)
+        bucket.by_symbol = by_symbol
+    return bucket.by_symbol
 
 
 def _current_value(entries: list[Entry], section: str, item: str, doc: StateDocEngine) -> Any:
