@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 
 .PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine system-deps \
-	web-test-deps screenshot fuzz wheel bench-fanout loadtest clean
+	web-test-deps screenshot fuzz wheel bench-fanout bench-filters loadtest clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -69,7 +69,7 @@ fmt: $(DEPS_STAMP) ## Format Python and Rust sources
 	$(VENV)/bin/ruff check --fix -q python tests benches fuzz || true
 	cargo fmt
 
-bench: bench-engine bench-fanout ## Run every benchmark and print the ratios the issues ask for
+bench: bench-engine bench-fanout bench-filters ## Run every benchmark and print the ratios the issues ask for
 
 bench-engine: build ## Engine benchmarks: native vs pure vs the naive peer path vs orjson/ormsgpack
 	$(VENV)/bin/pytest benches/bench_engine.py -q -p no:randomly --benchmark-only \
@@ -93,6 +93,10 @@ fuzz: build ## Fuzz the decoders and the client message parser with atheris for 
 bench-fanout: $(DEPS_STAMP) ## Fan-out CPU per connection: raw-send floor vs websockets.broadcast() vs ours
 	$(PY) benches/bench_fanout.py --clients 1000 --rounds 60
 	$(PY) benches/bench_fanout.py --clients 1000 --rounds 60 --deflate
+
+bench-filters: build ## Symbol filters: N groups of distinct 5-symbol filters vs one unfiltered group
+	@uptime
+	$(PY) benches/bench_filters.py --groups 1,10,100,1000 --flushes 30
 
 loadtest: build ## 1,000/5,000 clients at 10 Hz, a 2,000-client storm, idle memory (docs/performance.md)
 	@mkdir -p .benchmarks
