@@ -72,9 +72,11 @@ class Config:
     redis_health_timeout_s: float = 2.0
     redis_backoff_initial_s: float = 0.1
     redis_backoff_max_s: float = 5.0
-    history_sections: tuple[str, ...] = ("market_data",)
+    history_sections: tuple[str, ...] = ("market_data", "account")
     history_interval_s: float = 1.0
     history_size: int = 1000
+    history_downsample_s: float = 60.0
+    history_downsampled_size: int = 1440
     events_kept: int = 100
     sections: tuple[str, ...] = DEFAULT_SECTIONS
     demo: bool = True
@@ -225,7 +227,19 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "LIST",
     ),
     Setting("history_interval_s", _float, "History sampling interval (s).", "S"),
-    Setting("history_size", _int, "History points kept per series (and largest limit).", "N"),
+    Setting("history_size", _int, "History points kept per series at the sampling interval.", "N"),
+    Setting(
+        "history_downsample_s",
+        _float,
+        "Bucket of the downsampled history tier: its first sample is kept (s).",
+        "S",
+    ),
+    Setting(
+        "history_downsampled_size",
+        _int,
+        "Downsampled points kept per series, older than the others (0: no such tier).",
+        "N",
+    ),
     Setting("events_kept", _int, "Recent events sent to a joining client (0: none).", "N"),
     Setting("sections", _sections, "Comma-separated state sections (the channels).", "LIST"),
     Setting("demo", _bool, "Run the demo feed when no Redis URL is set.", "BOOL"),
@@ -412,11 +426,13 @@ def _validate_redis_and_history(
     ):
         if getattr(config, name) <= 0:
             raise fail(name, f"must be > 0, got {getattr(config, name)}")
-    for name in ("redis_reload_interval_s", "events_kept"):
+    for name in ("redis_reload_interval_s", "events_kept", "history_downsampled_size"):
         if getattr(config, name) < 0:
             raise fail(name, f"must be >= 0, got {getattr(config, name)}")
     if config.history_interval_s < 0.001:
         raise fail("history_interval_s", f"must be >= 0.001, got {config.history_interval_s}")
+    if config.history_downsample_s < config.history_interval_s:
+        raise fail("history_downsample_s", "must not be below history_interval_s")
     if config.redis_backoff_initial_s > config.redis_backoff_max_s:
         raise fail("redis_backoff_initial_s", "must not exceed redis_backoff_max_s")
     for section in config.history_sections if history_given else ():
