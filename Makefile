@@ -32,9 +32,10 @@ build: $(DEPS_STAMP) ## Build the Rust engine in release mode into .venv (cached
 run: build ## Build, then serve the live demo on http://127.0.0.1:8080 (no Redis needed)
 	$(VENV)/bin/dashboard-server serve --host $(HOST) --port $(PORT)
 
-system-deps: ## Install the Debian packages the tests use when missing: redis-server, chromium, promtool (one apt-get update)
+system-deps: ## Install the Debian packages the tests use when missing: redis-server, nats-server, chromium, promtool (one apt-get update)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nats-server >/dev/null || missing="$$missing nats-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium fonts-dejavu-core"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \

@@ -7,6 +7,9 @@ whole state, native msgpack snapshot vs ``ormsgpack.packb`` of the same data as 
 A *tick* is what the server does every flush interval: ingest one tick of per-item JSON merge
 payloads (as Redis delivers them; in one ``merge_many`` batch call), take the changes for two
 cursors (the 100 ms and the 250 ms tier) and encode each as msgpack and as JSON.
+
+Also the cost of one demo-feed step (goal: under 250 µs, so that the feed stays a small
+fraction of a core at 1,000 updates/s); `report.py` prints its median with the others.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import ormsgpack
 import pytest
 
 from conftest import engine_or_skip
+from dashboard_server.ingest.demo import DemoFeed
 from workload import SECTIONS, Workload
 
 TICKS = 60
@@ -138,3 +142,19 @@ def test_snapshot(benchmark: Any, engine_name: str, fmt: str, full_state: dict[s
     benchmark.group = f"snapshot {fmt}"
     encode: Callable[[], bytes] = lambda: doc.encode_snapshot(fmt, None, 1, "epoch", 0)  # noqa: E731
     assert len(benchmark(encode)) > 500_000
+
+
+class NullSink:
+    """A feed sink that does nothing: only the feed's own work is measured."""
+
+    def merge(self, path: str, patch: Any) -> None: ...
+    def replace(self, path: str, value: Any) -> None: ...
+    def remove(self, path: str) -> None: ...
+    def publish_event(self, channel: str, data: dict[str, Any]) -> None: ...
+
+
+def test_demo_feed_step(benchmark: Any) -> None:
+    benchmark.group = "demo feed"
+    feed = DemoFeed(NullSink(), symbols=50, updates_per_second=1000.0, seed=1)
+    feed.step()
+    benchmark(feed.step)

@@ -19,6 +19,14 @@ from typing import Any, Final
 
 import yaml
 
+from dashboard_server.core.sources import (
+    Source,
+    SourceError,
+    generic_sources,
+    load_preset,
+    parse_sources,
+)
+
 __all__ = [
     "CONFIG_ENV",
     "DEFAULT_SECTIONS",
@@ -67,6 +75,10 @@ class Config:
     log_level: str = "info"
     engine: str | None = None
     redis_url: str | None = None
+    sources: str | tuple[Any, ...] | None = None
+    nats_url: str | None = None
+    account_monitor_url: str | None = None
+    strategy_engine_url: str | None = None
     redis_reload_interval_s: float = 30.0
     redis_health_interval_s: float = 1.0
     redis_health_timeout_s: float = 2.0
@@ -205,6 +217,28 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "engine", _opt_str, "Diff engine: native or pure (default native, pure fallback).", "NAME"
     ),
     Setting("redis_url", _opt_str, "Redis URL; unset: run the built-in demo feed.", "URL"),
+    Setting(
+        "sources",
+        _opt_str,
+        "Which backends feed the state: a preset (generic, b25) or, in the YAML file, a list of "
+        "sources (docs/sources.md). Default: generic when redis_url is set.",
+        "PRESET",
+    ),
+    Setting(
+        "nats_url", _opt_str, "NATS server for the sources on NATS (unset: they are off).", "URL"
+    ),
+    Setting(
+        "account_monitor_url",
+        _opt_str,
+        "Base URL of the account monitor's HTTP API (unset: its sources are off).",
+        "URL",
+    ),
+    Setting(
+        "strategy_engine_url",
+        _opt_str,
+        "Base URL of the strategy engine's HTTP API (unset: its sources are off).",
+        "URL",
+    ),
     Setting(
         "redis_reload_interval_s",
         _float,
@@ -382,6 +416,8 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _from_file(name: str, raw: Any, path: str | Path) -> Any:
     where = f"{name} in {path}"
+    if name == "sources" and isinstance(raw, list):
+        return tuple(raw)  # a list of source definitions: validated with the other settings
     if name in (
         "sections",
         "auth_tokens",
@@ -511,6 +547,7 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
     if config.write_buffer_low >= config.write_buffer_high:
         raise fail("write_buffer_low", "must be below write_buffer_high")
     _validate_security(config, fail)
+    config = _resolve_sources(config, "sections" in sources, fail)
     names = [name for name, _ in config.symbol_fields]
     if len(set(names)) != len(names):
         raise fail("symbol_fields", "a name is given more than once")
@@ -518,6 +555,44 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
         if fld is None and name not in config.sections and "symbol_fields" in sources:
             raise fail("symbol_fields", f"{name!r} is keyed by symbol but is not a section")
     return dataclasses.replace(config, log_level=config.log_level.lower())
+
+
+def _resolve_sources(
+    config: Config, sections_given: bool, fail: Callable[[str, str], ConfigError]
+) -> Config:
+    """Validate ``sources``; a preset brings its own sections unless ``sections`` was given."""
+    if isinstance(config.sources, str) and not sections_given:
+        try:
+            preset_sections, _ = load_preset(config.sources)
+        except SourceError as exc:
+            raise fail("sources", str(exc)) from None
+        if preset_sections is not None:
+            config = dataclasses.replace(config, sections=preset_sections)
+    try:
+        source_specs(config)
+    except SourceError as exc:
+        raise fail("sources", str(exc)) from None
+    return config
+
+
+def source_specs(config: Config) -> tuple[Source, ...]:
+    """The sources of a validated config: its list, or its preset's (``generic`` when only
+    ``redis_url`` is set); none when the demo feed runs."""
+    chosen = config.sources
+    if chosen is None and config.redis_url is None:
+        return ()
+    if isinstance(chosen, tuple):
+        raw = list(chosen)
+    else:
+        _, raw = load_preset(chosen or "generic")
+        raw = raw or generic_sources(config.sections)
+    return parse_sources(raw, config.sections)
+
+
+def endpoint_url(config: Config, endpoint: str) -> str | None:
+    """The URL of a source's endpoint (``redis``, ``nats``, ...) from the settings."""
+    url: str | None = getattr(config, f"{endpoint}_url")
+    return url
 
 
 _ORIGIN: Final = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")

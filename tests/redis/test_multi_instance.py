@@ -58,7 +58,7 @@ def test_two_instances_same_state_and_no_duplicate_history(
             )
             stop.set()
             publisher = await feed
-            assert publisher.writes > 100 and publisher.events > 0 and publisher.failures == 0
+            assert publisher.writes > 0 and publisher.events > 0 and publisher.failures == 0
             expected = redis_state(r)
             assert len(expected["market_data"]) == 5 and expected["orders"]
             await converge([*clients_a, *clients_b], expected)

@@ -55,7 +55,7 @@ def test_unreachable_redis_does_not_stop_the_start() -> None:
         await server.start()
         try:
             status, body = server.health()
-            assert status == 200 and body["status"] == "degraded" and body["feed"] == "redis"
+            assert status == 200 and body["status"] == "degraded" and body["feed"] == "generic"
         finally:
             await server.shutdown()
 

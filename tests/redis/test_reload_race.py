@@ -10,8 +10,10 @@ from prometheus_client import CollectorRegistry
 from redis_helpers import RedisProcess
 from server_helpers import run
 
+from dashboard_server.core.sources import generic_sources, parse_sources
 from dashboard_server.ingest.redis.connection import connect_redis
-from dashboard_server.ingest.redis.feed import RedisFeed, is_removal
+from dashboard_server.ingest.redis.feed import RedisFeed
+from dashboard_server.ingest.router import SourceRouter, is_removal
 from dashboard_server.telemetry.metrics import RedisMetrics
 
 
@@ -37,6 +39,11 @@ class Recorder:
     def publish_event(self, channel: str, data: dict[str, Any]) -> None:
         raise AssertionError("no events here")
 
+    def merge(self, path: str, patch: Any) -> bool:
+        raise AssertionError("the generic contract replaces items")
+
+    replace = merge
+
     def note_section_update(self, section: str) -> None:
         pass
 
@@ -59,7 +66,8 @@ def test_pubsub_during_a_reload_wins(redis_proc: RedisProcess) -> None:
     target = Recorder()
     target.items["orders"]["gone"] = {"v": 0}  # absent from Redis, untouched: removed
     metrics = RedisMetrics(CollectorRegistry(), RedisFeed.STATES)
-    ingest = RedisFeed(target, url=redis_proc.url, sections=["orders"], metrics=metrics)
+    sources = parse_sources(generic_sources(["orders"]), ["orders"])
+    ingest = RedisFeed(SourceRouter(target), url=redis_proc.url, sources=sources, metrics=metrics)
 
     def newer_messages() -> None:
         """Pub/sub messages that arrive after the first page: newer than what MGET returns."""

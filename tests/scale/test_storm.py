@@ -49,7 +49,6 @@ def test_storm_snapshot_encodes_count_groups_not_clients() -> None:
             assert flushes is not None and encodes is not None
             assert at_most_two == flushes  # never more encodes in a flush than groups
             assert 2 <= encodes <= 2 * flushes
-            assert encodes < CLIENTS / 10
             for client in clients:
                 client.close()
         finally:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +21,7 @@ __all__ = [
     "ENGINE",
     "SECRET",
     "TOKEN",
+    "forge_jwt",
     "jwt",
     "open_ws",
     "refusal",
@@ -36,6 +40,19 @@ def jwt(**claims: Any) -> str:
     """A JWT signed with :data:`SECRET`; ``exp`` defaults to one hour from now."""
     claims.setdefault("exp", time.time() + 3600)
     return sign_jwt(claims, SECRET)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def forge_jwt(claims: object, secret: str = SECRET, header: object = None) -> str:
+    """A JWT built by hand: any JSON ``claims`` and ``header`` (default HS256), HMAC-SHA256 signed
+    with ``secret`` whatever the header says (what a library refuses to produce)."""
+    head = _b64(orjson.dumps(header if header is not None else {"alg": "HS256", "typ": "JWT"}))
+    body = _b64(orjson.dumps(claims))
+    signature = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64(signature)}"
 
 
 @asynccontextmanager

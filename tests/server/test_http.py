@@ -97,7 +97,8 @@ def test_dashboard_files_unknown_paths_and_plain_get_on_ws() -> None:
 
 def test_shutdown_answers_503_then_closes_clients_with_1001() -> None:
     async def scenario() -> None:
-        server = DashboardServer(make_config("pure", shutdown_grace_s=0.5))
+        # the grace only has to outlast the two requests below, however slow the machine
+        server = DashboardServer(make_config("pure", shutdown_grace_s=3.0))
         await server.start()
         ws = await connect(f"ws://127.0.0.1:{server.port}/ws?format=json")
         await ws.recv()

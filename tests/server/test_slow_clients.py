@@ -66,6 +66,7 @@ def test_never_reading_client_is_bounded_then_closed(engine_name: str) -> None:
             )
             await wait_until(lambda: len(server._sessions) == 2)
             (session,) = [s for s in server._sessions if s.params.interval_ms == 20]
+            writes_started = time.monotonic()  # no lag can start before this
             writer = asyncio.create_task(heavy_writes(server, stop))
             await asyncio.sleep(0.5)
             rss_start = rss_bytes()
@@ -81,12 +82,13 @@ def test_never_reading_client_is_bounded_then_closed(engine_name: str) -> None:
                     if server.hub.lagging_count() and lagging_since is None:
                         lagging_since = time.monotonic()
                     await asyncio.sleep(0.02)
-            closed_after = time.monotonic() - (lagging_since or 0.0)
+            closed_after = time.monotonic() - writes_started
             closes = server.metrics.registry.get_sample_value("dashboard_lag_closes_total")
             assert lagging_since is not None and closes == 1
-            # closed after the limit (lag_timeout_s=2), not before; then aborted within
-            # close_timeout_s because the close frame cannot get through
-            assert 1.9 <= closed_after <= 2.0 + 1.0 + 3.0, closed_after
+            # not closed before the limit (lag_timeout_s=2) from the earliest moment it could
+            # have started lagging; how soon after it is closed is not asserted (the timeout
+            # above only bounds the wait)
+            assert closed_after >= 2.0, closed_after
             # the cap, plus at most one flush's worth of messages queued before the check
             assert peak_buffer <= HIGH + 512 * 1024, peak_buffer
             assert peak_rss - rss_start < 64 * 1024 * 1024, peak_rss - rss_start

@@ -114,6 +114,64 @@ test("msgpack decoder: every type the server writes", () => {
   assert.throws(() => decodeMsgpack(Uint8Array.of(0xc1)), /invalid byte/);
 });
 
+// A `__proto__` key is data like any other: kept as an own, enumerable member (as JSON.parse
+// keeps it), never used to set an object's prototype, and Object.prototype stays untouched.
+const msgpackStr = (s) => { const b = new TextEncoder().encode(s); return [0xa0 | b.length, ...b]; };
+const assertProtoIsData = (obj, value) => {
+  assert.ok(Object.keys(obj).includes("__proto__"));
+  assert.ok(Object.prototype.hasOwnProperty.call(obj, "__proto__"));
+  assert.deepEqual(Object.getOwnPropertyDescriptor(obj, "__proto__").value, value);
+  assert.equal(Object.getPrototypeOf(obj), Object.prototype);
+  assert.equal({}.polluted, undefined);
+  assert.equal(Object.prototype.polluted, undefined);
+};
+
+test("msgpack decoder keeps a __proto__ key as data", () => {
+  // {"__proto__": {"polluted": 1}, "a": {"__proto__": 2}}
+  const bytes = Uint8Array.of(
+    0x82, ...msgpackStr("__proto__"), 0x81, ...msgpackStr("polluted"), 0x01,
+    ...msgpackStr("a"), 0x81, ...msgpackStr("__proto__"), 0x02,
+  );
+  const out = decodeMsgpack(bytes);
+  assert.deepEqual(Object.keys(out), ["__proto__", "a"]);
+  assertProtoIsData(out, { polluted: 1 });
+  assert.equal(out.polluted, undefined);
+  assertProtoIsData(out.a, 2);
+  // the same as JSON.parse of the same document
+  assert.deepEqual(out, JSON.parse('{"__proto__": {"polluted": 1}, "a": {"__proto__": 2}}'));
+});
+
+test("a change or patch at a __proto__ pointer is stored as data", () => {
+  const doc = applyChanges({ orders: {} }, {
+    changes: { "/orders/__proto__": { polluted: 1 }, "/x/__proto__/y": 2, "/positions/__proto__": 3 },
+  });
+  assertProtoIsData(doc.orders, { polluted: 1 });
+  assert.equal(doc.orders.polluted, undefined);
+  assertProtoIsData(doc.x, { y: 2 });
+  assertProtoIsData(doc.positions, 3);
+  // a later change replaces the member; a removal deletes it
+  applyChanges(doc, { changes: { "/orders/__proto__": { polluted: 4 } } });
+  assertProtoIsData(doc.orders, { polluted: 4 });
+  applyChanges(doc, { removed: ["/orders/__proto__"], changes: {} });
+  assert.deepEqual(Object.keys(doc.orders), []);
+
+  const patched = applyJsonPatch({ o: {} }, [
+    { op: "add", path: "/o/__proto__", value: { polluted: 1 } },
+    { op: "add", path: "/o/__proto__/k", value: 5 },
+    { op: "copy", from: "/o/__proto__", path: "/p" },
+  ]);
+  assertProtoIsData(patched.o, { polluted: 1, k: 5 });
+  applyJsonPatch(patched, [{ op: "replace", path: "/o/__proto__", value: 6 }]);
+  assertProtoIsData(patched.o, 6);
+  applyJsonPatch(patched, [{ op: "remove", path: "/o/__proto__" }]);
+  assert.deepEqual(Object.keys(patched.o), []);
+
+  const st = new DashboardState();
+  st.apply(snap(1, { orders: {} }));
+  assert.equal(st.apply(upd(2, { "/orders/__proto__": { id: "p" } })), Outcome.APPLIED);
+  assertProtoIsData(st.data.orders, { id: "p" });
+});
+
 test("buildUrl merges and drops parameters", () => {
   const u = buildUrl("ws://h:1/ws?x=1&since=4", { type: "web", since: null, token: "a b" });
   assert.equal(u, "ws://h:1/ws?x=1&type=web&token=a+b");

@@ -55,19 +55,18 @@ def server() -> Iterator[ServerProcess]:
         proc.stop()
 
 
-async def record(url: str, seconds: float) -> tuple[list[dict[str, str]], ClientState]:
+async def record(
+    url: str, *, frames_at_least: int, updates_at_least: int, timeout: float = 60.0
+) -> tuple[list[dict[str, str]], ClientState]:
+    """Frames from ``url`` until there are ``frames_at_least`` of them with ``updates_at_least``
+    updates applied (however long the server takes: ``timeout`` only bounds the wait)."""
     from websockets.asyncio.client import connect
 
     frames: list[dict[str, str]] = []
     state = ClientState()
-    async with connect(url, max_size=None, compression=None) as ws:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
-        while loop.time() < end:
-            try:
-                frame = await asyncio.wait_for(ws.recv(), end - loop.time())
-            except TimeoutError:
-                break
+    async with asyncio.timeout(timeout), connect(url, max_size=None, compression=None) as ws:
+        while len(frames) < frames_at_least or state.updates < updates_at_least:
+            frame = await ws.recv()
             if isinstance(frame, str):
                 frames.append({"text": frame})
             else:
@@ -80,7 +79,14 @@ def test_replay_recorded_frames(server: ServerProcess, tmp_path: Path) -> None:
     async def record_all() -> dict[str, tuple[list[dict[str, str]], ClientState]]:
         names = list(VARIANTS)
         results = await asyncio.gather(
-            *(record(f"{server.ws_url}?type=web&{VARIANTS[n]}", 2.5) for n in names)
+            *(
+                record(
+                    f"{server.ws_url}?type=web&{VARIANTS[n]}",
+                    frames_at_least=11,
+                    updates_at_least=6,
+                )
+                for n in names
+            )
         )
         return dict(zip(names, results, strict=True))
 
@@ -101,7 +107,8 @@ def test_replay_recorded_frames(server: ServerProcess, tmp_path: Path) -> None:
 
 
 def test_replay_detects_a_dropped_frame(server: ServerProcess, tmp_path: Path) -> None:
-    frames, _ = asyncio.run(record(f"{server.ws_url}?type=web&format=json", 2.0))
+    url = f"{server.ws_url}?type=web&format=json"
+    frames, _ = asyncio.run(record(url, frames_at_least=1, updates_at_least=3))
     updates = [i for i, f in enumerate(frames) if f["text"].startswith('{"type":"update"')]
     assert len(updates) >= 3
     dropped = frames[: updates[1]] + frames[updates[1] + 1 :]

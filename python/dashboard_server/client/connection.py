@@ -19,15 +19,18 @@ import contextlib
 import enum
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import jsonpatch
 import msgpack
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from dashboard_server.core.pointer import parse_pointer as pointer_tokens
 
 __all__ = [
     "ClientClosed",
@@ -79,101 +82,40 @@ def decode_message(frame: bytes | str) -> dict[str, Any]:
 
 
 def parse_pointer(pointer: str) -> list[str]:
-    """Split an RFC 6901 JSON Pointer into unescaped tokens (``""`` is the root: no tokens)."""
-    if pointer == "":
-        return []
-    if not pointer.startswith("/"):
-        raise PatchError(f"{pointer!r}: a JSON Pointer starts with '/'")
-    tokens = pointer[1:].split("/")
-    if "~" not in pointer:
-        return tokens
-    out = []
-    for token in tokens:
-        if any(token[i + 1 : i + 2] not in ("0", "1") for i, c in enumerate(token) if c == "~"):
-            raise PatchError(f"{pointer!r}: '~' must be followed by '0' or '1'")
-        out.append(token.replace("~1", "/").replace("~0", "~"))
-    return out
+    """Split an RFC 6901 JSON Pointer into unescaped tokens (``""`` is the root: no tokens);
+    a malformed one raises :class:`PatchError` (the client then asks for a snapshot)."""
+    try:
+        return pointer_tokens(pointer)
+    except ValueError as exc:
+        raise PatchError(str(exc)) from None
 
 
-def _array_index(token: str, size: int, *, allow_end: bool, pointer: str) -> int:
-    """The array index named by ``token``: digits without a leading zero, within bounds."""
-    if allow_end and token == "-":
-        return size
-    if not token.isdigit() or not token.isascii() or (len(token) > 1 and token[0] == "0"):
-        raise PatchError(f"{pointer}: {token!r} is not an array index")
-    index = int(token)
-    if index > size or (index == size and not allow_end):
-        raise PatchError(f"{pointer}: index {index} out of range")
-    return index
+def _describe(op: object) -> str:
+    if isinstance(op, dict):
+        return f"{op.get('op')!r} at {op.get('path')!r}"
+    return f"{type(op).__name__} (not an operation object)"
 
 
-def _resolve_parent(doc: Any, tokens: list[str], pointer: str) -> Any:
-    """The container holding the last token of ``tokens`` (every step must exist)."""
-    node = doc
-    for token in tokens[:-1]:
-        if isinstance(node, dict):
-            if token not in node:
-                raise PatchError(f"{pointer}: {token!r} does not exist")
-            node = node[token]
-        elif isinstance(node, list):
-            node = node[_array_index(token, len(node), allow_end=False, pointer=pointer)]
-        else:
-            raise PatchError(f"{pointer}: cannot descend into a {type(node).__name__}")
-    return node
-
-
-def apply_json_patch(doc: Any, patch: Iterable[dict[str, Any]]) -> Any:
-    """Apply RFC 6902 ``add`` / ``replace`` / ``remove`` operations to ``doc``, strictly.
+def apply_json_patch(doc: Any, patch: Sequence[dict[str, Any]]) -> Any:
+    """Apply an RFC 6902 patch to ``doc`` with the ``jsonpatch`` library, strictly.
 
     ``doc`` is modified in place and the operations' values are inserted by reference (not
     copied); the (possibly new) root is returned, since an operation at ``""`` replaces the whole
-    document. A failing operation raises :class:`PatchError` and leaves
-    the operations before it applied (callers that need atomicity work on a copy).
+    document. A failing operation raises :class:`PatchError` naming it (its index, ``op`` and
+    ``path``) and leaves the operations before it applied (callers that need atomicity work on a
+    copy).
     """
-    for op in patch:
-        kind = op.get("op")
-        pointer = op.get("path")
-        if not isinstance(pointer, str):
-            raise PatchError(f"operation without a string path: {op!r}")
-        if kind in ("add", "replace") and "value" not in op:
-            raise PatchError(f"{pointer}: {kind} without a value")
-        tokens = parse_pointer(pointer)
-        if not tokens:
-            if kind == "remove":
-                raise PatchError("cannot remove the document root")
-            if kind not in ("add", "replace"):
-                raise PatchError(f"unsupported operation {kind!r}")
-            doc = op["value"]
-            continue
-        parent = _resolve_parent(doc, tokens, pointer)
-        last = tokens[-1]
-        if isinstance(parent, dict):
-            if kind == "add":
-                parent[last] = op["value"]
-            elif kind in ("replace", "remove"):
-                if last not in parent:
-                    raise PatchError(f"{pointer}: {kind} of a member that does not exist")
-                if kind == "replace":
-                    parent[last] = op["value"]
-                else:
-                    del parent[last]
-            else:
-                raise PatchError(f"{pointer}: unsupported operation {kind!r}")
-        elif isinstance(parent, list):
-            if kind == "add":
-                parent.insert(
-                    _array_index(last, len(parent), allow_end=True, pointer=pointer), op["value"]
-                )
-            elif kind in ("replace", "remove"):
-                index = _array_index(last, len(parent), allow_end=False, pointer=pointer)
-                if kind == "replace":
-                    parent[index] = op["value"]
-                else:
-                    del parent[index]
-            else:
-                raise PatchError(f"{pointer}: unsupported operation {kind!r}")
-        else:
-            raise PatchError(f"{pointer}: parent is a {type(parent).__name__}, not a container")
+    if not isinstance(patch, list | tuple):
+        raise PatchError(f"a patch is a list of operations, not a {type(patch).__name__}")
+    for index, op in enumerate(patch):
+        # One operation at a time, so that the error names the one that failed.
+        try:
+            doc = jsonpatch.apply_patch(doc, (op,), in_place=True)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            problem = str(exc)
+            if len(problem) > 200:  # pointer errors quote the container they searched
+                problem = problem[:200] + "..."
+            raise PatchError(f"operation {index} ({_describe(op)}): {problem}") from None
     return doc
 
 

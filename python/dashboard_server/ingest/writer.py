@@ -28,7 +28,7 @@ from dashboard_server.core.protocol import EVENT_CHANNELS, Format
 from dashboard_server.core.ratelimit import LogLimiter
 from dashboard_server.telemetry.metrics import IngestMetrics
 
-__all__ = ["EventSink", "StateSink", "StateWriter"]
+__all__ = ["EventSink", "StateSink", "StateWriter", "WriteSide"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,16 @@ class EventSink(Protocol):
     def publish_event(self, channel: str, data: Mapping[str, Any]) -> None:
         """Queue an event for every subscriber's next flush."""
         ...
+
+
+class WriteSide(StateSink, Protocol):
+    """What a transport needs of the write side (:class:`StateWriter` is it)."""
+
+    def replace_bytes(self, path: str, payload: bytes, fmt: Format) -> bool: ...
+    def section_ids(self, section: str) -> list[str]: ...
+    def note_section_update(self, section: str) -> None: ...
+    def received(self, section: str) -> None: ...
+    def malformed(self, section: str, name: str, reason: str) -> None: ...
 
 
 class StateWriter:

@@ -29,7 +29,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 
-from dashboard_server.config import Config
+from dashboard_server.config import Config, endpoint_url, source_specs
 from dashboard_server.core.engine import Engine, StateDocEngine, load_engine
 from dashboard_server.core.messages import Messages
 from dashboard_server.core.protocol import (
@@ -43,7 +43,10 @@ from dashboard_server.fanout.scheduler import Fanout, Peer
 from dashboard_server.fanout.writer import LISTEN_BACKLOG, deflate_extensions
 from dashboard_server.ingest.demo import DemoFeed
 from dashboard_server.ingest.feed import Feed, FeedState
+from dashboard_server.ingest.http_poll import HttpPollFeed
+from dashboard_server.ingest.nats_feed import NatsFeed
 from dashboard_server.ingest.redis.feed import RedisFeed
+from dashboard_server.ingest.router import Resyncs, SourceRouter
 from dashboard_server.ingest.writer import StateWriter
 from dashboard_server.server.auth import Authenticator, select_subprotocol
 from dashboard_server.server.gate import Gate, OriginPolicy, connection_class
@@ -102,7 +105,11 @@ class DashboardServer:
         )
         """The write side: every feed (and a test, or code embedding the server) writes here."""
         self.feeds: list[Feed] = []
-        """The feeds started by :meth:`start`: the Redis feed or the demo feed."""
+        """The feeds started by :meth:`start`: those of the sources, or the demo feed."""
+        self.source_specs = source_specs(config)
+        """The sources feeding the state (none: the demo feed)."""
+        self.resyncs = Resyncs()
+        """Who bootstraps which source, for the at-most-once transports' reconnects."""
         self._gc_policy = GcPolicy()
         self.gate = Gate(
             authenticator=Authenticator(
@@ -198,14 +205,29 @@ class DashboardServer:
         )
 
     def _configured_feeds(self) -> list[Feed]:
-        """The feeds the configuration asks for: Redis if ``redis_url`` is set, else the demo."""
+        """The feeds the configuration asks for: one per transport connection of the sources
+        whose endpoint is set (Redis, NATS, each HTTP source), else the demo feed."""
         c = self.config
-        if c.redis_url is not None:
-            return [
+        if not self.source_specs:
+            if not c.demo:
+                return []
+            demo = DemoFeed(
+                self.writer,
+                symbols=c.demo_symbols,
+                updates_per_second=c.demo_rate,
+                seed=c.demo_seed,
+            )
+            return [demo]
+        router = SourceRouter(self.writer)
+        on = [s for s in self.source_specs if endpoint_url(c, s.endpoint) is not None]
+        feeds: list[Feed] = []
+        if c.redis_url is not None and any(s.transport.startswith("redis") for s in on):
+            feeds.append(
                 RedisFeed(
-                    self.writer,
+                    router,
                     url=c.redis_url,
-                    sections=c.sections,
+                    sources=on,
+                    resyncs=self.resyncs,
                     metrics=RedisMetrics(self.metrics.registry, RedisFeed.STATES),
                     reload_interval=c.redis_reload_interval_s,
                     health_interval=c.redis_health_interval_s,
@@ -213,17 +235,63 @@ class DashboardServer:
                     backoff_initial=c.redis_backoff_initial_s,
                     backoff_max=c.redis_backoff_max_s,
                 )
-            ]
-        if c.demo:
-            return [
-                DemoFeed(
-                    self.writer,
-                    symbols=c.demo_symbols,
-                    updates_per_second=c.demo_rate,
-                    seed=c.demo_seed,
+            )
+        if c.nats_url is not None and any(s.transport == "nats" for s in on):
+            feeds.append(
+                NatsFeed(
+                    router,
+                    url=c.nats_url,
+                    sources=on,
+                    resyncs=self.resyncs,
+                    health_interval=c.redis_health_interval_s,
+                    timeout=c.redis_health_timeout_s,
+                    backoff_initial=c.redis_backoff_initial_s,
+                    backoff_max=c.redis_backoff_max_s,
                 )
-            ]
-        return []
+            )
+        for source in on:
+            base = endpoint_url(c, source.endpoint)
+            if source.transport == "http-poll" and base is not None:
+                feeds.append(
+                    HttpPollFeed(
+                        router,
+                        source,
+                        base_url=base,
+                        resyncs=self.resyncs,
+                        timeout=c.redis_health_timeout_s,
+                    )
+                )
+        return feeds
+
+    def source_states(self) -> dict[str, dict[str, Any]]:
+        """Every configured source: its transport, endpoint and state (``off``: its endpoint is
+        not set)."""
+        by_transport: dict[str, Feed] = {}
+        for feed in self.feeds:
+            if isinstance(feed, RedisFeed):
+                by_transport["redis"] = feed
+            elif isinstance(feed, NatsFeed):
+                by_transport["nats"] = feed
+            elif isinstance(feed, HttpPollFeed):
+                by_transport["http:" + feed.source.name] = feed
+        out: dict[str, dict[str, Any]] = {}
+        for source in self.source_specs:
+            key = (
+                "http:" + source.name
+                if source.transport == "http-poll"
+                else "redis"
+                if source.transport.startswith("redis")
+                else "nats"
+            )
+            found = by_transport.get(key)
+            health = found.health() if found is not None else None
+            out[source.name] = {
+                "transport": source.transport,
+                "endpoint": source.endpoint,
+                "state": "off" if health is None else health.state.value,
+                "error": None if health is None else health.error,
+            }
+        return out
 
     async def add_feed(self, feed: Feed) -> None:
         """Start ``feed`` writing into this server; :meth:`stop_feeds` stops it."""
@@ -237,8 +305,12 @@ class DashboardServer:
 
     @property
     def feed_name(self) -> str:
-        """``demo``, ``redis``, several names joined by ``+``, or ``none``."""
-        return "+".join(f.name for f in self.feeds) or "none"
+        """What feeds the state: ``demo``, the sources' preset (``generic``, ``b25``),
+        ``custom`` for a list of sources, or ``none``."""
+        c = self.config
+        if self.source_specs:
+            return c.sources if isinstance(c.sources, str) else "custom" if c.sources else "generic"
+        return "demo" if self.feeds else "none"
 
     def _feeds_ok(self) -> bool:
         return all(f.health().state is FeedState.OK for f in self.feeds)
@@ -396,6 +468,8 @@ class DashboardServer:
         if "redis" in feeds:  # the keys of the first release, kept for existing probes
             body["redis_since_s"] = round(feeds["redis"].since_s, 3)
             body["redis_error"] = feeds["redis"].error
+        if self.source_specs:
+            body["sources"] = self.source_states()
         body["sections"] = self.writer.section_ages()
         return (503 if self._shutting_down else 200), body
 

@@ -9,9 +9,12 @@ carries its token in one of three places, looked up in this order:
    the server then selects ``dashboard.v1``;
 3. the ``token`` query parameter (browsers; redacted from every log line).
 
-A static token grants everything. A JWT must be signed with HS256 (any other ``alg``, ``none``
-included, is refused), carry a numeric ``exp`` and, if present, a numeric ``nbf``; both are
-checked with ``jwt_leeway_s`` of tolerance. Two optional claims narrow what it grants:
+A static token grants everything. A JWT is verified by PyJWT: it must be signed with HS256 (any
+other ``alg``, ``none`` included, is refused, and so is a ``crit`` header), in canonical base64url;
+it must carry a numeric ``exp`` and, if present, a numeric ``nbf`` and ``iat`` (``iat`` not in the
+future), all checked against :attr:`Authenticator.now` with ``jwt_leeway_s`` of tolerance; ``sub``,
+if present, must be a string; a token carrying ``aud`` is refused (no audience is configured).
+Two optional claims narrow what it grants:
 
 - ``channels``: a list of channel names (sections and/or ``events``) the holder may receive;
 - ``scope``: a space-separated string (or a list) of :data:`SCOPE_READ` (``/ws`` and ``/api/``)
@@ -22,17 +25,24 @@ Signatures and static tokens are compared in constant time. Nothing here does I/
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import re
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
+import jwt
+from jwt.exceptions import (
+    InvalidAlgorithmError,
+    InvalidAudienceError,
+    InvalidSignatureError,
+    InvalidSubjectError,
+    MissingRequiredClaimError,
+    PyJWTError,
+)
+from jwt.types import Options
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.typing import Subprotocol
@@ -109,33 +119,20 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def _b64decode(part: str) -> bytes:
-    if not part or not re.fullmatch(r"[A-Za-z0-9_-]+", part):
-        raise ValueError("not base64url")
-    try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("not base64url") from exc
+def sign_jwt(claims: Mapping[str, Any], secret: str) -> str:
+    """An HS256 JWT of ``claims`` signed with ``secret`` (for operators' scripts and tests)."""
+    return jwt.encode(dict(claims), secret, algorithm="HS256")
 
 
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def sign_jwt(
-    claims: Mapping[str, Any], secret: str, header: Mapping[str, Any] | None = None
-) -> str:
-    """An HS256 JWT of ``claims`` signed with ``secret`` (for operators' scripts and tests).
-
-    ``header`` replaces the default ``{"alg":"HS256","typ":"JWT"}`` (tests forge others).
-    """
-    head = _b64encode(
-        orjson.dumps(header if header is not None else {"alg": "HS256", "typ": "JWT"})
-    )
-    body = _b64encode(orjson.dumps(claims))
-    signing_input = f"{head}.{body}".encode("ascii")
-    signature = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
-    return f"{head}.{body}.{_b64encode(signature)}"
+_TIME_CLAIMS: Final = ("exp", "nbf", "iat")
+# PyJWT's own time checks read the wall clock (not :attr:`Authenticator.now`) and accept numeric
+# strings and booleans, so the time claims are checked here; PyJWT does everything else.
+_DECODE_OPTIONS: Final[Options] = {
+    "require": ["exp"],
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+}
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
@@ -144,7 +141,13 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise AuthError(401, "invalid_token", f"token claim {name!r} is not a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise AuthError(401, "invalid_token", f"token claim {name!r} is not a finite number")
+    return number
 
 
 def _string_set(claims: Mapping[str, Any], name: str, *, split: bool) -> frozenset[str] | None:
@@ -201,35 +204,40 @@ class Authenticator:
         raise AuthError(401, "invalid_token", "invalid token")
 
     def _verify_jwt(self, token: str, secret: bytes) -> Principal:
-        head_b64, body_b64, sig_b64 = token.split(".")
         try:
-            header = orjson.loads(_b64decode(head_b64))
-            signature = _b64decode(sig_b64)
-        except ValueError:
+            decoded = jwt.decode_complete(
+                token, secret, algorithms=["HS256"], options=_DECODE_OPTIONS
+            )
+        except InvalidSignatureError:
+            raise AuthError(401, "invalid_token", "bad token signature") from None
+        except InvalidAlgorithmError:
+            raise AuthError(401, "invalid_token", "token algorithm must be HS256") from None
+        except InvalidAudienceError:
+            raise AuthError(401, "invalid_token", "token has an 'aud' claim") from None
+        except InvalidSubjectError:
+            raise AuthError(401, "invalid_token", "token claim 'sub' is not a string") from None
+        except MissingRequiredClaimError as exc:
+            raise AuthError(401, "invalid_token", f"token has no {exc.claim!r} claim") from None
+        except (PyJWTError, ValueError, TypeError):
             raise AuthError(401, "invalid_token", "malformed token") from None
-        if not isinstance(header, dict) or header.get("alg") != "HS256" or "crit" in header:
-            raise AuthError(401, "invalid_token", "token algorithm must be HS256")
-        expected = hmac.new(secret, f"{head_b64}.{body_b64}".encode("ascii"), hashlib.sha256)
-        if not hmac.compare_digest(expected.digest(), signature):
-            raise AuthError(401, "invalid_token", "bad token signature")
-        try:
-            claims = orjson.loads(_b64decode(body_b64))
-        except ValueError:
-            raise AuthError(401, "invalid_token", "malformed token claims") from None
-        if not isinstance(claims, dict):
-            raise AuthError(401, "invalid_token", "token claims are not an object")
+        if "crit" in decoded["header"]:
+            raise AuthError(401, "invalid_token", "token has a 'crit' header")
+        claims: dict[str, Any] = decoded["payload"]
+        if "aud" in claims:  # PyJWT lets an empty one through
+            raise AuthError(401, "invalid_token", "token has an 'aud' claim")
+        exp, nbf, iat = (_number(claims, name) for name in _TIME_CLAIMS)
         now = self.now()
-        exp = _number(claims, "exp")
         if exp is None:
             raise AuthError(401, "invalid_token", "token has no 'exp' claim")
         if now > exp + self._leeway:
             raise AuthError(401, "expired_token", "token expired")
-        nbf = _number(claims, "nbf")
         if nbf is not None and now < nbf - self._leeway:
             raise AuthError(401, "invalid_token", "token not valid yet")
-        subject = claims.get("sub")
+        if iat is not None and now < iat - self._leeway:
+            raise AuthError(401, "invalid_token", "token issued in the future")
+        subject: str = claims.get("sub", "jwt")  # PyJWT refuses a 'sub' that is not a string
         return Principal(
-            subject if isinstance(subject, str) else "jwt",
+            subject,
             channels=_string_set(claims, "channels", split=False),
             scopes=_string_set(claims, "scope", split=True),
             expires_at=exp + self._leeway,

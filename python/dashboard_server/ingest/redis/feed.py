@@ -1,53 +1,53 @@
-"""Redis ingest: the state and events the trading backends keep in Redis, fed into the server.
+"""The Redis transport of the sources: keys bootstrapped and watched, and pub/sub channels.
 
-The contract (docs/redis.md): a backend writes each item as JSON or MessagePack under the key
-``{section}:{id}`` and PUBLISHes the same payload on the channel of the same name. The ingest
-PSUBSCRIBEs ``{section}:*`` for every state section and ``trades:*``, ``fills:*``, ``alerts:*``
-for the events, then loads the existing keys with SCAN + MGET. Each item payload *replaces* the
-item at ``/{section}/{id}`` (through the engine's bytes path: no Python objects are built); an
-empty payload, JSON ``null`` or MessagePack nil removes it.
+Every Redis source (docs/sources.md) names a ``PREFIX*`` pattern:
 
-:class:`RedisFeed` supervises the connection: connect with jittered exponential backoff,
-PSUBSCRIBE, wait for the confirmations, reload (replace semantics, so clients only see what
-really changed; items gone from Redis are removed), then read pub/sub messages while a PING on
-the pub/sub connection checks that Redis still answers. Any failure (error, closed socket, a PING
-pending with nothing received for ``health_timeout``) ends the session and starts over. A
+- ``redis-pubsub``: the feed PSUBSCRIBEs the pattern; each message is applied by the source's
+  outputs. With ``bootstrap`` (the default) the keys of the same pattern are loaded too, for the
+  contracts that SET an item and PUBLISH the same payload (the ``generic`` preset, docs/redis.md);
+- ``redis-keys``: keys that are only SET. They are loaded with SCAN + MGET, then watched through
+  keyspace notifications when the server has them on (``CONFIG GET notify-keyspace-events``;
+  this feed never changes the server's configuration), else by a bounded scan every
+  ``interval_s``. A key that is deleted, expires or is evicted removes its item.
+
+The item's id is the key (or channel) after the prefix. A raw source's payload *replaces* the item
+through the engine's bytes path (no Python objects are built); an empty payload, JSON ``null`` or
+MessagePack nil removes it.
+
+:class:`RedisFeed` supervises one connection for all of them: connect with jittered exponential
+backoff, PSUBSCRIBE, wait for the confirmations, reload (replace semantics, so clients only see
+what really changed; items gone from Redis are removed), then read pub/sub messages while a PING
+on the pub/sub connection checks that Redis still answers. Any failure (error, closed socket, a
+PING pending with nothing received for ``health_timeout``) ends the session and starts over. A
 periodic reload is the safety net against pub/sub messages lost without the connection dropping.
 
 Reload race: a reload reads on another connection while pub/sub messages keep being applied. A
-key touched by pub/sub since the reload started is skipped by that reload (every SET is followed
-by a PUBLISH of the same payload, so pub/sub holds the newest value), and only items absent from
-the SCAN *and* untouched during the reload are removed at its end.
+key touched by pub/sub (or a keyspace event) since the reload started is skipped by that reload
+(pub/sub holds the newest value), and only items absent from the SCAN *and* untouched during the
+reload are removed at its end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, Final, Literal, Protocol
+from collections.abc import Sequence
+from typing import Any, Final, Literal
 
-import msgpack
-import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from dashboard_server.core.pointer import escape_token
-from dashboard_server.core.protocol import EVENT_CHANNELS
+from dashboard_server.core.sources import Source
 from dashboard_server.ingest.feed import FeedHealth, FeedState, TaskFeed, describe_failure
 from dashboard_server.ingest.redis.connection import close_quietly, connect_redis, glob_escape
+from dashboard_server.ingest.router import Resyncs, SourceRouter, is_removal
 from dashboard_server.telemetry.metrics import RedisMetrics
 
-__all__ = [
-    "IngestTarget",
-    "RedisFeed",
-    "RedisStalled",
-    "is_removal",
-    "payload_format",
-]
+__all__ = ["RedisFeed", "RedisStalled"]
 
 log = logging.getLogger(__name__)
 
@@ -63,63 +63,15 @@ class RedisStalled(ConnectionError):
     """Redis did not answer a PING in time (e.g. the process is stopped)."""
 
 
-def payload_format(payload: bytes) -> PayloadFormat:
-    """How a payload is encoded: JSON if its first byte is ASCII (below 0x80), else MessagePack.
-
-    Every JSON text starts with an ASCII byte (``{``, ``[``, a digit, whitespace, ...); a
-    MessagePack map, array, string, float, nil or negative int starts with a byte of 0x80 or
-    more. The one overlap, a top-level MessagePack positive fixint, is read as JSON.
-    """
-    return "msgpack" if payload and payload[0] >= 0x80 else "json"
-
-
-def is_removal(payload: bytes) -> bool:
-    """An empty payload, JSON ``null`` (whitespace allowed) or MessagePack nil: remove the item."""
-    return not payload or payload == b"\xc0" or (len(payload) <= 32 and payload.strip() == b"null")
-
-
-class IngestTarget(Protocol):
-    """What the feed writes into: the write side (:class:`~dashboard_server.ingest.writer.
-    StateWriter` implements it)."""
-
-    def replace_bytes(self, path: str, payload: bytes, fmt: PayloadFormat) -> bool:
-        """Make the value at ``path`` equal to the decoded payload; True if it changed."""
-        ...
-
-    def remove(self, path: str) -> bool:
-        """Remove the value at ``path`` (absent: nothing happens)."""
-        ...
-
-    def publish_event(self, channel: str, data: dict[str, Any]) -> None:
-        """Queue a never-conflated event on ``channel``."""
-        ...
-
-    def note_section_update(self, section: str) -> None:
-        """A live update for ``section`` arrived (even if it changed nothing): for staleness."""
-        ...
-
-    def section_ids(self, section: str) -> Iterable[str]:
-        """The ids of the items the state holds in ``section``."""
-        ...
-
-    def received(self, section: str) -> None:
-        """Count one message for ``section``."""
-        ...
-
-    def malformed(self, section: str, name: str, reason: str) -> None:
-        """Count and log a message that could not be used."""
-        ...
-
-
 class RedisFeed(TaskFeed):
     """Keeps the server's state equal to what Redis holds (see the module doc).
 
-    ``target`` receives the ops and events, ``url`` is the Redis URL, ``sections`` the state
-    sections to subscribe to and load; ``reload_interval`` (seconds, 0: never) is the period of
-    the safety-net reload; a PING is sent every ``health_interval``, and Redis is stalled when
-    one is pending and nothing arrived for ``health_timeout`` (also the timeout of every socket
-    operation); reconnects wait a random delay between half and all of
-    ``backoff_initial * 2**failures``, capped at ``backoff_max``.
+    ``router`` applies the messages of ``sources`` (the Redis ones), ``url`` is the Redis URL;
+    ``resyncs``, if given, learns how to bootstrap each keyed source; ``reload_interval``
+    (seconds, 0: never) is the period of the safety-net reload; a PING is sent every
+    ``health_interval``, and Redis is stalled when one is pending and nothing arrived for
+    ``health_timeout`` (also the timeout of every socket operation); reconnects wait a random
+    delay between half and all of ``backoff_initial * 2**failures``, capped at ``backoff_max``.
     """
 
     name = "redis"
@@ -128,11 +80,12 @@ class RedisFeed(TaskFeed):
 
     def __init__(
         self,
-        target: IngestTarget,
+        router: SourceRouter,
         *,
         url: str,
-        sections: Sequence[str],
+        sources: Sequence[Source],
         metrics: RedisMetrics,
+        resyncs: Resyncs | None = None,
         reload_interval: float = 30.0,
         health_interval: float = 1.0,
         health_timeout: float = 2.0,
@@ -141,9 +94,9 @@ class RedisFeed(TaskFeed):
         rng: random.Random | None = None,
     ) -> None:
         super().__init__()
-        self.target = target
+        self.router = router
         self.url = url
-        self.sections = tuple(sections)
+        self.sources = tuple(s for s in sources if s.transport.startswith("redis"))
         self.metrics = metrics
         self.reload_interval = reload_interval
         self.health_interval = health_interval
@@ -155,9 +108,17 @@ class RedisFeed(TaskFeed):
         """Why the last session ended or the last attempt failed."""
         self._state = FeedState.CONNECTING
         self._state_since = time.monotonic()
-        self._patterns = [glob_escape(s) + ":*" for s in (*self.sections, *EVENT_CHANNELS)]
-        self._section_set = frozenset(self.sections)
+        self._pubsub = {s.prefix: s for s in self.sources if s.transport == "redis-pubsub"}
+        self._keyed = [s for s in self.sources if s.transport == "redis-keys" or s.bootstrap]
+        self._watched = {s.prefix: s for s in self.sources if s.transport == "redis-keys"}
+        self._keyspace = ""
+        """``__keyspace@{db}__:`` while keyspace notifications are on, else empty."""
+        self._fetch: set[str] = set()
+        self._fetch_wanted = asyncio.Event()
         self._touched: set[str] | None = None
+        for source in self._keyed:
+            if resyncs is not None:
+                resyncs.register(source.name, functools.partial(self.resync, source))
         metrics.state.labels(self._state.value).set(1)
 
     # --- state -----------------------------------------------------------------------------
@@ -232,18 +193,55 @@ class RedisFeed(TaskFeed):
         client = connect_redis(self.url, self.health_timeout)
         pubsub = client.pubsub()
         try:
-            await pubsub.psubscribe(*self._patterns)
-            await self._await_subscribed(pubsub)
+            self._keyspace = await self._keyspace_prefix(client) if self._watched else ""
+            patterns = self._patterns()
+            await pubsub.psubscribe(*patterns)
+            await self._await_subscribed(pubsub, len(patterns))
             self.metrics.connects.inc()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._read(pubsub))
                 tasks.create_task(self._reload_loop(client))
+                if self._keyspace:
+                    tasks.create_task(self._fetch_loop(client))
+                else:
+                    for source in self._watched.values():
+                        tasks.create_task(self._scan_loop(client, source))
         finally:
             await close_quietly(pubsub, client, timeout=self.health_timeout)
 
-    async def _await_subscribed(self, pubsub: PubSub) -> None:
+    def _patterns(self) -> list[str]:
+        patterns = [glob_escape(prefix) + "*" for prefix in self._pubsub]
+        if self._keyspace:
+            patterns += [self._keyspace + glob_escape(prefix) + "*" for prefix in self._watched]
+        return patterns
+
+    async def _keyspace_prefix(self, client: Redis) -> str:
+        """``__keyspace@{db}__:`` if the server notifies key changes, expiry and deletion (flags
+        ``K`` and ``A``, or ``K`` with ``g``, ``$`` and ``x``), else ``""``: scan instead."""
+        try:
+            flags = str(
+                (await client.config_get("notify-keyspace-events")).get(
+                    "notify-keyspace-events", ""
+                )
+            )
+        except Exception as exc:  # CONFIG may be renamed or forbidden: not a failure
+            log.info("keyspace notifications unknown; scanning", extra={"error": str(exc)})
+            return ""
+        on = "K" in flags and ("A" in flags or all(f in flags for f in "g$x"))
+        if not on:
+            log.info(
+                "keyspace notifications off; scanning keys that are only SET",
+                extra={
+                    "notify_keyspace_events": flags,
+                    "sources": sorted(s.name for s in self._watched.values()),
+                },
+            )
+            return ""
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        return f"__keyspace@{db}__:"
+
+    async def _await_subscribed(self, pubsub: PubSub, pending: int) -> None:
         """Read until Redis has confirmed every pattern (so a reload cannot miss a message)."""
-        pending = len(self._patterns)
         async with asyncio.timeout(self.health_timeout):
             while pending:
                 message = await pubsub.get_message(timeout=self.health_timeout)
@@ -301,118 +299,158 @@ class RedisFeed(TaskFeed):
             await asyncio.sleep(self.reload_interval)
             await self.reload(client, "periodic")
 
+    async def _scan_loop(self, client: Redis, source: Source) -> None:
+        """Without keyspace notifications: a bounded scan of ``source`` every ``interval_s``."""
+        while True:
+            await asyncio.sleep(source.interval_s)
+            await self.reload(client, "scan", [source])
+
+    async def _fetch_loop(self, client: Redis) -> None:
+        """GET the keys that keyspace notifications said were set, a batch per round trip."""
+        while True:
+            await self._fetch_wanted.wait()
+            self._fetch_wanted.clear()
+            while self._fetch:
+                batch = [self._fetch.pop() for _ in range(min(len(self._fetch), SCAN_COUNT))]
+                values = await client.mget(batch)
+                for name, payload in zip(batch, values, strict=True):
+                    found = self._source_of(name, self._watched)
+                    if found is None:
+                        continue
+                    source, ident = found
+                    if payload is None:
+                        self.router.remove(source, ident)
+                    elif isinstance(payload, bytes):
+                        self.router.apply_bytes(source, ident, payload, where=name)
+
+    async def resync(self, source: Source) -> None:
+        """Reload ``source`` on a connection of its own (another transport reconnected)."""
+        client = connect_redis(self.url, self.health_timeout)
+        try:
+            await self.reload(client, "resync", [source])
+        finally:
+            await close_quietly(client, timeout=self.health_timeout)
+
     # --- messages --------------------------------------------------------------------------
 
+    @staticmethod
+    def _source_of(name: str, sources: dict[str, Source]) -> tuple[Source, str] | None:
+        for prefix, source in sources.items():
+            if name.startswith(prefix):
+                return source, name[len(prefix) :]
+        return None
+
     def handle(self, channel: bytes, payload: bytes) -> None:
-        """Apply one pub/sub message (never raises for a bad channel or payload)."""
+        """Apply one pub/sub message or keyspace event (never raises for a bad one)."""
         try:
             name = channel.decode("utf-8")
         except UnicodeDecodeError:
-            self._malformed("unknown", repr(channel), "channel name is not UTF-8")
+            self.router.writer.malformed("unknown", repr(channel), "channel name is not UTF-8")
             return
-        section, _, item_id = name.partition(":")
-        self.target.received(section)
-        if not item_id:
-            self._malformed(section, name, "no id after the section name")
+        if self._keyspace and name.startswith(self._keyspace):
+            self._key_event(name[len(self._keyspace) :], payload)
             return
-        if section in self._section_set:
-            if self._touched is not None:
-                self._touched.add(name)
-            if self._apply(section, name, item_id, payload):
-                self.target.note_section_update(section)
-        elif section in EVENT_CHANNELS:
-            self._event(section, name, payload)
-        else:
-            self._malformed(section, name, "not a subscribed section")
+        found = self._source_of(name, self._pubsub)
+        if found is None:
+            self.router.writer.malformed("unknown", name, "no source has this channel")
+            return
+        source, ident = found
+        if not ident:
+            self.router.writer.received(self.router.label(source))
+            self.router.writer.malformed(self.router.label(source), name, "no id after the prefix")
+            return
+        if self._touched is not None:
+            self._touched.add(name)
+        self.router.apply_bytes(source, ident, payload, where=name)
 
-    def _apply(self, section: str, name: str, item_id: str, payload: bytes) -> bool:
-        """Replace (or remove) one item; False if the payload was malformed."""
-        path = f"/{section}/{escape_token(item_id)}"
-        try:
-            if is_removal(payload):
-                self.target.remove(path)
-            else:
-                self.target.replace_bytes(path, payload, payload_format(payload))
-        except ValueError as exc:
-            self._malformed(section, name, str(exc))
-            return False
-        return True
-
-    def _event(self, channel: str, name: str, payload: bytes) -> None:
-        try:
-            data: Any = (
-                msgpack.unpackb(payload, raw=False)
-                if payload_format(payload) == "msgpack"
-                else orjson.loads(payload)
-            )
-            if not isinstance(data, dict):
-                raise ValueError(f"an event must be an object, not {type(data).__name__}")
-            self.target.publish_event(channel, data)
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            self._malformed(channel, name, str(exc) or type(exc).__name__)
-
-    def _malformed(self, section: str, name: str, reason: str) -> None:
-        self.target.malformed(section, name, reason)
+    def _key_event(self, key: str, event: bytes) -> None:
+        found = self._source_of(key, self._watched)
+        if found is None or not found[1]:
+            return
+        source, ident = found
+        if self._touched is not None:
+            self._touched.add(key)
+        if event in _KEY_GONE:
+            self.router.writer.received(self.router.label(source))
+            self.router.remove(source, ident)
+        elif event in _KEY_SET:
+            self._fetch.add(key)
+            self._fetch_wanted.set()
 
     # --- reload ----------------------------------------------------------------------------
 
-    async def reload(self, client: Redis, trigger: str) -> None:
-        """Make the state equal to what Redis holds (see the module doc for the race rule)."""
+    async def reload(
+        self, client: Redis, trigger: str, sources: Sequence[Source] | None = None
+    ) -> None:
+        """Make the state of the keyed sources equal to what Redis holds (see the module doc
+        for the race rule)."""
         started = time.perf_counter()
         touched: set[str] = set()
         self._touched = touched
         keys = 0
         try:
-            for section in self.sections:
-                seen: set[str] = set()
-                pattern = glob_escape(section) + ":*"
-                cursor = 0
-                pending: list[bytes] = []
-                while True:  # each round trip: MGET of the previous SCAN page + the next SCAN
-                    async with client.pipeline(transaction=False) as pipe:
-                        if pending:
-                            pipe.mget(pending)
-                        pipe.scan(cursor, match=pattern, count=SCAN_COUNT)
-                        results = await pipe.execute()
-                    if pending:
-                        self._apply_loaded(section, pending, results[0], touched, seen)
-                        keys += len(pending)
-                    cursor, found = results[-1]
-                    pending = list(found)
-                    if cursor == 0:
-                        break
-                if pending:
-                    values = await client.mget(pending)
-                    self._apply_loaded(section, pending, values, touched, seen)
-                    keys += len(pending)
-                for item_id in list(self.target.section_ids(section)):
-                    if item_id not in seen and f"{section}:{item_id}" not in touched:
-                        self.target.remove(f"/{section}/{escape_token(item_id)}")
+            for source in self._keyed if sources is None else sources:
+                keys += await self._reload_source(client, source, touched)
         finally:
             self._touched = None
         self.metrics.reloads.labels(trigger).inc()
         self.metrics.reload_seconds.observe(time.perf_counter() - started)
         self.metrics.reload_keys.set(keys)
 
+    async def _reload_source(self, client: Redis, source: Source, touched: set[str]) -> int:
+        seen: set[str] = set()
+        pattern = glob_escape(source.prefix) + "*"
+        cursor = 0
+        pending: list[bytes] = []
+        keys = 0
+        while True:  # each round trip: MGET of the previous SCAN page + the next SCAN
+            async with client.pipeline(transaction=False) as pipe:
+                if pending:
+                    pipe.mget(pending)
+                pipe.scan(cursor, match=pattern, count=SCAN_COUNT)
+                results = await pipe.execute()
+            if pending:
+                self._apply_loaded(source, pending, results[0], touched, seen)
+                keys += len(pending)
+            cursor, found = results[-1]
+            pending = list(found)
+            if cursor == 0:
+                break
+        if pending:
+            values = await client.mget(pending)
+            self._apply_loaded(source, pending, values, touched, seen)
+            keys += len(pending)
+        out = source.outputs[0]
+        if len(source.outputs) == 1 and out.section is not None and out.id == "key":
+            for ident in list(self.router.writer.section_ids(out.section)):
+                if ident not in seen and source.prefix + ident not in touched:
+                    self.router.remove(source, ident)
+        return keys
+
     def _apply_loaded(
         self,
-        section: str,
+        source: Source,
         keys: list[bytes],
         values: Sequence[Any],
         touched: set[str],
         seen: set[str],
     ) -> None:
-        prefix = len(section) + 1
+        prefix = len(source.prefix)
         for raw_key, payload in zip(keys, values, strict=True):
             try:
                 name = raw_key.decode("utf-8")
             except UnicodeDecodeError:
-                self._malformed(section, repr(raw_key), "key is not UTF-8")
+                label = self.router.label(source)
+                self.router.writer.malformed(label, repr(raw_key), "key is not UTF-8")
                 continue
-            item_id = name[prefix:]
-            if not item_id or payload is None or name in touched:
+            ident = name[prefix:]
+            if not ident or payload is None or name in touched:
                 continue  # no id; gone or not a string; pub/sub has a newer value
             if is_removal(payload):
                 continue  # absent from ``seen``: removed at the end unless touched
-            seen.add(item_id)  # a malformed payload keeps the item as it was
-            self._apply(section, name, item_id, payload)
+            seen.add(ident)  # a malformed payload keeps the item as it was
+            self.router.apply_bytes(source, ident, payload, where=name, live=False)
+
+
+_KEY_SET: Final = frozenset({b"set", b"rename_to", b"restore", b"copy_to", b"setrange", b"append"})
+_KEY_GONE: Final = frozenset({b"del", b"expired", b"evicted", b"rename_from"})

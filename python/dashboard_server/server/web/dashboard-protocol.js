@@ -8,7 +8,8 @@
 //                        gap, measures round-trip latency with `ping`, detects staleness, and
 //                        reconnects with exponential backoff and jitter, resuming with
 //                        since=<version>&epoch=<epoch>.
-//   helpers              parsePointer, applyChanges, applyJsonPatch, touchedItems, buildUrl.
+//   helpers              parsePointer, applyChanges, applyJsonPatch, setMember, touchedItems,
+//                        buildUrl.
 //
 // docs/web.md documents the API; the dashboard page (app.js) is one user of it.
 
@@ -64,6 +65,18 @@ const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v)
 const own = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
 
 /**
+ * `obj[key] = value` as an own, enumerable member, `__proto__` included: a plain assignment of
+ * `__proto__` would set the object's prototype (or do nothing) instead of storing the data.
+ */
+export function setMember(obj, key, value) {
+  if (key === "__proto__") {
+    Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+  } else {
+    obj[key] = value;
+  }
+}
+
+/**
  * Apply an update in the `changes` form to `root` (mutated in place): first every pointer of
  * `removed` is deleted (if present), then every `changes` entry sets the subtree at its pointer,
  * creating missing parent objects. Returns the new root (a change at "" replaces it).
@@ -88,11 +101,11 @@ export function applyChanges(root, msg) {
     let node = root;
     for (let i = 0; i < tokens.length - 1; i++) {
       const t = tokens[i];
-      if (!own(node, t)) node[t] = {};
+      if (!own(node, t)) setMember(node, t, {});
       else if (!isObject(node[t])) throw new PatchError(`${pointer}: ${JSON.stringify(t)} is not an object`);
       node = node[t];
     }
-    node[tokens[tokens.length - 1]] = value;
+    setMember(node, tokens[tokens.length - 1], value);
   }
   return root;
 }
@@ -139,7 +152,7 @@ export function applyJsonPatch(doc, patch) {
       else parent[arrayIndex(last, parent.length, false, pointer)] = value;
     } else {
       if (op === "replace" && !own(parent, last)) throw new PatchError(`${pointer}: replace of a missing member`);
-      parent[last] = value;
+      setMember(parent, last, value);
     }
   };
   const del = (pointer) => {

@@ -1,7 +1,8 @@
 // A small MessagePack decoder (decode only), enough for dashboard-server's binary frames.
 //
 // decodeMsgpack(bytes) -> value. `bytes` is a Uint8Array or an ArrayBuffer. Maps decode to plain
-// objects (keys turned into strings), arrays to arrays, str to strings, bin to Uint8Array, ints
+// objects (keys turned into strings; a `__proto__` key is kept as an own member, as JSON.parse
+// keeps it), arrays to arrays, str to strings, bin to Uint8Array, ints
 // and floats to numbers (64-bit ints outside +-2^53 lose precision, as JSON.parse would), ext to
 // {ext: type, data: Uint8Array}. Throws an Error on truncated or invalid input.
 // No dependencies, no DOM: works in browsers and in node.
@@ -26,7 +27,14 @@ export function decodeMsgpack(input) {
     const o = {};
     for (let i = 0; i < n; i++) {
       const k = value();
-      o[typeof k === "string" ? k : String(k)] = value();
+      const key = typeof k === "string" ? k : String(k);
+      const v = value();
+      // `o["__proto__"] = v` would set the prototype (or do nothing) instead of adding a member
+      if (key === "__proto__") {
+        Object.defineProperty(o, key, { value: v, enumerable: true, writable: true, configurable: true });
+      } else {
+        o[key] = v;
+      }
     }
     return o;
   }

@@ -1,0 +1,130 @@
+"""The HTTP polling transport of the sources (httpx): one GET at a time, with backoff.
+
+An ``http-poll`` source names a path on one of the backends' HTTP APIs (its ``endpoint``: the
+account monitor, the strategy engine). :class:`HttpPollFeed` GETs it every ``interval_s``, never
+two requests at once (the next starts after the previous ended), each bounded by ``timeout``.
+A JSON response is handed to the :class:`~dashboard_server.ingest.router.SourceRouter`; one that
+does not parse (or does not map) is counted and logged there, and changes nothing. A failed
+request (refused, timed out, a status >= 400) marks the source ``down`` and waits
+``interval_s * 2**failures`` (at most ``backoff_max``) before the next. Another transport can ask
+for a poll now (:meth:`HttpPollFeed.poll_now`, registered as the source's bootstrap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Final
+
+import httpx
+import orjson
+
+from dashboard_server.core.sources import Source
+from dashboard_server.ingest.feed import FeedHealth, FeedState, TaskFeed, describe_failure
+from dashboard_server.ingest.router import Resyncs, SourceRouter
+
+__all__ = ["MAX_RESPONSE_BYTES", "HttpPollFeed"]
+
+log = logging.getLogger(__name__)
+
+MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
+"""A larger response is refused (and counted as malformed) instead of being decoded."""
+
+
+class HttpPollFeed(TaskFeed):
+    """Polls one ``http-poll`` source at ``base_url`` (see the module doc)."""
+
+    def __init__(
+        self,
+        router: SourceRouter,
+        source: Source,
+        *,
+        base_url: str,
+        resyncs: Resyncs | None = None,
+        timeout: float = 2.0,
+        backoff_max: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.name = f"http:{source.name}"
+        self.router = router
+        self.source = source
+        self.url = base_url.rstrip("/") + source.pattern
+        self.timeout = timeout
+        self.backoff_max = backoff_max
+        self.last_error: str | None = None
+        self.polls = 0
+        """Requests that got a usable response."""
+        self._state = FeedState.CONNECTING
+        self._state_since = time.monotonic()
+        self._wake = asyncio.Event()
+        if resyncs is not None:
+            resyncs.register(source.name, self.poll_now)
+
+    def health(self) -> FeedHealth:
+        """``connecting`` until the first answer, then ``ok`` or ``down`` with the reason."""
+        failed = super().health()
+        if failed.state is FeedState.DOWN:
+            return failed
+        return FeedHealth(self._state, time.monotonic() - self._state_since, self.last_error)
+
+    def _set_state(self, state: FeedState, error: str | None) -> None:
+        self.last_error = error
+        if state is not self._state:
+            log.log(
+                logging.INFO if state is FeedState.OK else logging.WARNING,
+                "http source state changed",
+                extra={"source": self.source.name, "to": state.value, "error": error},
+            )
+            self._state = state
+            self._state_since = time.monotonic()
+
+    async def poll_now(self) -> None:
+        """Poll at once instead of at the next interval."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set."""
+        failures = 0
+        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+            while not stop.is_set():
+                ok = await self._poll(client)
+                failures = 0 if ok else failures + 1
+                wait = min(self.backoff_max, self.source.interval_s * 2**failures)
+                self._wake.clear()
+                stop_wait = asyncio.ensure_future(stop.wait())
+                wake_wait = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    [stop_wait, wake_wait], timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                stop_wait.cancel()
+                wake_wait.cancel()
+        self._set_state(FeedState.STOPPED, None)
+
+    async def _poll(self, client: httpx.AsyncClient) -> bool:
+        try:
+            response = await client.get(self.url, headers={"Accept": "application/json"})
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            self._set_state(FeedState.DOWN, describe_failure(exc))
+            return False
+        body = response.content
+        label = self.router.label(self.source)
+        if len(body) > MAX_RESPONSE_BYTES:
+            self.router.writer.received(label)
+            self.router.writer.malformed(label, self.url, f"response of {len(body)} bytes")
+            self._set_state(FeedState.DOWN, "response too large")
+            return False
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            self.router.writer.received(label)
+            self.router.writer.malformed(label, self.url, f"response is not JSON: {exc}")
+            self._set_state(FeedState.DOWN, "response is not JSON")
+            return False
+        if not self.router.apply_value(self.source, self.url, value, where=self.url):
+            self._set_state(FeedState.DOWN, "response does not fit the source's mapping")
+            return False
+        self.polls += 1
+        self._set_state(FeedState.OK, None)
+        return True

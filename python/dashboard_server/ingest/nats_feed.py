@@ -1,0 +1,169 @@
+"""The NATS transport of the sources (nats-py): subjects with wildcards, supervised.
+
+One connection serves every ``nats`` source. The feed subscribes to each source's subject
+(``orders.updates.>``, ``risk.alerts.>``, ``risk.metrics`` ...) and hands each message to the
+:class:`~dashboard_server.ingest.router.SourceRouter` with its subject as the key.
+
+Core NATS is at-most-once: what is published while the connection is down is lost. So the feed
+supervises the connection itself (nats-py's own reconnect is off): after every (re)connect and
+subscription it asks for the bootstrap of the sources each source names in ``resync`` (the
+``order:*`` keys, the account monitor's HTTP), and a lost connection is retried with jittered
+exponential backoff. The client PINGs every ``health_interval``; two unanswered pings end the
+connection (``stalled``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from dashboard_server.core.sources import Source
+from dashboard_server.ingest.feed import FeedHealth, FeedState, TaskFeed, describe_failure
+from dashboard_server.ingest.router import Resyncs, SourceRouter
+
+__all__ = ["NatsFeed", "nats_url"]
+
+log = logging.getLogger(__name__)
+
+
+def nats_url(url: str) -> str:
+    """``host:port`` as ``nats://host:port``; a URL with a scheme as it is."""
+    return url if "://" in url else f"nats://{url}"
+
+
+class NatsFeed(TaskFeed):
+    """Feeds the ``nats`` sources from the server at ``url`` (see the module doc)."""
+
+    name = "nats"
+
+    def __init__(
+        self,
+        router: SourceRouter,
+        *,
+        url: str,
+        sources: Sequence[Source],
+        resyncs: Resyncs | None = None,
+        health_interval: float = 1.0,
+        timeout: float = 2.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__()
+        self.router = router
+        self.url = nats_url(url)
+        self.sources = tuple(s for s in sources if s.transport == "nats")
+        self.resyncs = resyncs
+        self.health_interval = health_interval
+        self.timeout = timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.rng = rng or random.Random()
+        self.last_error: str | None = None
+        self.connects = 0
+        """Successful (re)connections so far."""
+        self._state = FeedState.CONNECTING
+        self._state_since = time.monotonic()
+
+    def health(self) -> FeedHealth:
+        """The connection state (a failure of the feed itself wins), its age and last error."""
+        failed = super().health()
+        if failed.state is FeedState.DOWN:
+            return failed
+        return FeedHealth(self._state, time.monotonic() - self._state_since, self.last_error)
+
+    def _set_state(self, state: FeedState) -> None:
+        if state is not self._state:
+            log.log(
+                logging.INFO if state is FeedState.OK else logging.WARNING,
+                "nats state changed",
+                extra={"from": self._state.value, "to": state.value, "error": self.last_error},
+            )
+            self._state = state
+            self._state_since = time.monotonic()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep a connection going, reconnecting with backoff, until ``stop`` is set."""
+        failures = 0
+        while not stop.is_set():
+            lost = asyncio.Event()
+            client: Client | None = None
+            try:
+                client = await self._connect(lost)
+                await self._subscribe(client)
+                self.connects += 1
+                self.last_error = None
+                self._set_state(FeedState.OK)
+                failures = 0
+                if self.resyncs is not None:
+                    for source in self.sources:
+                        self.resyncs.request(source.resync, f"nats connected ({source.name})")
+                stop_wait = asyncio.ensure_future(stop.wait())
+                lost_wait = asyncio.ensure_future(lost.wait())
+                await asyncio.wait([stop_wait, lost_wait], return_when=asyncio.FIRST_COMPLETED)
+                stop_wait.cancel()
+                lost_wait.cancel()
+                if not stop.is_set():
+                    raise ConnectionError(self.last_error or "connection lost")
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:
+                self.last_error = describe_failure(exc)
+                self._set_state(FeedState.DOWN)
+                failures += 1
+            finally:
+                if client is not None and not client.is_closed:
+                    try:
+                        await asyncio.wait_for(client.close(), self.timeout)
+                    except Exception as exc:  # closing a dead connection: nothing to save
+                        log.debug("nats close failed", extra={"error": str(exc)})
+            if not stop.is_set():
+                delay = min(self.backoff_max, self.backoff_initial * 2 ** max(0, failures - 1))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.rng.uniform(delay / 2, delay))
+        self._set_state(FeedState.STOPPED)
+
+    async def _connect(self, lost: asyncio.Event) -> Client:
+        async def on_disconnect() -> None:
+            lost.set()
+
+        async def on_error(exc: Exception) -> None:
+            self.last_error = describe_failure(exc)
+            if "stale" in str(exc).lower():
+                self._set_state(FeedState.STALLED)
+            lost.set()
+
+        client: Client = await nats.connect(
+            self.url,
+            allow_reconnect=False,
+            connect_timeout=self.timeout,
+            ping_interval=max(1, round(self.health_interval)),
+            max_outstanding_pings=2,
+            disconnected_cb=on_disconnect,
+            closed_cb=on_disconnect,
+            error_cb=on_error,
+            name="dashboard-server",
+        )
+        return client
+
+    async def _subscribe(self, client: Client) -> None:
+        for source in self.sources:
+            await client.subscribe(source.pattern, cb=self._handler(source))
+        await client.flush(timeout=max(1, round(self.timeout)))  # every subscription is in
+
+    def _handler(self, source: Source) -> Any:
+        router = self.router
+
+        async def on_message(msg: Msg) -> None:
+            router.apply_bytes(source, msg.subject, msg.data, where=msg.subject)
+
+        return on_message

@@ -1,0 +1,181 @@
+"""From a source's message to the write side, whatever the transport.
+
+:class:`SourceRouter` is what every transport (Redis, NATS, HTTP polling) hands a message to:
+the source it came from, the key it came under (the Redis key's id part, the NATS subject, the
+URL) and its bytes or decoded value. A raw source (an item taken whole) goes to the engine from
+its bytes; any other is decoded, mapped by the source's outputs (:mod:`dashboard_server.core.
+sources`) and written op by op. A message that cannot be used is counted and logged once by the
+write side and changes nothing: the ops of one message are all computed before any is applied.
+
+:class:`Resyncs` lets an at-most-once transport (NATS) ask, after it reconnects, for the
+bootstrap of the sources named in its ``resync`` list, whoever runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final, Literal
+
+import msgpack
+import orjson
+
+from dashboard_server.core.pointer import join
+from dashboard_server.core.sources import Op, Output, Source
+from dashboard_server.ingest.writer import WriteSide
+
+__all__ = ["DEDUPE_WINDOW_S", "Resyncs", "SourceRouter", "decode_payload", "is_removal"]
+
+log = logging.getLogger(__name__)
+
+PayloadFormat = Literal["json", "msgpack"]
+
+DEDUPE_WINDOW_S: Final = 60.0
+"""An event equal in its ``dedupe`` field (and level) to one seen this recently is dropped."""
+_DEDUPE_KEPT: Final = 10_000
+
+
+def payload_format(payload: bytes) -> PayloadFormat:
+    """JSON if the first byte is ASCII (below 0x80), else MessagePack (docs/redis.md)."""
+    return "msgpack" if payload and payload[0] >= 0x80 else "json"
+
+
+def is_removal(payload: bytes) -> bool:
+    """An empty payload, JSON ``null`` (whitespace allowed) or MessagePack nil: remove the item."""
+    return not payload or payload == b"\xc0" or (len(payload) <= 32 and payload.strip() == b"null")
+
+
+def decode_payload(payload: bytes) -> Any:
+    """A JSON or MessagePack payload as Python values; :class:`ValueError` if it is neither."""
+    try:
+        if payload_format(payload) == "msgpack":
+            return msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        return orjson.loads(payload)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"undecodable payload: {exc}") from None
+
+
+class SourceRouter:
+    """Applies messages of any source to the write side (see the module doc)."""
+
+    def __init__(self, writer: WriteSide) -> None:
+        self.writer = writer
+        self._seen: OrderedDict[tuple[str, Any, Any], float] = OrderedDict()
+
+    @staticmethod
+    def label(source: Source) -> str:
+        """The metrics label of a source: its (first) section or event channel."""
+        out = source.outputs[0]
+        return out.section or out.events or source.name
+
+    def apply_bytes(
+        self, source: Source, key: str, payload: bytes, *, where: str = "", live: bool = True
+    ) -> bool:
+        """Apply one payload; False if it was malformed (counted and logged). ``live``: a
+        message as it happened (counted, and the sections are fresh), not a bootstrap read."""
+        label = self.label(source)
+        if live:
+            self.writer.received(label)
+        out = source.outputs[0]
+        try:
+            if is_removal(payload):
+                if out.section is None or out.id != "key":
+                    raise ValueError("an empty payload removes an item: only for id 'key'")
+                self.writer.remove(join(out.section, key))
+            elif source.raw:
+                assert out.section is not None
+                self.writer.replace_bytes(join(out.section, key), payload, payload_format(payload))
+            else:
+                self._apply_ops(source, self._ops(source, key, decode_payload(payload)))
+        except ValueError as exc:
+            self.writer.malformed(label, where or key, str(exc))
+            return False
+        if live:
+            self._live(source)
+        return True
+
+    def apply_value(self, source: Source, key: str, value: Any, *, where: str = "") -> bool:
+        """Apply one decoded message (an HTTP response); False if it was malformed."""
+        label = self.label(source)
+        self.writer.received(label)
+        try:
+            self._apply_ops(source, self._ops(source, key, value))
+        except ValueError as exc:
+            self.writer.malformed(label, where or key, str(exc))
+            return False
+        self._live(source)
+        return True
+
+    def remove(self, source: Source, key: str) -> None:
+        """Remove the item ``key`` of a keyed source (its key expired or was deleted)."""
+        for out in source.outputs:
+            if out.section is not None and out.id == "key":
+                self.writer.remove(join(out.section, key))
+
+    def _ops(self, source: Source, key: str, value: Any) -> list[tuple[Output, Op]]:
+        # every output's ops first: a message that fails anywhere changes nothing
+        return [(out, op) for out in source.outputs for op in out.apply(key, value)]
+
+    def _apply_ops(self, source: Source, ops: list[tuple[Output, Op]]) -> None:
+        for out, op in ops:
+            if op.kind == "event":
+                if out.dedupe is None or self._first(out, op.value):
+                    self.writer.publish_event(op.channel, op.value)
+            elif op.kind == "merge":
+                self.writer.merge(op.path, op.value)
+            else:
+                self.writer.replace(op.path, op.value)
+
+    def _first(self, out: Output, data: dict[str, Any]) -> bool:
+        """Whether an event is new: not equal in ``dedupe`` and ``level`` to a recent one."""
+        assert out.dedupe is not None
+        key = (out.source, data.get(out.dedupe), data.get("level"))
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen < DEDUPE_WINDOW_S:
+            return False
+        self._seen[key] = now
+        self._seen.move_to_end(key)
+        while len(self._seen) > _DEDUPE_KEPT:
+            self._seen.popitem(last=False)
+        return True
+
+    def _live(self, source: Source) -> None:
+        for out in source.outputs:
+            if out.section is not None:
+                self.writer.note_section_update(out.section)
+
+
+Bootstrap = Callable[[], Awaitable[None]]
+
+
+class Resyncs:
+    """Who can bootstrap which source, and a way to ask for it (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._bootstraps: dict[str, Bootstrap] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def register(self, source: str, bootstrap: Bootstrap) -> None:
+        """``bootstrap`` reloads ``source`` from where it keeps its whole state."""
+        self._bootstraps[source] = bootstrap
+
+    def request(self, sources: Iterable[str], why: str) -> None:
+        """Run the bootstrap of each of ``sources`` that someone registered (in the background)."""
+        for name in sources:
+            bootstrap = self._bootstraps.get(name)
+            if bootstrap is None:
+                continue  # off (no endpoint), or nothing to reload from
+            log.info("resync", extra={"source": name, "reason": why})
+            task = asyncio.get_running_loop().create_task(self._run(name, bootstrap))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, name: str, bootstrap: Bootstrap) -> None:
+        try:
+            await bootstrap()
+        except Exception as exc:  # the source's own supervision reports it; this is a bonus
+            log.warning("resync failed", extra={"source": name, "error": str(exc)})
