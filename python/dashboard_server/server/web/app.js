@@ -7,7 +7,7 @@
 // symbol filter), backoff_max_ms, stale_ms. Charts are in charts.js; sorting, search and the flash
 // budget in tables.js.
 
-import { DashboardConnection } from "./dashboard-protocol.js";
+import { DashboardConnection, serverHealth } from "./dashboard-protocol.js";
 import { DeskCharts } from "./charts.js";
 import { FlashBudget, SymbolSearch, TableSort, tapeCounts } from "./tables.js";
 
@@ -490,10 +490,18 @@ function countOpen() {
 
 // --- status, header, banner -------------------------------------------------------------------
 
-const STATE_LABEL = { live: "LIVE", stale: "STALE", resync: "RESYNC", connecting: "CONNECTING", disconnected: "DISCONNECTED", refused: "REFUSED", closed: "CLOSED" };
+const STATE_LABEL = { live: "LIVE", stale: "STALE", resync: "RESYNC", connecting: "CONNECTING", disconnected: "DISCONNECTED", refused: "REFUSED", closed: "CLOSED", degraded: "DEGRADED", down: "FEED DOWN" };
 function viewState() {
   switch (conn.status) {
-    case "open": return conn.state.awaitingSnapshot ? "resync" : conn.stale ? "stale" : "live";
+    case "open": {
+      if (conn.state.awaitingSnapshot) return "resync";
+      if (conn.stale) return "stale";
+      // the connection is fine: what the server says about its own feed decides
+      const health = serverHealth(conn.serverStatus);
+      if (health.state === "down") return "down";
+      if (health.state === "degraded" || health.stale.length) return "degraded";
+      return "live";
+    }
     case "idle": case "connecting": return "connecting";
     case "reconnecting": return "disconnected";
     case "refused": return "refused";
@@ -504,14 +512,31 @@ function viewState() {
 function kb(n) { return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(0)} kB`; }
 let lastBytes = 0, lastBytesAt = performance.now();
 
+// The panel that shows each section (dimmed, and tagged STALE, while the server says the section
+// has had no update for longer than its staleness limit).
+const PANELS = { market_data: "p-market", orderbook: "p-book", account: "p-account", orders: "p-orders", positions: "p-positions", strategies: "p-strategies" };
+
+function renderFeed(health, st) {
+  const demo = $("demo-badge");
+  if (demo.hidden === health.demo) demo.hidden = !health.demo;
+  const stale = new Set(st === "live" || st === "degraded" ? health.stale : []);
+  for (const [section, cls] of Object.entries(PANELS)) {
+    const panel = document.querySelector(`.${cls}`);
+    if (panel && panel.classList.contains("stale-data") !== stale.has(section)) panel.classList.toggle("stale-data", stale.has(section));
+  }
+}
+
 function renderStatus() {
   const st = viewState();
+  const health = serverHealth(conn.serverStatus);
   const pill = $("status");
   pill.dataset.state = st;
   pill.className = `status status-${st === "live" ? "open" : st}`;
   setText($("status-text"), STATE_LABEL[st]);
-  document.body.classList.toggle("stale", st !== "live");
-  document.title = `${st === "live" ? "" : "⚠ "}Trading desk · ${STATE_LABEL[st]}`;
+  // degraded: only the stale panels are dimmed; anything worse dims them all
+  document.body.classList.toggle("stale", st !== "live" && st !== "degraded");
+  document.title = `${health.demo ? "DEMO · " : ""}${st === "live" ? "" : "⚠ "}Trading desk · ${STATE_LABEL[st]}`;
+  renderFeed(health, st);
 
   const s = conn.stats;
   const now = Date.now();
@@ -535,6 +560,15 @@ function renderStatus() {
     msg = `REFUSED — ${r.status ? `HTTP ${r.status}: ` : r.code ? `close ${r.code}: ` : ""}${r.message || s.lastError || "the server refused the connection"}`;
     showToken = r.status === 401 || r.status === 403 || r.code === 1008;
   } else if (st === "closed") { msg = "CLOSED"; }
+  else if (st === "down") {
+    msg = `FEED DOWN — ${health.problems.join("; ") || "the server has no live source"} · the numbers below are not being updated${asOf}`;
+  } else if (st === "degraded") {
+    const sources = health.problems.filter((p) => !p.startsWith("stale: "));
+    msg = sources.length
+      ? `DEGRADED — ${health.problems.join("; ")}`
+      : `STALE — no recent update for ${health.stale.join(", ")}; those panels are dimmed`;
+    warn = true;
+  }
   banner.hidden = msg === null;
   banner.classList.toggle("warn", warn);
   if (msg !== null) setText($("banner-text"), msg);
@@ -616,6 +650,7 @@ charts = new DeskCharts(conn, {
   },
 });
 conn.on("status", renderStatus);
+conn.on("server-status", renderStatus);
 conn.on("tick", renderStatus);
 conn.on("error", (msg) => console.warn("dashboard-server error:", msg.code, msg.message));
 
@@ -635,6 +670,8 @@ const ui = {
   renders: 0,
   lastRenderMs: 0,
   get appliedSeq() { return appliedSeq; },
+  get serverStatus() { return conn.serverStatus; },
+  get view() { return viewState(); },
   get selected() { return selected; },
   select,
   charts,
