@@ -623,7 +623,10 @@ class DashboardClient:
             msg["channels"] = list(channels)
         if symbols is not None:
             if self.symbols is not None:
-                self.symbols = [s for s in self.symbols if s not in symbols]
+                remaining = [s for s in self.symbols if s not in symbols]
+                if not remaining:
+                    raise ValueError("unsubscribe: a filter cannot be emptied (symbols=None: all)")
+                self.symbols = remaining
             msg["symbols"] = list(symbols)
         self._resubscribing = True
         await self.send(msg)
