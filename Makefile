@@ -11,7 +11,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 
 .PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine system-deps \
-	web-test-deps screenshot fuzz fuzz-rust fuzz-rust-smoke cargo-fuzz wheel bench-fanout bench-filters loadtest clean
+	web-test-deps screenshot fuzz fuzz-rust fuzz-rust-smoke cargo-fuzz wheel bench-fanout bench-sources bench-filters \
+	loadtest clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -70,12 +71,19 @@ fmt: $(DEPS_STAMP) ## Format Python and Rust sources
 	$(VENV)/bin/ruff check --fix -q python tests benches fuzz || true
 	cargo fmt
 
-bench: bench-engine bench-fanout bench-filters ## Run every benchmark and print the ratios the issues ask for
+bench: bench-engine bench-fanout bench-sources bench-filters ## Run every benchmark and print the ratios the issues ask for
 
 bench-engine: build ## Engine benchmarks: native vs pure vs the naive peer path vs orjson/ormsgpack
 	$(VENV)/bin/pytest benches/bench_engine.py -q -p no:randomly --benchmark-only \
 		--benchmark-json=.benchmarks/engine.json --benchmark-columns=min,median,mean,rounds
 	$(PY) benches/report.py .benchmarks/engine.json
+
+bench-sources: build ## Ingest cost per message of each transport: in process (router) and end to end (real Redis, NATS, HTTP)
+	@mkdir -p .benchmarks
+	$(VENV)/bin/pytest benches/bench_sources.py -q -p no:randomly --benchmark-only \
+		--benchmark-json=.benchmarks/sources.json --benchmark-columns=min,median,rounds
+	$(PY) benches/bench_sources.py --report .benchmarks/sources.json
+	$(PY) benches/bench_sources.py --e2e --count 20000
 
 MATURIN ?= $(VENV)/bin/maturin
 

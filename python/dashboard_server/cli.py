@@ -3,8 +3,9 @@
 ``dashboard-server serve [flags]`` runs the server until SIGTERM/SIGINT (then shuts down
 gracefully and exits 0); ``dashboard-server watch`` shows a server's live state in the terminal;
 ``dashboard-server publish-demo --redis-url URL`` drives the demo feed into Redis through the
-backends' contract (docs/redis.md); ``dashboard-server loadtest`` measures fan-out with many
-clients (docs/performance.md).
+backends' contract (docs/redis.md), or with ``--sources b25`` into Redis and NATS the way the
+original system's backends write (docs/sources.md); ``dashboard-server loadtest`` measures
+fan-out with many clients (docs/performance.md).
 Every setting of :mod:`dashboard_server.config` has a flag; a bad value stops the start with a
 message naming it (exit status 2).
 """
@@ -125,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="payload encoding written to Redis (%(default)s)",
     )
     publish.add_argument("--duration", type=float, help="stop after this many seconds")
+    publish.add_argument(
+        "--sources",
+        choices=("generic", "b25"),
+        default="generic",
+        help="the contract written: generic ({section}:{id} SET + PUBLISH) or b25 (the original "
+        "system's keys, channels and NATS subjects, docs/sources.md) (%(default)s)",
+    )
+    publish.add_argument(
+        "--nats-url",
+        default=os.environ.get("DASHBOARD_NATS_URL") or "nats://127.0.0.1:4222",
+        help="NATS server, for --sources b25 (default: $DASHBOARD_NATS_URL or %(default)s)",
+    )
     add_loadtest_parser(commands)
     return parser
 
@@ -196,6 +209,8 @@ async def _publish_demo(args: argparse.Namespace) -> None:
         fmt=args.format,
         duration=args.duration,
         stop=stop,
+        sources=args.sources,
+        nats_url=args.nats_url,
     )
     log.info(
         "publish-demo stopped",

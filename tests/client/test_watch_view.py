@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dashboard_server.client.watch import WatchStats, render, run_watch, tier_interval, watch_url
 from dashboard_server.config import Config
+from dashboard_server.core.sources import load_preset, parse_sources
 from dashboard_server.server.app import DashboardServer
 
 STATE: dict[str, Any] = {
@@ -463,3 +466,57 @@ def test_render_says_disconnected_over_an_old_status() -> None:
     stats = WatchStats(**{**STATS.__dict__, "status": "reconnecting", "feed": status("ok")})
     text = render(STATE, stats, 100, color=False)
     assert "DISCONNECTED" in text and "last received" in text
+
+
+PAYLOADS = Path(__file__).resolve().parents[2] / "benches" / "payloads"
+
+
+def b25_state() -> dict[str, Any]:
+    """The original system's sample payloads mapped by the b25 preset, as a client holds them."""
+    sections, raw = load_preset("b25")
+    sources = {s.name: s for s in parse_sources(raw, sections)}
+    state: dict[str, Any] = {s: {} for s in sections}
+    feeds = [
+        ("market_data", "BTCUSDT", "redis-SET-market_data.json"),
+        ("orderbook", "BTCUSDT", "redis-PUBLISH-orderbook.json"),
+        ("orders", "3f2b6c1e", "redis-SET-order.json"),
+        ("positions", "BTCUSDT", "redis-SET-position.json"),
+        ("balances", "USDT", "redis-SET-balance.json"),
+        ("strategies", "/api/service-info", "http-strategy-service-info.json"),
+        ("strategy_status", "/status", "http-strategy-status.json"),
+        ("risk_metrics", "risk.metrics", "nats-risk.metrics.json"),
+    ]
+    for name, key, sample in feeds:
+        for out in sources[name].outputs:
+            for op in out.apply(key, json.loads((PAYLOADS / sample).read_text())):
+                _, section, ident = op.path.split("/", 2)
+                state[section][ident] = op.value
+    return state
+
+
+def test_the_original_systems_sections_show_their_values() -> None:
+    screen = render(b25_state(), WatchStats(), width=160, height=None, color=False)
+    assert "67,421.35" in screen  # market data: last; bid and ask from bid_price/ask_price
+    assert "67,421.30" in screen and "67,421.40" in screen
+    position = next(line for line in screen.splitlines() if line.startswith("BTCUSDT      long"))
+    assert "67,421.35" in position  # the mark from market data: current_price is "0"
+    assert "submitted" in screen  # the order's b25 state, counted as working
+    assert "ORDERS 1 open" in screen
+    assert "BALANCES (1)" in screen and "14,873.21" in screen
+    assert "mode simulation" in screen and "active_strategies 3" in screen
+    assert "margin_ratio 10" in screen and "total_equity 100,000" in screen
+    assert "STRATEGIES (3)" in screen and "market_making" in screen
+
+
+def test_an_unknown_schema_is_rendered_from_its_fields() -> None:
+    state = {
+        "fills_by_desk": {
+            "a": {"price": 101.5, "qty": 3, "pnl": -2.25},
+            "b": {"price": 99.0, "qty": 1, "pnl": 4.0},
+        }
+    }
+    screen = render(state, WatchStats(), width=120, height=None, color=False)
+    rows = [line for line in screen.splitlines() if line.startswith(("a ", "b "))]
+    assert len(rows) == 2
+    assert "101.50" in rows[0] and "-2.25" in rows[0] and "3" in rows[0]
+    assert "price" in screen and "qty" in screen and "pnl" in screen

@@ -284,16 +284,19 @@ def render(
     if banner is not None:
         add(banner)
 
-    for account_id, acc in _section(state, "account").items():
+    accounts = _section(state, "account") or _section(state, "pnl")
+    for account_id, acc in accounts.items():
         if not isinstance(acc, dict):
             continue
         margin = acc.get("margin") if isinstance(acc.get("margin"), dict) else {}
         ratio = margin.get("ratio") if isinstance(margin, dict) else None
         upnl = acc.get("unrealized_pnl")
-        dim = "dim" if "account" in stale else None
+        dim = "dim" if "account" in stale or "pnl" in stale else None
+        equity = _get(acc, "equity", "net_pnl")
         add(
             (
-                f"account {account_id}: equity {_num(acc.get('equity'))} "
+                f"account {account_id}: {'equity' if 'equity' in acc else 'net PnL'} "
+                f"{_num(equity)} "
                 f"{acc.get('currency', '')}  uPnL ",
                 dim,
             ),
@@ -330,7 +333,93 @@ def render(
     return "\n".join(lines[:height]) + "\n"
 
 
-_IMPORTANCE: Final = ("market", "positions", "orders", "strategies", "events")
+_IMPORTANCE: Final = ("market", "positions", "orders", "strategies", "other", "events")
+
+WORKING: Final = frozenset({"new", "submitted", "partially_filled", "pending", "open", "accepted"})
+"""Order states that mean the order still works (the demo's and the original system's)."""
+
+
+def _get(item: dict[str, Any], *names: str) -> Any:
+    """The first of ``names`` that ``item`` has (a desk's own schema may name a field its way)."""
+    for name in names:
+        value = item.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def order_status(order: dict[str, Any]) -> str:
+    """An order's state in lower case (``status`` in the demo, ``state`` in the original)."""
+    return str(_get(order, "status", "state") or "-").lower()
+
+
+def position_side(position: dict[str, Any]) -> str:
+    """``long``/``short``/``flat``: the position's side, or the sign of its quantity."""
+    side = position.get("side")
+    if isinstance(side, str) and side:
+        return side.lower()
+    quantity = position.get("quantity")
+    if isinstance(quantity, int | float) and not isinstance(quantity, bool):
+        return "long" if quantity > 0 else "short" if quantity < 0 else "flat"
+    return "-"
+
+
+def position_mark(position: dict[str, Any], market: Any) -> Any:
+    """The mark price: the position's own (``mark_price``, a non-zero ``current_price``), else
+    the market's last price."""
+    mark = _get(position, "mark_price") or position.get("current_price") or None
+    if mark is None and isinstance(market, dict):
+        mark = market.get("last_price")
+    return mark
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "-"
+    if isinstance(value, int | float):
+        return _num(value)
+    if isinstance(value, dict | list):
+        return "{...}" if isinstance(value, dict) else f"[{len(value)}]"
+    return str(value)
+
+
+def _generic_block(
+    name: str, items: dict[str, Any], width: int, color: bool, stale: bool, text_line: Any
+) -> _Block:
+    """A section the viewer has no layout for: its items' fields as columns (a single item as
+    ``field value`` pairs), so a desk's own schema shows its values."""
+    dim = "dim" if stale else None
+    rows = [(k, v) for k, v in items.items() if isinstance(v, dict)]
+    heading = [text_line((f"{name.upper()} ({len(items)})", "bold"))]
+    if len(rows) == 1:
+        _, only = rows[0]
+        pairs = [f"{k} {_cell(v)}" for k, v in only.items() if not isinstance(v, dict | list)]
+        body: list[str] = []
+        line = ""
+        for pair in pairs:
+            if line and len(line) + 3 + len(pair) > width:
+                body.append(text_line((line, dim)))
+                line = ""
+            line = f"{line}   {pair}" if line else pair
+        if line:
+            body.append(text_line((line, dim)))
+        return _Block(heading, None, len(body), "other", body)
+    fields: list[str] = []
+    for _, item in rows[:50]:
+        for key, value in item.items():
+            if key not in fields and not isinstance(value, dict | list):
+                fields.append(key)
+    columns = [("id", -14)] + [(f[:12], 12) for f in fields[:10]]
+    numeric = frozenset(
+        i + 1
+        for i, f in enumerate(fields[:10])
+        if all(isinstance(item.get(f), int | float) for _, item in rows[:50] if f in item)
+    )
+    table = _Table(columns, width, color, numeric=numeric)
+    for ident, item in rows:
+        table.add([(ident, dim)] + [(_cell(item.get(f)), dim) for f in fields[:10]])
+    heading.append(table.header())
+    return _Block(heading, table, len(table.rows), "other", table.lines())
 
 
 def _least_important(blocks: list[_Block]) -> int:
@@ -421,8 +510,8 @@ def _blocks(
                 [
                     (symbol, dim),
                     (_num(md.get("last_price")), dim),
-                    (_num(md.get("bid"), md.get("last_price")), dim),
-                    (_num(md.get("ask"), md.get("last_price")), dim),
+                    (_num(_get(md, "bid", "bid_price"), md.get("last_price")), dim),
+                    (_num(_get(md, "ask", "ask_price"), md.get("last_price")), dim),
                     (
                         f"{pct:+.2f}%" if isinstance(pct, int | float) else "-",
                         dim or _sign_color(pct),
@@ -444,13 +533,14 @@ def _blocks(
         if not isinstance(pos, dict):
             continue
         upnl = pos.get("unrealized_pnl")
+        mark = position_mark(pos, markets.get(symbol))
         table.add(
             [
                 (symbol, dim),
-                (str(pos.get("side", "-")), dim),
+                (position_side(pos), dim),
                 (_num(pos.get("quantity")), dim),
-                (_num(pos.get("entry_price"), pos.get("mark_price")), dim),
-                (_num(pos.get("mark_price")), dim),
+                (_num(pos.get("entry_price"), mark), dim),
+                (_num(mark), dim),
                 (_money(upnl), dim or _sign_color(upnl)),
             ]
         )
@@ -460,11 +550,7 @@ def _blocks(
     blocks.append(_Block(heading, table, len(table.rows), "positions", table.lines()))
 
     orders = _section(state, "orders")
-    working = [
-        o
-        for o in orders.values()
-        if isinstance(o, dict) and o.get("status") in ("new", "partially_filled")
-    ]
+    working = [o for o in orders.values() if isinstance(o, dict) and order_status(o) in WORKING]
     table = _Table(
         [
             ("id", -9),
@@ -482,17 +568,17 @@ def _blocks(
     )
     dim = "dim" if "orders" in stale else None
     for order in working:
-        side = str(order.get("side", "-"))
+        side = str(order.get("side", "-")).lower()
         table.add(
             [
-                (str(order.get("id", "-")), dim),
+                (str(_get(order, "id", "order_id") or "-"), dim),
                 (str(order.get("symbol", "-")), dim),
                 (side, dim or ("green" if side == "buy" else "red")),
                 (str(order.get("type", "-")), dim),
                 (_num(order.get("price")), dim),
                 (_num(order.get("quantity")), dim),
                 (_num(order.get("filled_quantity"), order.get("quantity")), dim),
-                (str(order.get("status")), dim),
+                (order_status(order), dim),
             ]
         )
     heading = [text_line((f"ORDERS {len(working)} open ({len(orders)} in state)", "bold"))]
@@ -503,7 +589,15 @@ def _blocks(
     )
 
     strategies = _section(state, "strategies")
-    if strategies:
+    known_fields = ("status", "pnl", "fills", "open_orders")
+    fits = any(
+        isinstance(s, dict) and any(f in s for f in known_fields) for s in strategies.values()
+    )
+    if strategies and not fits:  # a desk's own strategy schema: show its fields
+        blocks.append(
+            _generic_block("strategies", strategies, width, color, "strategies" in stale, text_line)
+        )
+    elif strategies:
         table = _Table(
             [("STRATEGY", -16), ("status", -8), ("pnl", 13), ("fills", 8), ("open", 6)],
             width,
@@ -514,7 +608,7 @@ def _blocks(
         for name, strat in strategies.items():
             if not isinstance(strat, dict):
                 continue
-            status, pnl = str(strat.get("status", "-")), strat.get("pnl")
+            status, pnl = str(_get(strat, "status", "mode") or "-"), strat.get("pnl")
             table.add(
                 [
                     (name, dim),
@@ -525,6 +619,13 @@ def _blocks(
                 ]
             )
         blocks.append(_Block([table.header()], table, len(table.rows), "strategies", table.lines()))
+
+    known = {"market_data", "orderbook", "positions", "orders", "strategies", "account"}
+    for name, items in state.items():
+        if name in known or (name == "pnl" and "account" not in state):
+            continue
+        if isinstance(items, dict) and items:
+            blocks.append(_generic_block(name, items, width, color, name in stale, text_line))
 
     if stats.events:
         body = []
