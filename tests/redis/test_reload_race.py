@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry
 from redis_helpers import RedisProcess
 from server_helpers import run
 
-from dashboard_server.ingest.redis.connection import connect_redis
 from dashboard_server.core.sources import generic_sources, parse_sources
+from dashboard_server.ingest.redis.connection import connect_redis
 from dashboard_server.ingest.redis.feed import RedisFeed
 from dashboard_server.ingest.router import SourceRouter, is_removal
 from dashboard_server.telemetry.metrics import RedisMetrics

@@ -45,6 +45,7 @@ from dashboard_server.ingest.demo import DemoFeed
 from dashboard_server.ingest.feed import Feed, FeedState
 from dashboard_server.ingest.http_poll import HttpPollFeed
 from dashboard_server.ingest.nats_feed import NatsFeed
+from dashboard_server.ingest.redis.cluster import redis_feed
 from dashboard_server.ingest.redis.feed import RedisFeed
 from dashboard_server.ingest.router import Resyncs, SourceRouter
 from dashboard_server.ingest.writer import StateWriter
@@ -216,12 +217,14 @@ class DashboardServer:
         feeds: list[Feed] = []
         if c.redis_url is not None and any(s.transport.startswith("redis") for s in on):
             feeds.append(
-                RedisFeed(
+                redis_feed(
                     router,
                     url=c.redis_url,
                     sources=on,
                     resyncs=self.resyncs,
                     metrics=RedisMetrics(self.metrics.registry, RedisFeed.STATES),
+                    mode=c.redis_cluster,
+                    sharded_channels=c.redis_sharded_channels,
                     reload_interval=c.redis_reload_interval_s,
                     health_interval=c.redis_health_interval_s,
                     health_timeout=c.redis_health_timeout_s,
@@ -261,7 +264,7 @@ class DashboardServer:
         not set)."""
         by_transport: dict[str, Feed] = {}
         for feed in self.feeds:
-            if isinstance(feed, RedisFeed):
+            if isinstance(feed, RedisFeed) or feed.name == "redis":
                 by_transport["redis"] = feed
             elif isinstance(feed, NatsFeed):
                 by_transport["nats"] = feed
