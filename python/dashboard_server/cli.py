@@ -199,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dashboard-server: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
+    if config.workers > 1:
+        from dashboard_server.server.workers import run_workers
+
+        return run_workers(config)
     try:
         asyncio.run(_serve(config))
     except (ConfigError, EngineUnavailable, ValueError) as exc:

@@ -183,6 +183,7 @@ class DashboardServer:
             select_subprotocol=select_subprotocol,
             create_connection=connection_class(self.gate.handshake_timeout),
             backlog=LISTEN_BACKLOG,
+            reuse_port=self.config.reuse_port or None,
         )
         self._gc_policy.install()
         self._started_at = time.monotonic()
