@@ -11,7 +11,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 
 .PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine system-deps \
-	web-test-deps screenshot fuzz wheel bench-fanout loadtest clean
+	web-test-deps screenshot fuzz fuzz-rust fuzz-rust-smoke cargo-fuzz wheel bench-fanout bench-sources \
+	loadtest clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -43,7 +44,7 @@ system-deps: ## Install the Debian packages the tests use when missing: redis-se
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-test: build system-deps web-test-deps lint test-rust test-python ## Build, ensure redis-server and chromium, lint, cargo test, the whole pytest suite
+test: build system-deps web-test-deps lint test-rust fuzz-rust-smoke test-python ## Build, ensure redis-server, nats-server and chromium, lint, cargo test, a short Rust fuzz run, the whole pytest suite
 
 web-test-deps: $(DEPS_STAMP) ## The playwright package for the browser tests (drives Debian's chromium; never `playwright install`)
 	@$(PY) -c 'import playwright' 2>/dev/null || $(PIP) install -q "playwright>=1.40"
@@ -70,12 +71,19 @@ fmt: $(DEPS_STAMP) ## Format Python and Rust sources
 	$(VENV)/bin/ruff check --fix -q python tests benches fuzz || true
 	cargo fmt
 
-bench: bench-engine bench-fanout ## Run every benchmark and print the ratios the issues ask for
+bench: bench-engine bench-fanout bench-sources ## Run every benchmark and print the ratios the issues ask for
 
 bench-engine: build ## Engine benchmarks: native vs pure vs the naive peer path vs orjson/ormsgpack
 	$(VENV)/bin/pytest benches/bench_engine.py -q -p no:randomly --benchmark-only \
 		--benchmark-json=.benchmarks/engine.json --benchmark-columns=min,median,mean,rounds
 	$(PY) benches/report.py .benchmarks/engine.json
+
+bench-sources: build ## Ingest cost per message of each transport: in process (router) and end to end (real Redis, NATS, HTTP)
+	@mkdir -p .benchmarks
+	$(VENV)/bin/pytest benches/bench_sources.py -q -p no:randomly --benchmark-only \
+		--benchmark-json=.benchmarks/sources.json --benchmark-columns=min,median,rounds
+	$(PY) benches/bench_sources.py --report .benchmarks/sources.json
+	$(PY) benches/bench_sources.py --e2e --count 20000
 
 MATURIN ?= $(VENV)/bin/maturin
 
@@ -86,10 +94,42 @@ wheel: $(if $(filter $(VENV)/bin/maturin,$(MATURIN)),$(DEPS_STAMP)) ## Release w
 	$(MATURIN) sdist --out dist
 
 FUZZ_SECONDS ?= 60
+# Seconds per Rust fuzz target in fuzz-rust-smoke (three targets: about 20 s of fuzzing in all).
+FUZZ_SMOKE_SECONDS ?= 7
+FUZZ_RUST_TARGETS := json_decode msgpack_decode doc_ops
+# cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 allows them on stable. The fuzz crate
+# (fuzz/Cargo.toml, its own workspace) builds into fuzz/target, apart from the engine's build.
+CARGO_FUZZ := env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 cargo fuzz
 
-fuzz: build ## Fuzz the decoders and the client message parser with atheris for FUZZ_SECONDS (default 60)
+# $(call fuzz_rust,SECONDS): each Rust target for SECONDS from its seeds (fuzz/seeds-rust/TARGET)
+# in a fresh corpus; a crash prints the whole log and fails (the input lands in fuzz/artifacts/).
+define fuzz_rust
+	@for t in $(FUZZ_RUST_TARGETS); do \
+		corpus=$$(mktemp -d); log=$$(mktemp); \
+		echo "cargo fuzz: $$t for $(1) s"; \
+		if $(CARGO_FUZZ) run --fuzz-dir fuzz $$t $$corpus fuzz/seeds-rust/$$t -- \
+			-max_total_time=$(1) -rss_limit_mb=2048 -max_len=4096 >$$log 2>&1; then \
+			grep -E '^Done' $$log || true; \
+		else \
+			cat $$log; rm -rf $$corpus $$log; exit 1; \
+		fi; \
+		rm -rf $$corpus $$log; \
+	done
+endef
+
+fuzz: build cargo-fuzz ## Fuzz the decoders and the client message parser with atheris, then the Rust targets, FUZZ_SECONDS each (default 60)
 	$(PIP) install -q "atheris>=2.3"
 	corpus=$$(mktemp -d) && $(PY) fuzz/fuzz_decoders.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=4096 $$corpus fuzz/seeds
+	$(call fuzz_rust,$(FUZZ_SECONDS))
+
+cargo-fuzz: ## Install cargo-fuzz when missing (cargo install --locked)
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+
+fuzz-rust: cargo-fuzz ## Coverage-guided fuzzing of the Rust JSON / MessagePack decoders and document ops, FUZZ_SECONDS each
+	$(call fuzz_rust,$(FUZZ_SECONDS))
+
+fuzz-rust-smoke: cargo-fuzz ## The Rust fuzz targets for FUZZ_SMOKE_SECONDS each (about 20 s of fuzzing, plus the first build)
+	$(call fuzz_rust,$(FUZZ_SMOKE_SECONDS))
 
 bench-fanout: $(DEPS_STAMP) ## Fan-out CPU per connection: raw-send floor vs websockets.broadcast() vs ours
 	$(PY) benches/bench_fanout.py --clients 1000 --rounds 60

@@ -15,7 +15,10 @@ fraction of a core at 1,000 updates/s); `report.py` prints its median with the o
 from __future__ import annotations
 
 import copy
+import json
+import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jsonpatch
@@ -158,3 +161,75 @@ def test_demo_feed_step(benchmark: Any) -> None:
     feed = DemoFeed(NullSink(), symbols=50, updates_per_second=1000.0, seed=1)
     feed.step()
     benchmark(feed.step)
+
+
+# -- ingest: the JSON payloads as the server receives them ---------------------------------------
+
+PAYLOADS = Path(__file__).parent / "payloads"
+INGEST_OPS = 2000
+
+
+def _perturb(value: Any, rng: random.Random) -> Any:
+    """``value`` with about a quarter of its leaves changed as a live feed changes them."""
+    if isinstance(value, dict):
+        return {k: _perturb(v, rng) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_perturb(v, rng) for v in value]
+    if rng.random() >= 0.25 or isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return round(value * rng.uniform(0.999, 1.001), 4)
+    if isinstance(value, int):
+        return value + rng.randrange(1, 100)
+    if isinstance(value, str) and value[-1:].isdigit():
+        return value[:-1] + str((int(value[-1]) + 1) % 10)
+    return value
+
+
+def _ingest_set(name: str) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    """(items to load first, ops) of an ingest benchmark."""
+    rng = random.Random(11)
+    if name == "replace-b25":
+        # The original system's payloads (benches/payloads/), compact as a service sends them.
+        samples = {p.stem: json.loads(p.read_bytes()) for p in sorted(PAYLOADS.glob("*.json"))}
+        current = {f"/b25/{k}": v for k, v in samples.items()}
+    else:
+        # Whole items of the standard workload, as the Redis ingest replaces them.
+        state = Workload(seed=SEED, symbols=100, orders=100, positions=100).state
+        current = {f"/{s}/{k}": v for s in SECTIONS[:4] for k, v in list(state[s].items())[:100]}
+    initial = [(p, orjson.dumps(v)) for p, v in current.items()]
+    paths = list(current)
+    ops = []
+    for n in range(INGEST_OPS):
+        path = paths[n % len(paths)]
+        current[path] = _perturb(current[path], rng)
+        ops.append((path, orjson.dumps(current[path])))
+    return initial, ops
+
+
+@pytest.mark.parametrize("kind", ["replace-generic", "replace-b25", "merge-tick"])
+def test_ingest(benchmark: Any, kind: str) -> None:
+    """``replace_bytes`` of whole items (the Redis ingest) and ``merge_bytes`` of a tick's
+    payloads, one call per payload: the JSON fast path end to end, Python call included."""
+    engine = engine_or_skip("native")
+    if kind == "merge-tick":
+        workload = Workload(seed=SEED)
+        initial = [
+            (f"/{s}/{k}", orjson.dumps(v))
+            for s, items in workload.state.items()
+            for k, v in items.items()
+        ]
+        ops = [op for _ in range(3) for op in workload.tick()]
+    else:
+        initial, ops = _ingest_set(kind)
+    doc = engine.StateDoc(sections=(*SECTIONS, "b25"))
+    for path, payload in initial:
+        doc.replace_bytes(path, payload)
+    benchmark.group = "ingest"
+    benchmark.extra_info["ops"] = len(ops)
+    apply = doc.merge_bytes if kind == "merge-tick" else doc.replace_bytes
+
+    def run() -> int:
+        return sum(apply(path, payload) for path, payload in ops)
+
+    assert benchmark.pedantic(run, rounds=15, warmup_rounds=1) >= 0

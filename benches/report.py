@@ -38,8 +38,10 @@ def main(path: str) -> int:
         f"\nEngine ratios (medians; {machine.get('cpu', {}).get('brand_raw', '?')}, "
         f"python {machine.get('python_version')})"
     )
+    ops = {b["name"]: b.get("extra_info", {}).get("ops") for b in benchmarks}
     for name in sorted(medians):
-        print(f"  {name:<45} {medians[name] * 1e6:>12.1f} µs")
+        per_op = f"   ({medians[name] / ops[name] * 1e9:,.0f} ns per payload)" if ops[name] else ""
+        print(f"  {name:<45} {medians[name] * 1e6:>12.1f} µs{per_op}")
     missed = 0
     for label, top, bottom, goal, minimum in RATIOS:
         if top not in medians or bottom not in medians:

@@ -14,11 +14,13 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
+use crate::base::Hasher;
+use crate::json::{Tape, TapeRef, Tok};
 pub use crate::omap::Key;
 use crate::omap::{OMap, Stamped};
 use crate::pointer::{self, Pointer, Tokens};
-use crate::tape::{self, TapeRef, Tok};
-use crate::value::{Hasher, Map, MapIndex, Value};
+use crate::value::{MapIndex, Value};
+use crate::{json, msgpack};
 
 pub type Children = OMap<Node>;
 
@@ -97,15 +99,29 @@ impl Node {
         }
     }
 
-    /// A node made of `value` at version `v`. `strip_nulls`: merge semantics (null members of
-    /// objects are dropped; arrays are untouched).
-    pub(crate) fn from_value(value: Value<'_>, v: u64, strip_nulls: bool) -> Node {
-        match value {
-            Value::Object(map) => Node::obj(v, ObjNode::from_map(map, v, strip_nulls)),
-            other => Node {
+    /// A node made of the value `p` at version `v`. `strip_nulls`: merge semantics (null members
+    /// of objects are dropped; arrays are untouched).
+    pub(crate) fn from_patch<'a, P: Patch<'a>>(p: P, v: u64, strip_nulls: bool) -> Node {
+        match p.kind() {
+            PatchKind::Object => {
+                let mut children = Children::with_capacity(p.len());
+                p.for_each_member(|k, val| {
+                    if !(strip_nulls && val.kind() == PatchKind::Null) {
+                        children.insert(Key::from(k), Node::from_patch(val, v, strip_nulls));
+                    }
+                });
+                Node::obj(
+                    v,
+                    ObjNode {
+                        children,
+                        tombs: VecDeque::new(),
+                    },
+                )
+            }
+            _ => Node {
                 created: v,
                 changed: v,
-                kind: Kind::Leaf(other.into_owned()),
+                kind: Kind::Leaf(p.into_owned_value()),
             },
         }
     }
@@ -130,6 +146,14 @@ impl Node {
         }
     }
 
+    /// Appends the value of this node as MessagePack.
+    pub fn write_msgpack(&self, out: &mut Vec<u8>) {
+        match &self.kind {
+            Kind::Leaf(v) => msgpack::write_value(out, v),
+            Kind::Obj(o) => o.write_msgpack(out),
+        }
+    }
+
     fn count(&self) -> usize {
         match &self.kind {
             Kind::Leaf(_) => 1,
@@ -146,22 +170,37 @@ impl Stamped for Node {
 }
 
 impl ObjNode {
-    fn from_map(map: Map<'_>, v: u64, strip_nulls: bool) -> ObjNode {
-        let mut children = Children::with_capacity(map.len());
-        for (k, val) in map {
-            if strip_nulls && matches!(val, Value::Null) {
-                continue;
-            }
-            children.insert(Key::from(k), Node::from_value(val, v, strip_nulls));
-        }
-        ObjNode {
-            children,
-            tombs: VecDeque::new(),
-        }
-    }
-
     pub fn children(&self) -> &Children {
         &self.children
+    }
+
+    /// Appends this object as compact JSON.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (k, n)) in self.children.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::write_str(out, k);
+            out.push(b':');
+            match &n.kind {
+                Kind::Leaf(v) => json::write_value(out, v),
+                Kind::Obj(c) => c.write_json(out),
+            }
+        }
+        out.push(b'}');
+    }
+
+    /// Appends this object as MessagePack.
+    pub fn write_msgpack(&self, out: &mut Vec<u8>) {
+        msgpack::write_map_len(out, self.children.len());
+        for (k, n) in &self.children {
+            msgpack::write_str(out, k);
+            match &n.kind {
+                Kind::Leaf(v) => msgpack::write_value(out, v),
+                Kind::Obj(c) => c.write_msgpack(out),
+            }
+        }
     }
 }
 
@@ -215,15 +254,15 @@ impl Ctx<'_> {
 
     /// Puts a new node (made of `value`) at `key`; a node of another kind it replaces counts as
     /// removed.
-    fn put_new(
+    fn put_new<'a, P: Patch<'a>>(
         &mut self,
         obj: &mut ObjNode,
         frame: Option<&Frame<'_>>,
         key: Cow<'_, str>,
-        value: Value<'_>,
+        value: P,
         strip: bool,
     ) {
-        let node = Node::from_value(value, self.v, strip);
+        let node = Node::from_patch(value, self.v, strip);
         match obj.children.get_mut_at(key.as_ref(), self.v) {
             Some(old) => {
                 let born = old.created;
@@ -260,7 +299,7 @@ impl Ctx<'_> {
                         return changed;
                     }
                 }
-                self.put_new(obj, frame, key, patch.into_value(), true);
+                self.put_new(obj, frame, key, patch, true);
                 true
             }
             PatchKind::Leaf => {
@@ -273,7 +312,7 @@ impl Ctx<'_> {
                         return true;
                     }
                 }
-                self.put_new(obj, frame, key, patch.into_value(), true);
+                self.put_new(obj, frame, key, patch, true);
                 true
             }
         }
@@ -291,65 +330,71 @@ impl Ctx<'_> {
         changed
     }
 
-    /// Makes the member `key` of `obj` equal to `value` (structural diff).
-    fn replace_member(
+    /// Makes the member `key` of `obj` equal to `value` (structural diff): (whether that changed
+    /// anything, whether `key` was a member before).
+    fn replace_member<'a, P: Patch<'a>>(
         &mut self,
         obj: &mut ObjNode,
         frame: Option<&Frame<'_>>,
         key: Cow<'_, str>,
-        value: Value<'_>,
-    ) -> bool {
-        if let Some(child) = obj.children.get_mut_at(key.as_ref(), self.v) {
-            match (&mut child.kind, value) {
-                (Kind::Obj(o), Value::Object(map)) => {
-                    let f = Frame {
-                        parent: frame,
-                        key: &key,
-                    };
-                    let changed = self.replace_obj(o, Some(&f), map);
-                    if changed {
-                        child.changed = self.v;
-                    }
-                    changed
-                }
-                (Kind::Leaf(cur), value) if !value.is_object() => {
-                    if *cur == value {
-                        return false;
-                    }
-                    *cur = value.into_owned();
-                    child.changed = self.v;
-                    true
-                }
-                (_, value) => {
-                    self.put_new(obj, frame, key, value, false);
-                    true
-                }
-            }
-        } else {
+        value: P,
+    ) -> (bool, bool) {
+        let Some(child) = obj.children.get_mut_at(key.as_ref(), self.v) else {
             self.put_new(obj, frame, key, value, false);
-            true
-        }
+            return (true, false);
+        };
+        let changed = match (&mut child.kind, value.kind()) {
+            (Kind::Obj(o), PatchKind::Object) => {
+                let f = Frame {
+                    parent: frame,
+                    key: &key,
+                };
+                let changed = self.replace_obj(o, Some(&f), value);
+                if changed {
+                    child.changed = self.v;
+                }
+                changed
+            }
+            (Kind::Leaf(cur), kind) if kind != PatchKind::Object => {
+                let changed = value.assign_leaf(cur);
+                if changed {
+                    child.changed = self.v;
+                }
+                changed
+            }
+            _ => {
+                self.put_new(obj, frame, key, value, false);
+                true
+            }
+        };
+        (changed, true)
     }
 
-    fn replace_obj(&mut self, obj: &mut ObjNode, frame: Option<&Frame<'_>>, map: Map<'_>) -> bool {
+    /// Makes the object `obj` equal to the object `patch`: its members replaced one by one, then
+    /// the members absent from `patch` removed.
+    fn replace_obj<'a, P: Patch<'a>>(
+        &mut self,
+        obj: &mut ObjNode,
+        frame: Option<&Frame<'_>>,
+        patch: P,
+    ) -> bool {
+        let before = obj.children.len();
+        let mut kept = 0;
         let mut changed = false;
-        {
-            let index = MapIndex::new(&map);
-            let gone = obj
-                .children
-                .keys()
-                .filter(|k| !index.contains(&map, k))
-                .count();
-            if gone > 0 {
-                let removed = obj.children.remove_where(|k, _| !index.contains(&map, k));
-                for (key, node) in removed {
-                    self.tomb(&mut obj.tombs, frame, key, node.created);
-                }
-                changed = true;
+        patch.for_each_member(|k, val| {
+            let (c, existed) = self.replace_member(obj, frame, k, val);
+            changed |= c;
+            kept += usize::from(existed);
+        });
+        // The keys of `patch` are unique: all the old members are still there iff it had each.
+        if kept < before {
+            let keys = patch.member_keys();
+            let index = MapIndex::new(&keys);
+            let removed = obj.children.remove_where(|k, _| !index.contains(&keys, k));
+            for (key, node) in removed {
+                self.tomb(&mut obj.tombs, frame, key, node.created);
             }
-        }
-        for (k, val) in map {
-            changed |= self.replace_member(obj, frame, k, val);
+            changed = true;
         }
         changed
     }
@@ -371,25 +416,27 @@ pub(crate) enum PatchKind {
 
 /// The value of an op: a decoded [`Value`], or a value of a scanned JSON payload (read in
 /// place, so that only what changes gets built).
-pub(crate) trait Patch<'a>: Sized {
+pub(crate) trait Patch<'a>: Copy {
     fn kind(&self) -> PatchKind;
+    /// Kind name, for messages.
+    fn kind_name(&self) -> &'static str;
+    /// Members of an object (for capacity).
+    fn len(&self) -> usize;
     /// The members of an object, in order (keys unique).
     fn for_each_member(self, f: impl FnMut(Cow<'a, str>, Self));
-    /// Strict equality with a leaf.
-    fn eq_leaf(&self, cur: &Value<'_>) -> bool;
-    fn into_value(self) -> Value<'a>;
     fn into_owned_value(self) -> Value<'static>;
-    /// Makes the leaf `cur` equal to this (non-object) patch; whether it changed.
-    fn assign_leaf(self, cur: &mut Value<'static>) -> bool {
-        if self.eq_leaf(cur) {
-            return false;
-        }
-        *cur = self.into_owned_value();
-        true
+    /// Makes the leaf `cur` equal to this (non-object) patch, in place where it can; whether it
+    /// changed.
+    fn assign_leaf(self, cur: &mut Value<'static>) -> bool;
+    /// The member names of an object, as the keys of a map (for [`MapIndex`]).
+    fn member_keys(self) -> Vec<(Cow<'a, str>, ())> {
+        let mut keys = Vec::with_capacity(self.len());
+        self.for_each_member(|k, _| keys.push((k, ())));
+        keys
     }
 }
 
-impl<'a> Patch<'a> for Value<'a> {
+impl<'p> Patch<'p> for &'p Value<'_> {
     #[inline]
     fn kind(&self) -> PatchKind {
         match self {
@@ -399,27 +446,33 @@ impl<'a> Patch<'a> for Value<'a> {
         }
     }
 
-    fn for_each_member(self, mut f: impl FnMut(Cow<'a, str>, Self)) {
+    fn kind_name(&self) -> &'static str {
+        Value::kind(self)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Value::Object(m) => m.len(),
+            _ => 0,
+        }
+    }
+
+    fn for_each_member(self, mut f: impl FnMut(Cow<'p, str>, Self)) {
         if let Value::Object(map) = self {
             for (k, v) in map {
-                f(k, v);
+                f(Cow::Borrowed(k.as_ref()), v);
             }
         }
     }
 
     #[inline]
-    fn eq_leaf(&self, cur: &Value<'_>) -> bool {
-        *cur == *self
-    }
-
-    #[inline]
-    fn into_value(self) -> Value<'a> {
-        self
-    }
-
-    #[inline]
     fn into_owned_value(self) -> Value<'static> {
-        self.into_owned()
+        self.to_static()
+    }
+
+    #[inline]
+    fn assign_leaf(self, cur: &mut Value<'static>) -> bool {
+        cur.assign(self)
     }
 }
 
@@ -433,17 +486,24 @@ impl<'a> Patch<'a> for TapeRef<'_, 'a> {
         }
     }
 
+    fn kind_name(&self) -> &'static str {
+        match self.tok() {
+            Tok::Null => "null",
+            Tok::Bool(_) => "bool",
+            Tok::Int(_) | Tok::UInt(_) => "int",
+            Tok::Float(_) => "float",
+            Tok::Str { .. } | Tok::EscStr { .. } => "string",
+            Tok::Arr { .. } => "array",
+            Tok::Obj { .. } => "object",
+        }
+    }
+
+    fn len(&self) -> usize {
+        TapeRef::len(self)
+    }
+
     fn for_each_member(self, f: impl FnMut(Cow<'a, str>, Self)) {
         TapeRef::for_each_member(self, f);
-    }
-
-    #[inline]
-    fn eq_leaf(&self, cur: &Value<'_>) -> bool {
-        self.eq_value(cur)
-    }
-
-    fn into_value(self) -> Value<'a> {
-        self.to_value()
     }
 
     fn into_owned_value(self) -> Value<'static> {
@@ -464,8 +524,8 @@ pub struct StateDoc {
     floor: u64,
     max_tombstones: usize,
     log: VecDeque<LogEntry>,
-    /// Reused by `merge_json`.
-    scratch: Vec<Tok>,
+    /// Reused by `merge_json` and `replace_json`.
+    scratch: Tape,
     /// Sizes of the last change set (entries, pointer bytes, value bytes), to pre-size the next.
     cs_hint: [Hint; 3],
 }
@@ -510,7 +570,7 @@ impl StateDoc {
             floor: 0,
             max_tombstones,
             log: VecDeque::new(),
-            scratch: Vec::new(),
+            scratch: Tape::default(),
             cs_hint: Default::default(),
         }
     }
@@ -553,7 +613,7 @@ impl StateDoc {
 
     /// `merge` at an already parsed pointer.
     pub fn merge_at(&mut self, ptr: Pointer<'_>, patch: Value<'_>) -> Result<bool, Error> {
-        self.merge_patch(ptr, patch)
+        self.merge_patch(ptr, &patch)
     }
 
     fn merge_patch<'a, P: Patch<'a>>(&mut self, ptr: Pointer<'_>, patch: P) -> Result<bool, Error> {
@@ -565,8 +625,8 @@ impl StateDoc {
 
     /// `merge` with the patch given as a JSON payload (decode errors are reported at `path`).
     ///
-    /// The common payloads are merged straight from a scan of the bytes (see [`crate::tape`]);
-    /// the others go through the general parser.
+    /// The payload is merged straight from its scan (see [`crate::json::Tape`]): only what
+    /// changes gets built.
     pub fn merge_json(&mut self, path: &str, payload: &[u8]) -> Result<bool, Error> {
         let ptr = pointer::parse(path).map_err(Error)?;
         self.merge_json_at(ptr, payload)
@@ -574,17 +634,29 @@ impl StateDoc {
 
     /// `merge_json` at an already parsed pointer.
     pub fn merge_json_at(&mut self, ptr: Pointer<'_>, payload: &[u8]) -> Result<bool, Error> {
-        let path = ptr.as_str();
+        self.with_scan(ptr, payload, Op::Merge)
+    }
+
+    /// `replace` with the value given as a JSON payload (decode errors are reported at `path`),
+    /// replaced straight from its scan as `merge_json` does.
+    pub fn replace_json(&mut self, path: &str, payload: &[u8]) -> Result<bool, Error> {
+        let ptr = pointer::parse(path).map_err(Error)?;
+        self.replace_json_at(ptr, payload)
+    }
+
+    /// `replace_json` at an already parsed pointer.
+    pub fn replace_json_at(&mut self, ptr: Pointer<'_>, payload: &[u8]) -> Result<bool, Error> {
+        self.with_scan(ptr, payload, Op::Replace)
+    }
+
+    fn with_scan(&mut self, ptr: Pointer<'_>, payload: &[u8], op: Op) -> Result<bool, Error> {
         let mut tape = std::mem::take(&mut self.scratch);
-        let res = if let Some(patch) = tape::scan(payload, &mut tape) {
-            self.merge_patch(ptr, patch)
-        } else {
-            match crate::json::parse(payload) {
-                Ok(v) => self.merge_patch(ptr, v),
-                Err(e) => Err(Error(e.render(path))),
-            }
+        let res = match crate::json::scan(payload, &mut tape) {
+            Ok(patch) if op == Op::Merge => self.merge_patch(ptr, patch),
+            Ok(value) => self.write(ptr, value, Op::Replace),
+            Err(e) => Err(Error(e.render(ptr.as_str()))),
         };
-        if tape.capacity() <= 1 << 16 {
+        if tape.footprint() <= 1 << 20 {
             self.scratch = tape;
         }
         res
@@ -593,12 +665,12 @@ impl StateDoc {
     /// Makes the value at `path` equal to `value`.
     pub fn replace(&mut self, path: &str, value: Value<'_>) -> Result<bool, Error> {
         let ptr = pointer::parse(path).map_err(Error)?;
-        self.write(ptr, value, Op::Replace)
+        self.write(ptr, &value, Op::Replace)
     }
 
     /// `replace` at an already parsed pointer.
     pub fn replace_at(&mut self, ptr: Pointer<'_>, value: Value<'_>) -> Result<bool, Error> {
-        self.write(ptr, value, Op::Replace)
+        self.write(ptr, &value, Op::Replace)
     }
 
     /// Removes the value at `path`; `false` if there is none.
@@ -622,15 +694,12 @@ impl StateDoc {
                 return Err(Error(format!(
                     "{}: not an object: the root must be an object, got {}",
                     pointer::display(ptr.as_str()),
-                    value.into_value().kind()
+                    value.kind_name()
                 )));
             }
             match op {
                 Op::Merge => cx.merge_obj(&mut self.root, None, value),
-                Op::Replace => match value.into_value() {
-                    Value::Object(map) => cx.replace_obj(&mut self.root, None, map),
-                    _ => false,
-                },
+                Op::Replace => cx.replace_obj(&mut self.root, None, value),
             }
         } else {
             write_path(&mut cx, &mut self.root, None, ptr, ptr.tokens(), value, op)?
@@ -802,7 +871,7 @@ fn write_path<'a, P: Patch<'a>>(
     if tokens.is_empty() {
         return Ok(match op {
             Op::Merge => cx.merge_member(obj, frame, key, value),
-            Op::Replace => cx.replace_member(obj, frame, key, value.into_value()),
+            Op::Replace => cx.replace_member(obj, frame, key, value).0,
         });
     }
     match obj.children.get_mut_at(key.as_ref(), cx.v) {
@@ -823,7 +892,7 @@ fn write_path<'a, P: Patch<'a>>(
         None => {
             // Create the missing chain, innermost first.
             let rest: Vec<Cow<'_, str>> = tokens.collect();
-            let mut node = Node::from_value(value.into_value(), cx.v, op == Op::Merge);
+            let mut node = Node::from_patch(value, cx.v, op == Op::Merge);
             for k in rest.into_iter().rev() {
                 let mut o = ObjNode::default();
                 o.children.insert(Key::from(k), node);
@@ -936,7 +1005,7 @@ impl<'c> Entry<'c> {
         if self.is_removed() {
             return Value::Null;
         }
-        crate::msgpack::parse(self.value_msgpack).unwrap_or(Value::Null)
+        msgpack::parse(self.value_msgpack).unwrap_or(Value::Null)
     }
 }
 
@@ -1047,10 +1116,10 @@ impl ChangeSet {
     /// Records an entry at the pointer `ptr`; `node`: its value (none for a removal).
     fn push(&mut self, kind: EntryKind, ptr: &[u8], section: u32, node: Option<&Node>) {
         let p0 = self.ptrs.len();
-        crate::json::put(&mut self.ptrs, ptr);
+        crate::base::put(&mut self.ptrs, ptr);
         let v0 = self.vals.len();
         if let Some(n) = node {
-            crate::encode::msgpack_node(&mut self.vals, n);
+            n.write_msgpack(&mut self.vals);
         }
         self.entries.push(RawEntry {
             kind,
@@ -1086,7 +1155,7 @@ fn walk(obj: &ObjNode, since: u64, ptr: &mut Vec<u8>, section: Option<u32>, cs: 
         }
         for (_, key) in gone {
             cs.ptrs_json_clean &= !key.needs_json_escape();
-            pointer::push_key(ptr, key);
+            pointer::push_token_bytes(ptr, key, key.needs_escape());
             let sec = section.unwrap_or_else(|| cs.add_section(key));
             cs.push(EntryKind::Removed, ptr, sec, None);
             ptr.truncate(mark);
@@ -1097,7 +1166,7 @@ fn walk(obj: &ObjNode, since: u64, ptr: &mut Vec<u8>, section: Option<u32>, cs: 
             continue;
         }
         cs.ptrs_json_clean &= !k.needs_json_escape();
-        pointer::push_key(ptr, k);
+        pointer::push_token_bytes(ptr, k, k.needs_escape());
         let sec = section.unwrap_or_else(|| cs.add_section(k));
         if child.created > since {
             cs.push(EntryKind::Add, ptr, sec, Some(child));

@@ -1,8 +1,8 @@
 //! The messages sent to clients: `snapshot` (straight from the node tree) and `update` (from a
 //! change set), in JSON or MessagePack, with the envelope keys in the order of the contract.
 
-use crate::doc::{ChangeSet, EntryKind, Error, Kind, Node, ObjNode, StateDoc};
-use crate::{json, msgpack};
+use crate::doc::{ChangeSet, EntryKind, Error, Kind, Node, StateDoc};
+use crate::{base, json, msgpack};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -150,7 +150,7 @@ impl W {
         match self.fmt {
             Format::Json if clean => {
                 self.out.push(b'"');
-                json::put(&mut self.out, k);
+                base::put(&mut self.out, k);
                 self.out.extend_from_slice(b"\":");
             }
             Format::Json => {
@@ -194,8 +194,8 @@ impl W {
     fn node(&mut self, n: &Node) {
         match (&n.kind, self.fmt) {
             (Kind::Leaf(v), _) => self.value(v),
-            (Kind::Obj(o), Format::Json) => json_obj(&mut self.out, o),
-            (Kind::Obj(o), Format::Msgpack) => msgpack_obj(&mut self.out, o),
+            (Kind::Obj(o), Format::Json) => o.write_json(&mut self.out),
+            (Kind::Obj(o), Format::Msgpack) => o.write_msgpack(&mut self.out),
         }
     }
 
@@ -203,7 +203,7 @@ impl W {
     #[inline]
     fn raw_value(&mut self, mp: &[u8]) {
         match self.fmt {
-            Format::Msgpack => json::put(&mut self.out, mp),
+            Format::Msgpack => base::put(&mut self.out, mp),
             // The common cases, a float or a non-negative int (timestamps), without the general
             // transcoder.
             Format::Json => match mp {
@@ -234,41 +234,6 @@ impl W {
         self.sep(1);
         self.key("version");
         self.u64(version);
-    }
-}
-
-fn json_obj(out: &mut Vec<u8>, o: &ObjNode) {
-    out.push(b'{');
-    for (i, (k, n)) in o.children.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json::write_str(out, k);
-        out.push(b':');
-        match &n.kind {
-            Kind::Leaf(v) => json::write_value(out, v),
-            Kind::Obj(c) => json_obj(out, c),
-        }
-    }
-    out.push(b'}');
-}
-
-/// Appends the value of `n` as MessagePack.
-pub(crate) fn msgpack_node(out: &mut Vec<u8>, n: &Node) {
-    match &n.kind {
-        Kind::Leaf(v) => msgpack::write_value(out, v),
-        Kind::Obj(o) => msgpack_obj(out, o),
-    }
-}
-
-fn msgpack_obj(out: &mut Vec<u8>, o: &ObjNode) {
-    msgpack::write_map_len(out, o.children.len());
-    for (k, n) in &o.children {
-        msgpack::write_str(out, k);
-        match &n.kind {
-            Kind::Leaf(v) => msgpack::write_value(out, v),
-            Kind::Obj(c) => msgpack_obj(out, c),
-        }
     }
 }
 
@@ -579,7 +544,7 @@ mod tests {
         let mut d = StateDoc::new(["s"], 10);
         d.merge("/s/k", Value::UInt(1)).unwrap();
         let key = "q\"u\\o\nte/~";
-        let path = format!("/s/{}", key.replace('~', "~0").replace('/', "~1"));
+        let path = crate::pointer::from_tokens(&["s", key]);
         d.merge(&path, Value::UInt(2)).unwrap();
         let cs = d.changes_since(0).unwrap().unwrap();
         for diff in [DiffForm::Changes, DiffForm::JsonPatch] {

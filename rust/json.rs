@@ -1,35 +1,108 @@
-//! JSON (RFC 8259) straight into [`Value`], and compact JSON out of it.
+//! JSON (RFC 8259): the one parser of the crate, and compact JSON out of values.
 //!
-//! The parser is strict: exactly one value, no NaN/Infinity literals, integer literals outside
+//! The parser scans a payload into a flat, reusable [`Tape`] of tokens (no allocation per object,
+//! array or string); a [`TapeRef`] reads a value of it in place. The document merges and replaces
+//! straight from the tape, so that only what actually changes gets built; [`parse`] builds a
+//! [`Value`] from it for the other callers.
+//!
+//! It is strict: exactly one value, no NaN/Infinity literals, integer literals outside
 //! `[-2**63, 2**64 - 1]` rejected (`out of range`) rather than turned into floats, fractions and
 //! exponents parsed as finite floats (`non-finite float` otherwise), invalid UTF-8 and lone
 //! surrogate escapes rejected (`UTF-8`), containers nested at most [`MAX_DEPTH`] levels. Strings
-//! without escapes are borrowed from the input. Duplicate keys: the last one wins.
+//! without escapes are borrowed from the input. Duplicate keys: the last one wins, at the place of
+//! the first.
 
 use std::borrow::Cow;
 
-use crate::value::{dedupe_keys, depth_error, Map, Value, ValueError, MAX_DEPTH};
+use crate::base::{bytes_eq, put, Hasher, MAX_DEPTH};
+use crate::value::{dedupe_keys, depth_error, Map, MapIndex, Value, ValueError};
+
+/// One token. Containers record their size and where their subtree ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tok {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    /// A string without escapes: `input[start..end]` (valid UTF-8).
+    Str {
+        start: u32,
+        end: u32,
+    },
+    /// A string that had escapes, unescaped into the tape's string buffer at `start..end`.
+    EscStr {
+        start: u32,
+        end: u32,
+    },
+    /// `n` members (each a string key then a value); the subtree ends before token `end`.
+    /// `dups`: a key is repeated (the last value wins, at the place of the first).
+    Obj {
+        n: u32,
+        end: u32,
+        dups: bool,
+    },
+    /// `n` elements; the subtree ends before token `end`.
+    Arr {
+        n: u32,
+        end: u32,
+    },
+}
+
+/// The scan of a payload: its tokens, and the unescaped text of its strings that had escapes.
+/// Reusable: [`scan`] clears it.
+#[derive(Debug, Clone, Default)]
+pub struct Tape {
+    toks: Vec<Tok>,
+    strs: String,
+}
+
+impl Tape {
+    /// Roughly how many bytes it holds on to (to decide whether to keep it for reuse).
+    pub fn footprint(&self) -> usize {
+        self.toks.capacity() * std::mem::size_of::<Tok>() + self.strs.capacity()
+    }
+}
 
 /// Parses one JSON value from `input`.
+pub fn parse(input: &[u8]) -> Result<Value<'_>, ValueError> {
+    let mut tape = Tape::default();
+    Ok(scan(input, &mut tape)?.to_value())
+}
+
+/// Scans one JSON value from `input` into `tape` (cleared first) and returns it.
 ///
 /// UTF-8 is checked where it matters: inside strings (outside them, any non-ASCII byte is an
 /// error anyway).
-pub fn parse(input: &[u8]) -> Result<Value<'_>, ValueError> {
+pub fn scan<'t, 'a>(input: &'a [u8], tape: &'t mut Tape) -> Result<TapeRef<'t, 'a>, ValueError> {
+    tape.toks.clear();
+    tape.strs.clear();
+    if input.len() > (u32::MAX / 2) as usize {
+        return Err(ValueError::new("invalid JSON: a payload of 2 GiB or more"));
+    }
     let mut p = Parser {
         bytes: input,
         pos: 0,
+        tape,
     };
-    let v = p.value(0)?;
+    p.value(0)?;
     p.skip_ws();
     if p.pos < p.bytes.len() {
         return Err(p.unexpected_or("trailing characters after the value"));
     }
-    Ok(v)
+    // The only way to get a `TapeRef`: its tape is the scan of its input (see `TapeRef::text`).
+    Ok(TapeRef {
+        toks: &tape.toks,
+        strs: &tape.strs,
+        input,
+        i: 0,
+    })
 }
 
-struct Parser<'a> {
+struct Parser<'a, 't> {
     bytes: &'a [u8],
     pos: usize,
+    tape: &'t mut Tape,
 }
 
 /// `10^i` for the exactly representable powers.
@@ -38,7 +111,44 @@ const POW10: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
-impl<'a> Parser<'a> {
+/// The first this many keys of an object are checked for duplicates pairwise while scanning;
+/// larger objects are checked again, all keys, through a hash set.
+const PAIRWISE: usize = 32;
+
+/// The flag of [`key_span`] for a string of the tape's buffer (offsets are below 2**31).
+const ESCAPED_SPAN: u32 = 1 << 31;
+
+/// Where the text of a string is, in one word (returned in a register): `start | end << 32`,
+/// with [`ESCAPED_SPAN`] set in `start` for a string of the tape's buffer.
+#[inline]
+fn span(start: usize, end: usize, escaped: bool) -> u64 {
+    let flag = if escaped { ESCAPED_SPAN } else { 0 };
+    u64::from(start as u32 | flag) | u64::from(end as u32) << 32
+}
+
+/// `(start with its flag, end)` of a [`span`].
+#[inline]
+fn split_span(s: u64) -> (u32, u32) {
+    (s as u32, (s >> 32) as u32)
+}
+
+/// The token of the string at a [`span`].
+#[inline]
+fn span_tok(s: u64) -> Tok {
+    let (start, end) = split_span(s);
+    if start & ESCAPED_SPAN == 0 {
+        Tok::Str { start, end }
+    } else {
+        Tok::EscStr {
+            start: start & !ESCAPED_SPAN,
+            end,
+        }
+    }
+}
+
+impl<'a> Parser<'a, '_> {
+    #[cold]
+    #[inline(never)]
     fn err(&self, what: &str) -> ValueError {
         ValueError::new(format!("invalid JSON: {what} at byte {}", self.pos))
     }
@@ -52,10 +162,14 @@ impl<'a> Parser<'a> {
     }
 
     /// The error for the byte at `self.pos`: invalid UTF-8, or an unexpected character.
+    #[cold]
+    #[inline(never)]
     fn unexpected(&self) -> ValueError {
         self.unexpected_or("unexpected character")
     }
 
+    #[cold]
+    #[inline(never)]
     fn unexpected_or(&self, what: &str) -> ValueError {
         let rest = self.bytes.get(self.pos..).unwrap_or_default();
         if rest.is_empty() {
@@ -88,24 +202,31 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value<'a>, ValueError> {
+    #[inline]
+    fn push(&mut self, t: Tok) {
+        self.tape.toks.push(t);
+    }
+
+    fn value(&mut self, depth: usize) -> Result<(), ValueError> {
         self.skip_ws();
         match self.peek() {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
             Some(b'"') => {
                 self.pos += 1;
-                Ok(Value::Str(self.string()?))
+                let span = self.string()?;
+                self.push(span_tok(span));
+                Ok(())
             }
-            Some(b't') => self.literal("true", Value::Bool(true)),
-            Some(b'f') => self.literal("false", Value::Bool(false)),
-            Some(b'n') => self.literal("null", Value::Null),
+            Some(b't') => self.literal("true", Tok::Bool(true)),
+            Some(b'f') => self.literal("false", Tok::Bool(false)),
+            Some(b'n') => self.literal("null", Tok::Null),
             Some(b'-' | b'0'..=b'9') => self.number(),
             _ => Err(self.unexpected()),
         }
     }
 
-    fn literal(&mut self, word: &str, v: Value<'a>) -> Result<Value<'a>, ValueError> {
+    fn literal(&mut self, word: &str, t: Tok) -> Result<(), ValueError> {
         if self
             .bytes
             .get(self.pos..)
@@ -113,89 +234,173 @@ impl<'a> Parser<'a> {
             .starts_with(word.as_bytes())
         {
             self.pos += word.len();
-            Ok(v)
+            self.push(t);
+            Ok(())
         } else {
             Err(self.unexpected())
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value<'a>, ValueError> {
+    /// The text of a string token (for an error's place).
+    #[cold]
+    #[inline(never)]
+    fn string_text(&self, t: Tok) -> String {
+        match t {
+            Tok::Str { start, end } => String::from_utf8_lossy(
+                self.bytes
+                    .get(start as usize..end as usize)
+                    .unwrap_or_default(),
+            )
+            .into_owned(),
+            Tok::EscStr { start, end } => self
+                .tape
+                .strs
+                .get(start as usize..end as usize)
+                .unwrap_or_default()
+                .to_owned(),
+            _ => String::new(),
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<(), ValueError> {
         if depth > MAX_DEPTH {
             return Err(depth_error());
         }
         self.pos += 1; // '{'
-        let mut map: Map<'a> = Vec::new();
+        let at = self.tape.toks.len();
+        self.push(Tok::Obj {
+            n: 0,
+            end: 0,
+            dups: false,
+        });
+        let mut n: u32 = 0;
+        // The keys so far (up to `PAIRWISE` of them), for the duplicate check.
+        let mut keys = [(0u32, 0u32); PAIRWISE];
+        let mut dups = false;
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Value::Object(map));
-        }
-        loop {
-            self.skip_ws();
-            if self.peek() != Some(b'"') {
-                return Err(match self.peek() {
-                    None => self.err("unexpected end of input"),
-                    Some(_) => self.err("expected a string key"),
-                });
-            }
-            self.pos += 1;
-            let key = self.string()?;
-            self.skip_ws();
-            if self.peek() != Some(b':') {
-                return Err(self.err("expected ':'").within(key.into_owned()));
-            }
-            self.pos += 1;
-            let v = match self.value(depth) {
-                Ok(v) => v,
-                Err(e) => return Err(e.within(key.into_owned())),
-            };
-            map.push((key, v));
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    break;
+        } else {
+            loop {
+                self.skip_ws();
+                if self.peek() != Some(b'"') {
+                    return Err(match self.peek() {
+                        None => self.err("unexpected end of input"),
+                        Some(_) => self.err("expected a string key"),
+                    });
                 }
-                None => return Err(self.err("unexpected end of input")),
-                Some(_) => return Err(self.err("expected ',' or '}'")),
+                self.pos += 1;
+                let span = self.string()?;
+                let key = span_tok(span);
+                if let Some(seen) = keys.get(..n as usize) {
+                    let span = split_span(span);
+                    let k = self.key_bytes(span);
+                    dups |= seen.iter().any(|&s| bytes_eq(self.key_bytes(s), k));
+                    if let Some(slot) = keys.get_mut(n as usize) {
+                        *slot = span;
+                    }
+                }
+                self.push(key);
+                self.skip_ws();
+                if self.peek() != Some(b':') {
+                    return Err(self.err("expected ':'").within(self.string_text(key)));
+                }
+                self.pos += 1;
+                if let Err(e) = self.value(depth) {
+                    return Err(e.within(self.string_text(key)));
+                }
+                n += 1;
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    None => return Err(self.err("unexpected end of input")),
+                    Some(_) => return Err(self.err("expected ',' or '}'")),
+                }
             }
         }
-        dedupe_keys(&mut map);
-        Ok(Value::Object(map))
+        let end = self.tape.toks.len() as u32;
+        if let Some(t) = self.tape.toks.get_mut(at) {
+            *t = Tok::Obj { n, end, dups };
+        }
+        if !dups && n as usize > PAIRWISE && self.repeats_a_key(at, n as usize) {
+            if let Some(t) = self.tape.toks.get_mut(at) {
+                *t = Tok::Obj { n, end, dups: true };
+            }
+        }
+        Ok(())
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value<'a>, ValueError> {
+    /// The bytes of the string at `(start, end)` of a [`split_span`].
+    #[inline]
+    fn key_bytes(&self, (start, end): (u32, u32)) -> &[u8] {
+        if start & ESCAPED_SPAN == 0 {
+            self.bytes.get(start as usize..end as usize)
+        } else {
+            let start = start & !ESCAPED_SPAN;
+            self.tape.strs.as_bytes().get(start as usize..end as usize)
+        }
+        .unwrap_or_default()
+    }
+
+    /// Whether the object at token `at` (with `n` members, more than `PAIRWISE`) has a key twice.
+    #[cold]
+    fn repeats_a_key(&self, at: usize, n: usize) -> bool {
+        let r = TapeRef {
+            toks: &self.tape.toks,
+            strs: &self.tape.strs,
+            input: self.bytes,
+            i: at,
+        };
+        let mut set: std::collections::HashSet<&[u8], Hasher> =
+            std::collections::HashSet::with_capacity_and_hasher(n, Hasher::default());
+        let mut dup = false;
+        r.members(|k, _| dup |= !set.insert(k.into_str().as_bytes()));
+        dup
+    }
+
+    fn array(&mut self, depth: usize) -> Result<(), ValueError> {
         if depth > MAX_DEPTH {
             return Err(depth_error());
         }
         self.pos += 1; // '['
-        let mut items = Vec::new();
+        let at = self.tape.toks.len();
+        self.push(Tok::Arr { n: 0, end: 0 });
+        let mut n: u32 = 0;
         self.skip_ws();
         if self.peek() == Some(b']') {
             self.pos += 1;
-            return Ok(Value::Array(items));
-        }
-        loop {
-            match self.value(depth) {
-                Ok(v) => items.push(v),
-                Err(e) => return Err(e.within(items.len().to_string())),
-            }
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    break;
+        } else {
+            loop {
+                if let Err(e) = self.value(depth) {
+                    return Err(e.within(n.to_string()));
                 }
-                None => return Err(self.err("unexpected end of input")),
-                Some(_) => return Err(self.err("expected ',' or ']'")),
+                n += 1;
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    None => return Err(self.err("unexpected end of input")),
+                    Some(_) => return Err(self.err("expected ',' or ']'")),
+                }
             }
         }
-        Ok(Value::Array(items))
+        let end = self.tape.toks.len() as u32;
+        if let Some(t) = self.tape.toks.get_mut(at) {
+            *t = Tok::Arr { n, end };
+        }
+        Ok(())
     }
 
-    fn number(&mut self) -> Result<Value<'a>, ValueError> {
+    /// A number, pushed as its token (not returned: a token returned through memory stalls the
+    /// loads of its fields).
+    fn number(&mut self) -> Result<(), ValueError> {
         let start = self.pos;
         let neg = self.peek() == Some(b'-');
         if neg {
@@ -271,15 +476,24 @@ impl<'a> Parser<'a> {
                 } else {
                     m / POW10[(-e) as usize]
                 };
-                return Ok(Value::Float(if neg { -f } else { f }));
+                {
+                    self.push(Tok::Float(if neg { -f } else { f }));
+                    return Ok(());
+                }
             }
             let text = self.text(start, self.pos);
             let f: f64 = text
                 .parse()
                 .map_err(|_| ValueError::new(format!("invalid JSON: invalid number {text}")))?;
-            return Value::float(f).ok_or_else(|| {
-                ValueError::new(format!("non-finite float: {text} overflows a float"))
-            });
+            if !f.is_finite() {
+                return Err(ValueError::new(format!(
+                    "non-finite float: {text} overflows a float"
+                )));
+            }
+            {
+                self.push(Tok::Float(f));
+                return Ok(());
+            }
         }
         if ndig > 19 {
             // 20 digits may still fit (up to 18446744073709551615): redo it carefully.
@@ -295,18 +509,27 @@ impl<'a> Parser<'a> {
             }
         }
         if !neg {
-            return Ok(Value::UInt(mag));
+            {
+                self.push(Tok::UInt(mag));
+                return Ok(());
+            }
         }
         if mag == 0 {
-            return Ok(Value::UInt(0));
+            {
+                self.push(Tok::UInt(0));
+                return Ok(());
+            }
         }
         if mag > 1u64 << 63 {
             return Err(self.out_of_range(start));
         }
         // mag in 1..=2**63: -mag fits in i64.
-        Ok(Value::Int((mag as i64).wrapping_neg()))
+        self.push(Tok::Int((mag as i64).wrapping_neg()));
+        Ok(())
     }
 
+    #[cold]
+    #[inline(never)]
     fn out_of_range(&self, start: usize) -> ValueError {
         let text = self.text(start, self.pos);
         ValueError::new(format!("integer {text} out of range [-2**63, 2**64 - 1]"))
@@ -323,25 +546,61 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// A string body; `self.pos` is just after the opening quote.
-    fn string(&mut self) -> Result<Cow<'a, str>, ValueError> {
+    /// A string body; `self.pos` is just after the opening quote. Returns its [`span`].
+    /// Inlined, and a word rather than a token: a token returned through memory stalled the
+    /// loads of its fields.
+    #[inline(always)]
+    fn string(&mut self) -> Result<u64, ValueError> {
+        let b = self.bytes;
         let start = self.pos;
-        // Fast path: no escape.
+        let mut i = start;
+        // Whether any byte so far is not ASCII (only then is UTF-8 worth checking).
+        let mut high = 0u64;
+        // Fast path: 8 bytes at a time while none is a quote, a backslash or a control character.
+        while let Some(chunk) = b.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            let w = u64::from_le_bytes(w);
+            if word_needs_escape(w) {
+                break;
+            }
+            high |= w;
+            i += 8;
+        }
         loop {
-            match self.peek() {
-                None => return Err(self.err("unterminated string")),
+            match b.get(i) {
+                None => {
+                    self.pos = i;
+                    return Err(self.err("unterminated string"));
+                }
                 Some(b'"') => {
-                    let s = self.utf8(start, self.pos)?;
-                    self.pos += 1;
-                    return Ok(Cow::Borrowed(s));
+                    if high & 0x8080_8080_8080_8080 != 0 {
+                        self.utf8(start, i)?;
+                    }
+                    self.pos = i + 1;
+                    return Ok(span(start, i, false));
                 }
                 Some(b'\\') => break,
-                Some(b) if b < 0x20 => return Err(self.err("control character in string")),
-                Some(_) => self.pos += 1,
+                Some(&c) if c < 0x20 => {
+                    self.pos = i;
+                    return Err(self.err("control character in string"));
+                }
+                Some(&c) => {
+                    high |= u64::from(c);
+                    i += 1;
+                }
             }
         }
-        let mut out = String::with_capacity(self.pos - start + 16);
-        out.push_str(self.utf8(start, self.pos)?);
+        self.pos = i;
+        self.escaped_string(start)
+    }
+
+    /// The rest of a string that has an escape at `self.pos` (its body started at `start`).
+    #[cold]
+    fn escaped_string(&mut self, start: usize) -> Result<u64, ValueError> {
+        let s0 = self.tape.strs.len();
+        let head = self.utf8(start, self.pos)?;
+        self.tape.strs.push_str(head);
         loop {
             let run = self.pos;
             loop {
@@ -352,10 +611,11 @@ impl<'a> Parser<'a> {
                     Some(_) => self.pos += 1,
                 }
             }
-            out.push_str(self.utf8(run, self.pos)?);
+            let seg = self.utf8(run, self.pos)?;
+            self.tape.strs.push_str(seg);
             if self.peek() == Some(b'"') {
                 self.pos += 1;
-                return Ok(Cow::Owned(out));
+                return Ok(span(s0, self.tape.strs.len(), true));
             }
             // Backslash.
             self.pos += 1;
@@ -363,6 +623,7 @@ impl<'a> Parser<'a> {
                 return Err(self.err("unterminated string"));
             };
             self.pos += 1;
+            let out = &mut self.tape.strs;
             match e {
                 b'"' => out.push('"'),
                 b'\\' => out.push('\\'),
@@ -391,7 +652,7 @@ impl<'a> Parser<'a> {
                         hi
                     };
                     match char::from_u32(c) {
-                        Some(c) => out.push(c),
+                        Some(c) => self.tape.strs.push(c),
                         None => return Err(self.surrogate(at)),
                     }
                 }
@@ -403,6 +664,8 @@ impl<'a> Parser<'a> {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn surrogate(&self, at: usize) -> ValueError {
         ValueError::new(format!(
             "invalid JSON: lone surrogate escape at byte {at} is not valid UTF-8"
@@ -422,6 +685,324 @@ impl<'a> Parser<'a> {
             self.pos += 1;
         }
         Ok(v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the tape
+
+/// The index of the token after the subtree at `i`.
+#[inline]
+fn next(toks: &[Tok], i: usize) -> Option<usize> {
+    Some(match *toks.get(i)? {
+        Tok::Obj { end, .. } | Tok::Arr { end, .. } => end as usize,
+        _ => i + 1,
+    })
+}
+
+/// A value of a scanned payload: token `i` of a tape over `input`. Only [`scan`] makes one, so
+/// the tape is always the scan of `input`.
+#[derive(Clone, Copy)]
+pub struct TapeRef<'t, 'a> {
+    toks: &'t [Tok],
+    strs: &'t str,
+    input: &'a [u8],
+    i: usize,
+}
+
+/// A string of a tape: borrowed from the input, or from the tape's buffer of unescaped strings.
+pub enum TapeStr<'t, 'a> {
+    Input(&'a str),
+    Unescaped(&'t str),
+}
+
+impl<'t, 'a> TapeStr<'t, 'a> {
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match self {
+            TapeStr::Input(s) => s,
+            TapeStr::Unescaped(s) => s,
+        }
+    }
+
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+
+    /// The text, for as long as both the input and the tape live.
+    #[inline]
+    pub fn into_str<'s>(self) -> &'s str
+    where
+        't: 's,
+        'a: 's,
+    {
+        match self {
+            TapeStr::Input(s) => s,
+            TapeStr::Unescaped(s) => s,
+        }
+    }
+
+    #[inline]
+    pub fn into_cow(self) -> Cow<'a, str> {
+        match self {
+            TapeStr::Input(s) => Cow::Borrowed(s),
+            TapeStr::Unescaped(s) => Cow::Owned(s.to_owned()),
+        }
+    }
+}
+
+impl<'t, 'a> TapeRef<'t, 'a> {
+    #[inline]
+    pub fn tok(&self) -> Tok {
+        self.toks.get(self.i).copied().unwrap_or(Tok::Null)
+    }
+
+    #[inline]
+    fn at(&self, i: usize) -> TapeRef<'t, 'a> {
+        TapeRef { i, ..*self }
+    }
+
+    /// The text of a string token (`""` for any other).
+    #[inline]
+    fn text(&self, t: Tok) -> TapeStr<'t, 'a> {
+        match t {
+            Tok::Str { start, end } => {
+                let bytes = self
+                    .input
+                    .get(start as usize..end as usize)
+                    .unwrap_or_default();
+                // SAFETY: `Tok::Str { start, end }` is only produced by `Parser::string`, which
+                // checked that `input[start..end]` is valid UTF-8 (all ASCII, or `from_utf8`
+                // succeeded), and a `TapeRef` only exists (see `scan`) over the very input its
+                // tape was scanned from.
+                TapeStr::Input(unsafe { std::str::from_utf8_unchecked(bytes) })
+            }
+            Tok::EscStr { start, end } => {
+                TapeStr::Unescaped(self.strs.get(start as usize..end as usize).unwrap_or(""))
+            }
+            _ => TapeStr::Input(""),
+        }
+    }
+
+    /// Whether this is a string equal to `s`.
+    #[inline]
+    fn str_eq(&self, s: &str) -> bool {
+        match self.tok() {
+            t @ (Tok::Str { .. } | Tok::EscStr { .. }) => self.text(t).as_str() == s,
+            _ => false,
+        }
+    }
+
+    /// Number of members of an object (keys repeated counted once), elements of an array.
+    pub fn len(&self) -> usize {
+        match self.tok() {
+            Tok::Obj { n, dups: false, .. } | Tok::Arr { n, .. } => n as usize,
+            Tok::Obj { dups: true, .. } => {
+                let mut n = 0;
+                self.for_each_member(|_, _| n += 1);
+                n
+            }
+            _ => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every (key, value) of an object as written, repeated keys included.
+    #[inline]
+    fn members(&self, mut f: impl FnMut(TapeStr<'t, 'a>, TapeRef<'t, 'a>)) {
+        let Tok::Obj { n, .. } = self.tok() else {
+            return;
+        };
+        let mut i = self.i + 1;
+        for _ in 0..n {
+            let Some(&k) = self.toks.get(i) else {
+                return;
+            };
+            f(self.text(k), self.at(i + 1));
+            match next(self.toks, i + 1) {
+                Some(j) => i = j,
+                None => return,
+            }
+        }
+    }
+
+    /// The members of an object, in order, keys unique (a repeated key: the last value, at the
+    /// place of the first).
+    pub fn for_each_member(self, mut f: impl FnMut(Cow<'a, str>, TapeRef<'t, 'a>)) {
+        match self.tok() {
+            Tok::Obj { dups: false, .. } => self.members(|k, v| f(k.into_cow(), v)),
+            Tok::Obj { dups: true, .. } => {
+                let mut all: Vec<(Cow<'a, str>, TapeRef<'t, 'a>)> = Vec::new();
+                self.members(|k, v| all.push((k.into_cow(), v)));
+                dedupe_keys(&mut all);
+                for (k, v) in all {
+                    f(k, v);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The elements of an array, in order.
+    #[inline]
+    fn for_each_element(&self, mut f: impl FnMut(TapeRef<'t, 'a>) -> bool) {
+        let Tok::Arr { n, .. } = self.tok() else {
+            return;
+        };
+        let mut i = self.i + 1;
+        for _ in 0..n {
+            if !f(self.at(i)) {
+                return;
+            }
+            match next(self.toks, i) {
+                Some(j) => i = j,
+                None => return,
+            }
+        }
+    }
+
+    /// Strict equality with `v` (see [`Value`]'s `PartialEq`).
+    pub fn eq_value(&self, v: &Value<'_>) -> bool {
+        match (self.tok(), v) {
+            (Tok::Null, Value::Null) => true,
+            (Tok::Bool(a), Value::Bool(b)) => a == *b,
+            (Tok::Int(a), Value::Int(b)) => a == *b,
+            (Tok::UInt(a), Value::UInt(b)) => a == *b,
+            (Tok::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            (Tok::Str { .. } | Tok::EscStr { .. }, Value::Str(s)) => self.str_eq(s),
+            (Tok::Arr { n, .. }, Value::Array(items)) => {
+                if n as usize != items.len() {
+                    return false;
+                }
+                let mut items = items.iter();
+                let mut eq = true;
+                self.for_each_element(|x| {
+                    eq = items.next().is_some_and(|item| x.eq_value(item));
+                    eq
+                });
+                eq
+            }
+            (Tok::Obj { .. }, Value::Object(m)) => {
+                if self.len() != m.len() {
+                    return false;
+                }
+                let index = MapIndex::new(m);
+                let mut eq = true;
+                self.for_each_member(|k, x| {
+                    eq = eq && index.get(m, &k).is_some_and(|mv| x.eq_value(mv));
+                });
+                eq
+            }
+            _ => false,
+        }
+    }
+
+    /// Makes `cur` equal to this value, in place where the shapes match (no allocation for an
+    /// array of numbers that changes, say); returns whether anything changed.
+    pub fn assign_to(&self, cur: &mut Value<'static>) -> bool {
+        match (self.tok(), &mut *cur) {
+            (Tok::Float(f), Value::Float(c)) => {
+                let changed = c.to_bits() != f.to_bits();
+                *c = f;
+                changed
+            }
+            (Tok::UInt(u), Value::UInt(c)) => std::mem::replace(c, u) != u,
+            (Tok::Int(i), Value::Int(c)) => std::mem::replace(c, i) != i,
+            (Tok::Bool(b), Value::Bool(c)) => std::mem::replace(c, b) != b,
+            (Tok::Null, Value::Null) => false,
+            (t @ (Tok::Str { .. } | Tok::EscStr { .. }), Value::Str(c)) => {
+                let text = self.text(t);
+                let text = text.as_str();
+                if c.as_ref() == text {
+                    return false;
+                }
+                match c {
+                    Cow::Owned(s) => {
+                        s.clear();
+                        s.push_str(text);
+                    }
+                    Cow::Borrowed(_) => *c = Cow::Owned(text.to_owned()),
+                }
+                true
+            }
+            (Tok::Arr { n, .. }, Value::Array(items)) if n as usize == items.len() => {
+                let mut changed = false;
+                let mut items = items.iter_mut();
+                self.for_each_element(|x| match items.next() {
+                    Some(item) => {
+                        changed |= x.assign_to(item);
+                        true
+                    }
+                    None => false,
+                });
+                changed
+            }
+            _ => {
+                if self.eq_value(cur) {
+                    return false;
+                }
+                *cur = self.to_owned_value();
+                true
+            }
+        }
+    }
+
+    /// The value, owning its strings.
+    pub fn to_owned_value(&self) -> Value<'static> {
+        match self.tok() {
+            Tok::Null => Value::Null,
+            Tok::Bool(b) => Value::Bool(b),
+            Tok::Int(i) => Value::Int(i),
+            Tok::UInt(u) => Value::UInt(u),
+            Tok::Float(f) => Value::Float(f),
+            t @ (Tok::Str { .. } | Tok::EscStr { .. }) => {
+                Value::Str(Cow::Owned(self.text(t).as_str().to_owned()))
+            }
+            Tok::Arr { n, .. } => {
+                let mut items = Vec::with_capacity(n as usize);
+                self.for_each_element(|x| {
+                    items.push(x.to_owned_value());
+                    true
+                });
+                Value::Array(items)
+            }
+            Tok::Obj { n, .. } => {
+                let mut map: Map<'static> = Vec::with_capacity(n as usize);
+                self.for_each_member(|k, v| {
+                    map.push((Cow::Owned(k.into_owned()), v.to_owned_value()))
+                });
+                Value::Object(map)
+            }
+        }
+    }
+
+    /// The value (strings without escapes borrowed from the input).
+    pub fn to_value(&self) -> Value<'a> {
+        match self.tok() {
+            Tok::Null => Value::Null,
+            Tok::Bool(b) => Value::Bool(b),
+            Tok::Int(i) => Value::Int(i),
+            Tok::UInt(u) => Value::UInt(u),
+            Tok::Float(f) => Value::Float(f),
+            t @ (Tok::Str { .. } | Tok::EscStr { .. }) => Value::Str(self.text(t).into_cow()),
+            Tok::Arr { n, .. } => {
+                let mut items = Vec::with_capacity(n as usize);
+                self.for_each_element(|x| {
+                    items.push(x.to_value());
+                    true
+                });
+                Value::Array(items)
+            }
+            Tok::Obj { n, .. } => {
+                let mut map: Map<'a> = Vec::with_capacity(n as usize);
+                self.for_each_member(|k, v| map.push((k, v.to_value())));
+                Value::Object(map)
+            }
+        }
     }
 }
 
@@ -468,35 +1049,6 @@ pub fn to_vec(v: &Value<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     write_value(&mut out, v);
     out
-}
-
-/// Appends `s`. Short slices are copied with fixed-size (inlined) moves instead of a call to
-/// `memcpy`: encoders append many small pieces.
-#[inline(always)]
-pub fn put(out: &mut Vec<u8>, s: &[u8]) {
-    let n = s.len();
-    if n > 32 {
-        out.extend_from_slice(s);
-        return;
-    }
-    let len = out.len();
-    out.resize(len + 32, 0);
-    let buf = &mut out[len..];
-    if n >= 16 {
-        buf[..16].copy_from_slice(&s[..16]);
-        buf[n - 16..n].copy_from_slice(&s[n - 16..]);
-    } else if n >= 8 {
-        buf[..8].copy_from_slice(&s[..8]);
-        buf[n - 8..n].copy_from_slice(&s[n - 8..]);
-    } else if n >= 4 {
-        buf[..4].copy_from_slice(&s[..4]);
-        buf[n - 4..n].copy_from_slice(&s[n - 4..]);
-    } else {
-        for (d, &b) in buf.iter_mut().zip(s) {
-            *d = b;
-        }
-    }
-    out.truncate(len + n);
 }
 
 /// Number of decimal digits of `u`.
@@ -670,7 +1222,7 @@ static ESCAPE: [u8; 256] = {
 
 /// Whether any of the 8 bytes of `w` needs escaping in a JSON string (`< 0x20`, `"` or `\`).
 #[inline]
-pub(crate) fn needs_escape(w: u64) -> bool {
+pub(crate) fn word_needs_escape(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // A byte < 0x20, or a zero byte in w ^ '"' or in w ^ '\\' (exact as existence tests).
@@ -678,6 +1230,13 @@ pub(crate) fn needs_escape(w: u64) -> bool {
     let q = w ^ (ONES * u64::from(b'"'));
     let b = w ^ (ONES * u64::from(b'\\'));
     ((lt | (q.wrapping_sub(ONES) & !q) | (b.wrapping_sub(ONES) & !b)) & HIGH) != 0
+}
+
+/// Whether the string `bytes` has a byte to escape in a JSON string (`"`, `\\`, a control
+/// character).
+#[inline]
+pub fn str_needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().any(|&b| ESCAPE[b as usize] != 0)
 }
 
 /// Appends `s` as a JSON string (escaping `"`, `\` and control characters; non-ASCII raw).
@@ -695,13 +1254,13 @@ pub fn write_str_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     for chunk in bytes.chunks_exact(8) {
         let mut w = [0u8; 8];
         w.copy_from_slice(chunk);
-        if needs_escape(u64::from_le_bytes(w)) {
+        if word_needs_escape(u64::from_le_bytes(w)) {
             break;
         }
         clean += 8;
     }
     let tail = bytes.get(clean..).unwrap_or_default();
-    if !tail.iter().any(|&b| ESCAPE[b as usize] != 0) {
+    if !str_needs_escape(tail) {
         put(out, bytes);
         out.push(b'"');
         return;
@@ -984,13 +1543,6 @@ mod tests {
 
     #[test]
     fn small_writers() {
-        for n in 0..70 {
-            let s: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
-            let mut out = b"xy".to_vec();
-            put(&mut out, &s);
-            assert_eq!(&out[2..], &s[..]);
-            assert_eq!(&out[..2], b"xy");
-        }
         for u in [
             0u64,
             1,
@@ -1029,6 +1581,168 @@ mod tests {
             write_i64(&mut out, i);
             assert_eq!(out, i.to_string().as_bytes());
         }
+    }
+
+    fn scanned(s: &str) -> Value<'static> {
+        let mut tape = Tape::default();
+        let r = scan(s.as_bytes(), &mut tape).unwrap_or_else(|e| panic!("{s}: {e}"));
+        let v = r.to_value().into_owned();
+        assert!(r.eq_value(&v), "{s}");
+        assert_eq!(r.to_owned_value(), v, "{s}");
+        v
+    }
+
+    #[test]
+    fn the_tape_reads_back_what_it_scanned() {
+        for s in [
+            "null",
+            "-0",
+            "9999999999999999999",
+            "1e-400",
+            "0.1e-30",
+            "123456789012345678.5",
+            "\"a\\nb\"",
+            "\"\\u00e9\\ud83d\\ude00 é\"",
+            "[]",
+            "{}",
+            "[1,[2,[3]],{\"a\":null}]",
+            r#" { "a" : 1 , "b" : [ true , false ] , "c" : { "d" : "x" } } "#,
+            r#"{"bids":[[50000.5,1.25],[49999.0,0.5]],"updated_at":1764000000100}"#,
+            r#"{"k\"ey":{"x\\y":"\u0000"},"plain":"v"}"#,
+        ] {
+            let v = scanned(s);
+            assert_eq!(to_vec(&v), to_vec(&parse(s.as_bytes()).unwrap()));
+        }
+    }
+
+    #[test]
+    fn repeated_keys_through_the_tape() {
+        let mut tape = Tape::default();
+        // The last value, at the place of the first; also across an escaped spelling.
+        let r = scan(br#"{"a":1,"b":2,"\u0061":3,"c":{"d":1,"d":[]}}"#, &mut tape).unwrap();
+        assert_eq!(r.len(), 3);
+        let mut seen = Vec::new();
+        r.for_each_member(|k, v| seen.push((k.into_owned(), v.to_owned_value())));
+        assert_eq!(seen[0], ("a".to_owned(), Value::UInt(3)));
+        assert_eq!(seen[1].0, "b");
+        assert_eq!(
+            seen[2].1,
+            Value::Object(vec![("d".into(), Value::Array(vec![]))])
+        );
+        // Large objects: the hash-set check, a repeat after the pairwise window.
+        let big: String = (0..40).map(|i| format!("\"k{i}\":{i},")).collect();
+        let v = scanned(&format!("{{{big}\"k0\":\"last\"}}"));
+        let Value::Object(m) = v else { panic!() };
+        assert_eq!(m.len(), 40);
+        assert_eq!(m[0], ("k0".into(), Value::str("last")));
+        let v = scanned(&format!("{{{big}\"k40\":40}}"));
+        assert!(matches!(v, Value::Object(m) if m.len() == 41));
+    }
+
+    #[test]
+    fn exact_error_messages() {
+        // The messages (and places) `merge_bytes` / `replace_bytes` report, as they always have.
+        for (input, want) in [
+            (
+                &b"{\"a\":1,}"[..],
+                "invalid JSON: expected a string key at byte 7",
+            ),
+            (b"[1 2]", "invalid JSON: expected ',' or ']' at byte 3"),
+            (b"{\"a\" 1}", "/a: invalid JSON: expected ':' at byte 5"),
+            (
+                b"{\"a\":[1,x]}",
+                "/a/1: invalid JSON: unexpected character 'x' at byte 8",
+            ),
+            (
+                b"\"\\ud800\"",
+                "invalid JSON: lone surrogate escape at byte 1 is not valid UTF-8",
+            ),
+            (
+                b"{\"a\":\"\xff\"}",
+                "/a: invalid JSON: invalid UTF-8 in a string at byte 6",
+            ),
+            (
+                b"[\"a\\q\"]",
+                "/0: invalid JSON: invalid escape in string at byte 4",
+            ),
+            (b"\xff", "invalid JSON: invalid UTF-8 at byte 0"),
+            (
+                b"1 2",
+                "invalid JSON: trailing characters after the value '2' at byte 2",
+            ),
+            (
+                b"{\"k\":18446744073709551616}",
+                "/k: integer 18446744073709551616 out of range [-2**63, 2**64 - 1]",
+            ),
+            (
+                b"[-1e999]",
+                "/0: non-finite float: -1e999 overflows a float",
+            ),
+            (
+                b"{\"a\\/b\":\"x",
+                "/a~1b: invalid JSON: unterminated string at byte 10",
+            ),
+        ] {
+            let mut tape = Tape::default();
+            let got = scan(input, &mut tape).map(|_| ()).unwrap_err().render("/p");
+            let want = match want.strip_prefix('/') {
+                Some(inner) => format!("/p/{inner}"),
+                None => format!("/p: {want}"),
+            };
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn assign_in_place() {
+        let cases = [
+            ("[[1.5,2],[3,4]]", "[[1.5,2],[3,5]]", true),
+            ("[[1.5,2],[3,4]]", "[[1.5,2],[3,4]]", false),
+            ("[1,\"a\",true,null]", "[1,\"b\",true,null]", true),
+            ("[1,\"a\"]", "[1.0,\"a\"]", true),
+            ("[0.0]", "[-0.0]", true),
+            ("[1,2]", "[1,2,3]", true),
+            ("[{\"a\":1,\"b\":2}]", "[{\"b\":2,\"a\":1}]", false),
+            ("[{\"a\":1}]", "[{\"a\":2}]", true),
+            ("\"x\"", "\"x\"", false),
+            ("\"x\"", "\"\\u0078\"", false),
+            ("7", "7.0", true),
+        ];
+        for (old, new, changed) in cases {
+            let mut cur = parse(old.as_bytes()).unwrap().into_owned();
+            if let Value::Str(s) = &mut cur {
+                *s = Cow::Owned(s.to_string());
+            }
+            let mut by_value = cur.clone();
+            let mut tape = Tape::default();
+            let r = scan(new.as_bytes(), &mut tape).unwrap();
+            assert_eq!(r.assign_to(&mut cur), changed, "{old} -> {new}");
+            assert_eq!(cur, parse(new.as_bytes()).unwrap(), "{old} -> {new}");
+            let new_value = parse(new.as_bytes()).unwrap();
+            assert_eq!(by_value.assign(&new_value), changed, "{old} -> {new}");
+            assert_eq!(by_value, new_value);
+        }
+    }
+
+    #[test]
+    fn strict_equality() {
+        let mut tape = Tape::default();
+        let input = br#"[1,1.0,true,"x",[1],{"a":1,"b":2}]"#;
+        let r = scan(input, &mut tape).unwrap();
+        let mut vals = Vec::new();
+        r.for_each_element(|x| {
+            vals.push(x);
+            true
+        });
+        assert!(vals[0].eq_value(&Value::UInt(1)) && !vals[0].eq_value(&Value::Float(1.0)));
+        assert!(vals[1].eq_value(&Value::Float(1.0)) && !vals[1].eq_value(&Value::UInt(1)));
+        assert!(vals[2].eq_value(&Value::Bool(true)) && !vals[2].eq_value(&Value::UInt(1)));
+        assert!(vals[3].eq_value(&Value::str("x")) && !vals[3].eq_value(&Value::str("y")));
+        assert!(!vals[4].eq_value(&Value::Array(vec![Value::Float(1.0)])));
+        let swapped = parse(br#"{"b":2,"a":1}"#).unwrap();
+        assert!(vals[5].eq_value(&swapped));
+        assert!(!vals[5].eq_value(&parse(br#"{"b":2,"c":1}"#).unwrap()));
+        assert!(!vals[5].eq_value(&parse(br#"{"b":2}"#).unwrap()));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 
 use std::borrow::Cow;
 
-use crate::value::{dedupe_keys, depth_error, Map, Value, ValueError, MAX_DEPTH};
+use crate::base::MAX_DEPTH;
+use crate::value::{dedupe_keys, depth_error, Map, Value, ValueError};
 
 /// Decodes one MessagePack value from `input` (and nothing after it).
 pub fn parse(input: &[u8]) -> Result<Value<'_>, ValueError> {
@@ -227,7 +228,8 @@ impl<'a> Decoder<'a> {
 // Transcoder
 
 /// Appends the JSON text of the MessagePack value `src` (as written by this module's encoder:
-/// for bytes from elsewhere, an unsupported or truncated item is written as `null`).
+/// for bytes from elsewhere, an unsupported or truncated item is written as `null`, and a
+/// truncated container ends where the input does).
 pub fn transcode_json(src: &[u8], out: &mut Vec<u8>) {
     let mut pos = 0;
     transcode_item(src, &mut pos, out, 0);
@@ -288,18 +290,35 @@ fn transcode_item(src: &[u8], pos: &mut usize, out: &mut Vec<u8>, depth: usize) 
                 };
                 out.push(if is_map { b'{' } else { b'[' });
                 for i in 0..n {
+                    // Foreign bytes: a truncated container (or one with a bad key) ends where
+                    // its input does, so the work stays bounded by the input and the text valid.
+                    if *pos >= src.len() {
+                        break;
+                    }
+                    let key = if is_map {
+                        let key = (|| {
+                            let km = *src.get(*pos)?;
+                            *pos += 1;
+                            let kn = match km {
+                                0xa0..=0xbf => usize::from(km & 0x1f),
+                                0xd9..=0xdb => len(src, pos, km)?,
+                                _ => return None,
+                            };
+                            str_at(src, pos, kn)
+                        })();
+                        let Some(key) = key else {
+                            *pos = src.len();
+                            break;
+                        };
+                        Some(key)
+                    } else {
+                        None
+                    };
                     if i > 0 {
                         out.push(b',');
                     }
-                    if is_map {
-                        let km = *src.get(*pos)?;
-                        *pos += 1;
-                        let kn = match km {
-                            0xa0..=0xbf => usize::from(km & 0x1f),
-                            0xd9..=0xdb => len(src, pos, km)?,
-                            _ => return None,
-                        };
-                        crate::json::write_str(out, str_at(src, pos, kn)?);
+                    if let Some(key) = key {
+                        crate::json::write_str(out, key);
                         out.push(b':');
                     }
                     transcode_item(src, pos, out, depth + 1);
@@ -417,7 +436,7 @@ pub fn write_str_bytes(out: &mut Vec<u8>, s: &[u8]) {
         out.push(0xdb);
         out.extend_from_slice(&(n as u32).to_be_bytes());
     }
-    crate::json::put(out, s);
+    crate::base::put(out, s);
 }
 
 #[inline]
@@ -450,6 +469,25 @@ pub fn write_map_len(out: &mut Vec<u8>, n: usize) {
 mod tests {
     use super::*;
     use crate::json;
+
+    #[test]
+    fn transcoding_foreign_bytes_stays_bounded_and_valid() {
+        for (src, want) in [
+            (&[0xdd, 0xff, 0xff, 0xff, 0xff][..], "[]"),
+            (
+                &[0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, b'a', 0x01][..],
+                "{\"a\":1}",
+            ),
+            (&[0x92, 0x01][..], "[1]"),
+            (&[0x82, 0xa1, b'a', 0x01, 0x05, 0x02][..], "{\"a\":1}"),
+            (&[0x91, 0xc1][..], "[null]"),
+            (&[0xc1][..], "null"),
+        ] {
+            let mut out = Vec::new();
+            transcode_json(src, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{src:02x?}");
+        }
+    }
 
     fn rt(v: &Value<'_>) -> Value<'static> {
         parse(&to_vec(v)).unwrap().into_owned()

@@ -14,7 +14,8 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
-use crate::value::Hasher;
+use crate::base::{bytes_eq, Hasher};
+use crate::{json, pointer};
 
 /// Longest key stored inline.
 pub const INLINE: usize = 22;
@@ -49,20 +50,20 @@ const ESCAPED: u8 = 0x80;
 const JSON_ESCAPED: u8 = 0x40;
 const FLAGS: u8 = ESCAPED | JSON_ESCAPED;
 
-fn json_escaped(s: &str) -> bool {
-    s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
-}
-
 impl Key {
     pub fn new(s: &str) -> Key {
         if s.len() <= INLINE {
             let mut buf = [0u8; INLINE];
             buf[..s.len()].copy_from_slice(s.as_bytes());
-            let escaped = s.bytes().any(|b| b == b'~' || b == b'/');
+            let escaped = pointer::needs_escape(s);
             Key(Repr::Inline {
                 meta: s.len() as u8
                     | if escaped { ESCAPED } else { 0 }
-                    | if json_escaped(s) { JSON_ESCAPED } else { 0 },
+                    | if json::str_needs_escape(s.as_bytes()) {
+                        JSON_ESCAPED
+                    } else {
+                        0
+                    },
                 buf,
             })
         } else {
@@ -75,7 +76,7 @@ impl Key {
     pub fn needs_json_escape(&self) -> bool {
         match &self.0 {
             Repr::Inline { meta, .. } => meta & JSON_ESCAPED != 0,
-            Repr::Heap(s) => json_escaped(s),
+            Repr::Heap(s) => json::str_needs_escape(s.as_bytes()),
         }
     }
 
@@ -84,7 +85,7 @@ impl Key {
     pub fn needs_escape(&self) -> bool {
         match &self.0 {
             Repr::Inline { meta, .. } => meta & ESCAPED != 0,
-            Repr::Heap(s) => s.bytes().any(|b| b == b'~' || b == b'/'),
+            Repr::Heap(s) => pointer::needs_escape(s),
         }
     }
 
@@ -170,36 +171,6 @@ impl fmt::Debug for Key {
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Equality of short byte strings with a few overlapping word loads (no call to `memcmp`).
-#[inline]
-pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
-    #[inline(always)]
-    fn w8(s: &[u8], at: usize) -> u64 {
-        match s.get(at..at + 8) {
-            Some(x) => u64::from_le_bytes(x.try_into().unwrap_or_default()),
-            None => 0,
-        }
-    }
-    #[inline(always)]
-    fn w4(s: &[u8], at: usize) -> u32 {
-        match s.get(at..at + 4) {
-            Some(x) => u32::from_le_bytes(x.try_into().unwrap_or_default()),
-            None => 0,
-        }
-    }
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    match n {
-        0..=3 => a == b,
-        4..=7 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
-        8..=16 => w8(a, 0) == w8(b, 0) && w8(a, n - 8) == w8(b, n - 8),
-        17..=24 => w8(a, 0) == w8(b, 0) && w8(a, 8) == w8(b, 8) && w8(a, n - 8) == w8(b, n - 8),
-        _ => a == b,
     }
 }
 
@@ -627,20 +598,6 @@ mod tests {
                     assert_eq!(m.get(&k), r.iter().find(|(x, _)| *x == k).map(|(_, v)| v));
                 }
             }
-        }
-    }
-
-    #[test]
-    fn short_byte_equality() {
-        for n in 0..40usize {
-            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
-            assert!(bytes_eq(&a, &a.clone()));
-            for i in 0..n {
-                let mut b = a.clone();
-                b[i] ^= 1;
-                assert!(!bytes_eq(&a, &b), "{n} {i}");
-            }
-            assert!(!bytes_eq(&a, &a[..n.saturating_sub(1)]) || n == 0);
         }
     }
 

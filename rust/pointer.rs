@@ -1,8 +1,11 @@
 //! RFC 6901 JSON Pointers: parsing (without allocation unless a token has escapes) and escaping.
+//!
+//! The one home of pointer escaping (`~` -> `~0`, `/` -> `~1`): [`needs_escape`],
+//! [`escape_into`], [`push_token`], [`push_token_bytes`] and [`unescape`].
 
 use std::borrow::Cow;
 
-use crate::value::MAX_DEPTH;
+use crate::base::MAX_DEPTH;
 
 /// A validated pointer. `tokens()` yields the unescaped reference tokens.
 #[derive(Debug, Clone, Copy)]
@@ -166,9 +169,15 @@ pub fn unescape(tok: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Whether `key` has a `~` or a `/`, so that it must be escaped as a reference token.
+#[inline]
+pub fn needs_escape(key: &str) -> bool {
+    key.bytes().any(|b| b == b'~' || b == b'/')
+}
+
 /// Appends `key` escaped as a reference token (`~` -> `~0`, `/` -> `~1`).
 pub fn escape_into(out: &mut String, key: &str) {
-    if !key.bytes().any(|b| b == b'~' || b == b'/') {
+    if !needs_escape(key) {
         out.push_str(key);
         return;
     }
@@ -188,16 +197,17 @@ pub fn push_token(out: &mut String, key: &str) {
     escape_into(out, key);
 }
 
-/// Appends `/` and the escaped `key` to a pointer being built as bytes.
+/// Appends `/` and the escaped `key` to a pointer being built as bytes; `escaped`: whether
+/// `key` needs escaping (as [`needs_escape`] says; callers often know it already).
 #[inline]
-pub fn push_key(out: &mut Vec<u8>, key: &crate::omap::Key) {
+pub fn push_token_bytes(out: &mut Vec<u8>, key: &str, escaped: bool) {
     out.push(b'/');
-    if key.needs_escape() {
+    if escaped {
         let mut s = String::new();
         escape_into(&mut s, key);
         out.extend_from_slice(s.as_bytes());
     } else {
-        crate::json::put(out, key.as_bytes());
+        crate::base::put(out, key.as_bytes());
     }
 }
 

@@ -13,10 +13,11 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
 };
 
+use crate::base::MAX_DEPTH;
 use crate::diff::diff as diff_values;
 use crate::doc::{self, GetError, Kind, Node, ObjNode};
 use crate::encode::{self, DiffForm, Format};
-use crate::value::{depth_error, Map, Value, ValueError, MAX_DEPTH};
+use crate::value::{depth_error, Map, Value, ValueError};
 use crate::{json, msgpack, pointer};
 
 fn value_error(msg: impl Into<String>) -> PyErr {
@@ -521,6 +522,11 @@ impl PyStateDoc {
     ) -> PyResult<bool> {
         let ptr = pointer::parse(path).map_err(value_error)?;
         let doc = &mut self.doc;
+        if fmt == "json" {
+            return with_payload(path, payload, |bytes| {
+                doc.replace_json_at(ptr, bytes).map_err(doc_error)
+            })?;
+        }
         with_payload(path, payload, |bytes| match decode(fmt, bytes) {
             Ok(v) => doc.replace_at(ptr, v).map_err(doc_error),
             Err(e) => Err(value_error(e.render(path))),

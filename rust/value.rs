@@ -14,13 +14,11 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-/// Containers may nest at most this many levels (and a pointer may have at most this many tokens).
-pub const MAX_DEPTH: usize = 128;
+use crate::base::{Hasher, MAX_DEPTH};
+use crate::pointer;
 
 /// Objects with more members than this use a hash index for lookups instead of a linear scan.
 const SMALL_MAP: usize = 16;
-
-pub type Hasher = foldhash::fast::RandomState;
 
 /// An object: members in insertion order, keys unique.
 pub type Map<'a> = Vec<(Cow<'a, str>, Value<'a>)>;
@@ -80,6 +78,67 @@ impl<'a> Value<'a> {
                     .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
                     .collect(),
             ),
+        }
+    }
+
+    /// An owned copy (strings copied once).
+    pub fn to_static(&self) -> Value<'static> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Int(i) => Value::Int(*i),
+            Value::UInt(u) => Value::UInt(*u),
+            Value::Float(f) => Value::Float(*f),
+            Value::Str(s) => Value::Str(Cow::Owned(s.to_string())),
+            Value::Array(a) => Value::Array(a.iter().map(Value::to_static).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| (Cow::Owned(k.to_string()), v.to_static()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Makes `self` equal to `new`, in place where the shapes match (no allocation for an array
+    /// of numbers that changes, say); returns whether anything changed.
+    pub fn assign(&mut self, new: &Value<'_>) -> bool {
+        match (&mut *self, new) {
+            (Value::Float(c), Value::Float(f)) => {
+                let changed = c.to_bits() != f.to_bits();
+                *c = *f;
+                changed
+            }
+            (Value::UInt(c), Value::UInt(u)) => std::mem::replace(c, *u) != *u,
+            (Value::Int(c), Value::Int(i)) => std::mem::replace(c, *i) != *i,
+            (Value::Bool(c), Value::Bool(b)) => std::mem::replace(c, *b) != *b,
+            (Value::Null, Value::Null) => false,
+            (Value::Str(c), Value::Str(s)) => {
+                if c.as_ref() == s.as_ref() {
+                    return false;
+                }
+                match c {
+                    Cow::Owned(o) => {
+                        o.clear();
+                        o.push_str(s);
+                    }
+                    Cow::Borrowed(_) => *c = Cow::Owned(s.to_string()),
+                }
+                true
+            }
+            (Value::Array(items), Value::Array(new_items)) if items.len() == new_items.len() => {
+                let mut changed = false;
+                for (c, n) in items.iter_mut().zip(new_items) {
+                    changed |= c.assign(n);
+                }
+                changed
+            }
+            (_, new) => {
+                if *self == *new {
+                    return false;
+                }
+                *self = new.to_static();
+                true
+            }
         }
     }
 
@@ -152,13 +211,14 @@ pub fn maps_equal(a: &Map<'_>, b: &Map<'_>) -> bool {
         .all(|(k, va)| index.get(b, k).is_some_and(|vb| va == vb))
 }
 
-/// Key lookups in a [`Map`]: a linear scan for small objects, a hash index for large ones.
+/// Key lookups in a [`Map`] (or any list of `(key, V)` pairs): a linear scan for small objects,
+/// a hash index for large ones.
 pub struct MapIndex<'m> {
     index: Option<HashMap<&'m str, usize, Hasher>>,
 }
 
 impl<'m> MapIndex<'m> {
-    pub fn new(map: &'m Map<'_>) -> Self {
+    pub fn new<V>(map: &'m [(Cow<'_, str>, V)]) -> Self {
         if map.len() <= SMALL_MAP {
             return MapIndex { index: None };
         }
@@ -169,27 +229,27 @@ impl<'m> MapIndex<'m> {
         MapIndex { index: Some(index) }
     }
 
-    pub fn position(&self, map: &Map<'_>, key: &str) -> Option<usize> {
+    pub fn position<V>(&self, map: &[(Cow<'_, str>, V)], key: &str) -> Option<usize> {
         match &self.index {
             Some(ix) => ix.get(key).copied(),
             None => map.iter().position(|(k, _)| k == key),
         }
     }
 
-    pub fn get<'v, 'x>(&self, map: &'v Map<'x>, key: &str) -> Option<&'v Value<'x>> {
+    pub fn get<'v, V>(&self, map: &'v [(Cow<'_, str>, V)], key: &str) -> Option<&'v V> {
         self.position(map, key)
             .and_then(|i| map.get(i))
             .map(|(_, v)| v)
     }
 
-    pub fn contains(&self, map: &Map<'_>, key: &str) -> bool {
+    pub fn contains<V>(&self, map: &[(Cow<'_, str>, V)], key: &str) -> bool {
         self.position(map, key).is_some()
     }
 }
 
-/// Enforces unique keys on a freshly decoded object: a repeated key keeps the position of its
-/// first occurrence and the value of its last one (as a Python dict does).
-pub fn dedupe_keys(map: &mut Map<'_>) {
+/// Enforces unique keys on a freshly decoded object (or the members of one): a repeated key keeps
+/// the position of its first occurrence and the value of its last one (as a Python dict does).
+pub fn dedupe_keys<V>(map: &mut Vec<(Cow<'_, str>, V)>) {
     let n = map.len();
     if n < 2 {
         return;
@@ -219,8 +279,9 @@ pub fn dedupe_keys(map: &mut Map<'_>) {
     }
     let mut dead = vec![false; n];
     for &(j, i) in &dups {
-        let v = std::mem::replace(&mut map[j].1, Value::Null);
-        map[i].1 = v;
+        // j > i: the later value moves to the first place (the one left at j is dropped).
+        let (head, tail) = map.split_at_mut(j);
+        std::mem::swap(&mut head[i].1, &mut tail[0].1);
         dead[j] = true;
     }
     let mut idx = 0;
@@ -268,7 +329,7 @@ impl ValueError {
         let mut s = String::new();
         for t in self.0.at_rev.iter().rev() {
             s.push('/');
-            crate::pointer::escape_into(&mut s, t);
+            pointer::escape_into(&mut s, t);
         }
         s
     }
@@ -277,7 +338,7 @@ impl ValueError {
     /// (`(root)` when both are empty).
     pub fn render(&self, base: &str) -> String {
         let at = format!("{base}{}", self.pointer());
-        format!("{}: {}", crate::pointer::display(&at), self.0.msg)
+        format!("{}: {}", pointer::display(&at), self.0.msg)
     }
 }
 

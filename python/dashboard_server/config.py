@@ -10,6 +10,9 @@ docs/configuration.md lists them all.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -31,12 +34,18 @@ __all__ = [
     "CONFIG_ENV",
     "DEFAULT_SECTIONS",
     "ENV_PREFIX",
+    "EXTRA_ENV",
+    "PLACEHOLDER_TOKEN",
     "SETTINGS",
     "Config",
     "ConfigError",
     "Setting",
     "load_config",
+    "security_warnings",
+    "unknown_env",
 ]
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX: Final = "DASHBOARD_"
 CONFIG_ENV: Final = "DASHBOARD_CONFIG"
@@ -50,6 +59,13 @@ DEFAULT_SECTIONS: Final = (
     "strategies",
 )
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+EXTRA_ENV: Final = frozenset(
+    {CONFIG_ENV, "DASHBOARD_TOKEN", "DASHBOARD_REQUIRE_NATIVE", "DASHBOARD_TEST_FEED_SECONDS"}
+)
+"""``DASHBOARD_*`` variables that are not settings but are read elsewhere (the YAML file, the
+``watch`` command's token, the test suite): never reported as unknown."""
+PLACEHOLDER_TOKEN: Final = "change-me"
+"""Prefix of the placeholder secrets shipped in deploy/ (refused as real credentials)."""
 
 
 class ConfigError(ValueError):
@@ -120,6 +136,19 @@ class Config:
     replication_checkpoint_s: float = 10.0
     workers: int = 1
     reuse_port: bool = False
+    trusted_proxies: tuple[str, ...] = ()
+    stale_after_s: float = 30.0
+    stale_sections: tuple[str, ...] = ()
+    strict_env: bool = False
+
+    def stale_after(self) -> dict[str, float]:
+        """Each section's staleness threshold (s): ``stale_after_s`` unless overridden in
+        ``stale_sections`` (``section=seconds``; 0: never stale)."""
+        limits = dict.fromkeys(self.sections, self.stale_after_s)
+        for item in self.stale_sections:
+            section, _, seconds = item.partition("=")
+            limits[section.strip()] = float(seconds)
+        return limits
 
     def tier_intervals(self) -> dict[str, int]:
         """The default interval of each tier, in milliseconds."""
@@ -386,8 +415,68 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("message_burst", _int, "Client messages a connection may send at once.", "N"),
     Setting("open_timeout_s", _float, "Time allowed for a whole opening handshake (s).", "S"),
     *SCALE_SETTINGS,
+    Setting(
+        "trusted_proxies",
+        _list,
+        "Comma-separated proxy addresses or CIDR networks whose X-Forwarded-For / Forwarded "
+        "headers give the client's address (unset: none trusted).",
+        "LIST",
+    ),
+    Setting(
+        "stale_after_s",
+        _float,
+        "A section with no update for this long is reported stale to clients (0: never).",
+        "S",
+    ),
+    Setting(
+        "stale_sections",
+        _list,
+        "Comma-separated per-section overrides of stale_after_s, as section=seconds.",
+        "LIST",
+    ),
+    Setting(
+        "strict_env",
+        _bool,
+        "Refuse to start when a DASHBOARD_* variable is not a setting (default: warn).",
+        "BOOL",
+    ),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
+_BY_ENV: Final = {s.env: s for s in SETTINGS}
+
+
+def unknown_env(env: Mapping[str, str]) -> list[str]:
+    """One message per ``DASHBOARD_*`` variable of ``env`` that is no setting, naming the
+    closest setting's variable when there is a likely one (a typo)."""
+    known = [s.env for s in SETTINGS]
+    messages = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in _BY_ENV or name in EXTRA_ENV:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        messages.append(f"unknown variable {name}{hint}")
+    return messages
+
+
+def security_warnings(config: Config) -> list[str]:
+    """What an operator should hear about at start: a listener beyond loopback without auth."""
+    warnings = []
+    if not (config.auth_tokens or config.jwt_secret) and not _is_loopback(config.host):
+        warnings.append(
+            f"listening on {config.host} with authentication off: anyone who can reach the "
+            "port reads the state (set auth_tokens or jwt_secret, docs/security.md)"
+        )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(
@@ -395,11 +484,14 @@ def load_config(
     cli: Mapping[str, str | None] | None = None,
     env: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
+    warnings: list[str] | None = None,
 ) -> Config:
     """Merge defaults, the YAML file, the environment and CLI values, then validate.
 
     ``cli`` maps setting names to the strings given as flags (``None``: not given); ``env``
     defaults to ``os.environ``; ``config_file`` defaults to ``$DASHBOARD_CONFIG``.
+    ``DASHBOARD_*`` variables that are no setting are reported: appended to ``warnings`` when
+    given, else logged; with ``strict_env`` on they raise :class:`ConfigError` instead.
     """
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
@@ -419,7 +511,17 @@ def load_config(
         setting = _BY_NAME[name]
         values[name] = _parse(setting, text, setting.flag)
         sources[name] = setting.flag
-    return _validate(Config(**values), sources)
+    config = _validate(Config(**values), sources)
+    unknown = unknown_env(env)
+    if unknown and config.strict_env:
+        where = sources.get("strict_env", "strict_env")
+        raise ConfigError(f"{where}: refusing to start: {'; '.join(unknown)}")
+    if warnings is not None:
+        warnings.extend(unknown)
+    else:
+        for message in unknown:
+            log.warning("%s: ignored", message)
+    return config
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -449,6 +551,8 @@ def _from_file(name: str, raw: Any, path: str | Path) -> Any:
         "allowed_origins",
         "history_sections",
         "redis_sharded_channels",
+        "trusted_proxies",
+        "stale_sections",
     ) and isinstance(raw, list):
         if not all(isinstance(item, str) for item in raw):
             raise ConfigError(f"{where}: expected a list of strings")
@@ -481,11 +585,16 @@ def _validate_redis_and_history(
     ):
         if getattr(config, name) <= 0:
             raise fail(name, f"must be > 0, got {getattr(config, name)}")
-    for name in ("redis_reload_interval_s", "events_kept"):
+    for name in ("redis_reload_interval_s", "events_kept", "stale_after_s"):
         if getattr(config, name) < 0:
             raise fail(name, f"must be >= 0, got {getattr(config, name)}")
     if config.history_interval_s < 0.001:
         raise fail("history_interval_s", f"must be >= 0.001, got {config.history_interval_s}")
+    url = config.redis_url
+    if url is not None and "://" not in url and not _HOST_PORT.fullmatch(url):
+        raise fail(
+            "redis_url", "expected redis://host:port/db, rediss://..., unix://... or host:port"
+        )
     if config.redis_backoff_initial_s > config.redis_backoff_max_s:
         raise fail("redis_backoff_initial_s", "must not exceed redis_backoff_max_s")
     for section in config.history_sections if history_given else ():
@@ -564,8 +673,40 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
         raise fail("write_buffer_low", "must be below write_buffer_high")
     _validate_security(config, fail)
     _validate_scale(config, fail)
+    config = dataclasses.replace(config, redis_url=_redis_url(config.redis_url))
     config = _resolve_sources(config, "sections" in sources, fail)
+    _validate_staleness(config, fail)
     return dataclasses.replace(config, log_level=config.log_level.lower())
+
+
+def _validate_staleness(config: Config, fail: Callable[[str, str], ConfigError]) -> None:
+    """``stale_sections``: ``section=seconds`` for sections of the final list (a preset's)."""
+    for item in config.stale_sections:
+        section, eq, seconds = item.partition("=")
+        try:
+            ok = bool(eq) and section.strip() in config.sections and _float(seconds) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise fail(
+                "stale_sections",
+                f"expected section=seconds with a configured section, got {item!r}",
+            )
+
+
+_HOST_PORT: Final = re.compile(
+    r"(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\s\[\]]+)(?::(?P<port>\d{1,5}))?(?:/(?P<db>\d+))?"
+)
+
+
+def _redis_url(url: str | None) -> str | None:
+    """``host:port`` (the form of the original service), ``host`` or ``host:port/db`` as a
+    ``redis://`` URL (database 0 unless given); a URL with a scheme is kept as it is."""
+    if url is None or "://" in url:
+        return url
+    match = _HOST_PORT.fullmatch(url)
+    assert match is not None  # checked by _validate_redis_and_history
+    return f"redis://{match['host']}:{match['port'] or 6379}/{match['db'] or 0}"
 
 
 def _resolve_sources(
@@ -633,6 +774,17 @@ _ORIGIN: Final = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
 
 def _validate_security(config: Config, fail: Callable[[str, str], ConfigError]) -> None:
     """The rules of the auth, origin and limit settings (never echoing a secret)."""
+    for name, secrets in (
+        ("auth_tokens", config.auth_tokens),
+        ("jwt_secret", (config.jwt_secret,)),
+    ):
+        if any(s is not None and s.lower().startswith(PLACEHOLDER_TOKEN) for s in secrets):
+            raise fail(
+                name,
+                f"still the placeholder shipped in deploy/ ({PLACEHOLDER_TOKEN}...): replace it "
+                "with a long random secret, e.g. `python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'`",
+            )
     for token in config.auth_tokens:
         if len(token) < 16 or any(c.isspace() or c == "," for c in token):
             raise fail("auth_tokens", "each token needs 16+ characters, no spaces or commas")
@@ -647,3 +799,10 @@ def _validate_security(config: Config, fail: Callable[[str, str], ConfigError]) 
                 f"expected scheme://host[:port] (no path, no trailing slash) or null, "
                 f"got {origin!r}",
             )
+    for proxy in config.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise fail(
+                "trusted_proxies", f"expected an IP address or CIDR network, got {proxy!r}"
+            ) from None

@@ -3,6 +3,7 @@ use std::borrow::Cow;
 use super::*;
 use crate::encode::{encode_snapshot, encode_update, DiffForm, Format};
 use crate::value::maps_equal;
+use crate::value::Map;
 use crate::{json, msgpack};
 
 fn j(s: &str) -> Value<'static> {
@@ -239,7 +240,7 @@ fn rejections_are_atomic() {
     assert!(matches!(d.get("/s/nope/deeper"), Err(GetError::Missing)));
 }
 
-const MAX_DEPTH_TOKENS: usize = crate::value::MAX_DEPTH;
+const MAX_DEPTH_TOKENS: usize = crate::base::MAX_DEPTH;
 
 #[test]
 fn merge_json_matches_merge() {
@@ -670,9 +671,15 @@ fn random_run(seed: u64, ops: usize, max_tombstones: usize) {
                 let bytes = json::to_vec(&val);
                 (d.merge(&path, val), t.merge_json(&path, &bytes))
             }
-            5..=6 => {
+            5 => {
                 let val = rng.value(3, true);
                 (d.replace(&path, val.clone()), t.replace(&path, val))
+            }
+            6 => {
+                // The twin replaces straight from the scan of the JSON text.
+                let val = rng.value(3, true);
+                let bytes = json::to_vec(&val);
+                (d.replace(&path, val), t.replace_json(&path, &bytes))
             }
             7 => (d.merge(&path, Value::Null), t.merge_json(&path, b"null")),
             _ => (d.remove(&path), t.remove(&path)),

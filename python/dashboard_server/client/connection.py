@@ -163,6 +163,9 @@ class ClientState:
         """The newest event messages, oldest first."""
         self.recent_events: list[dict[str, Any]] = []
         """The recent events sent after the last snapshot (``events`` message), oldest first."""
+        self.status: dict[str, Any] | None = None
+        """The server's last ``status`` message: its feed (``demo``, ``redis``, ...), overall
+        ``state`` (``ok``, ``degraded``, ``down``), ``sources`` and ``stale`` sections."""
         self.awaiting_snapshot = True
         """True until a snapshot arrives, and again after a gap: updates are ignored meanwhile."""
         self.gaps = 0
@@ -189,6 +192,8 @@ class ClientState:
         if kind not in GROUP_TYPES:
             if kind == "events" and isinstance(msg.get("events"), list):
                 self.recent_events = msg["events"]
+            elif kind == "status":
+                self.status = msg
             return Outcome.CONTROL
         seq = msg.get("seq")
         if not isinstance(seq, int):
@@ -372,6 +377,14 @@ class DashboardClient:
     def gaps(self) -> int:
         """How many sequence gaps (each answered with a refresh) were detected."""
         return self.state.gaps
+
+    @property
+    def status(self) -> dict[str, Any] | None:
+        """The server's last ``status`` message (``None`` before the first): ``feed``,
+        ``state`` (``ok``, ``degraded``, ``down``), ``sources`` (each ``name``, ``state``,
+        ``error``, ``since``) and ``stale`` (sections without a recent update). It is the
+        last one received: after a disconnection it says how things were then."""
+        return self.state.status
 
     @property
     def connected(self) -> bool:

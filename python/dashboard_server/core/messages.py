@@ -1,9 +1,10 @@
 """Every message the server sends, encoded: the one interface the hub and the sessions call.
 
 ``snapshot`` and ``update`` are encoded by the engine (envelope included: Python only moves the
-bytes); the small messages (``event``, ``events``, ``pong``, ``error``, and the empty catch-up
-``update``) are encoded here, with the same field order and timestamp format. Each encode can be
-observed (time and size, for the metrics) through one callback, so callers hold no timing code.
+bytes); the small messages (``event``, ``events``, ``status``, ``pong``, ``error``, and the empty
+catch-up ``update``) are encoded here, with the same field order and timestamp format. Each
+encode can be observed (time and size, for the metrics) through one callback, so callers hold no
+timing code.
 docs/protocol.md describes each message.
 """
 
@@ -128,6 +129,15 @@ class Messages:
             },
         )
         return self._observed(fmt, "event", started, payload)
+
+    def status(self, fmt: Format, timestamp_ms: int, body: Mapping[str, Any]) -> bytes:
+        """``{"type":"status","timestamp":..,"feed":..,"state":..,"sources":[..],"stale":[..]}``
+        (``body`` holds every field but ``type`` and ``timestamp``)."""
+        started = time.perf_counter()
+        payload = encode_message(
+            fmt, {"type": "status", "timestamp": rfc3339_ms(timestamp_ms), **body}
+        )
+        return self._observed(fmt, "status", started, payload)
 
     def recent_events(
         self,

@@ -19,6 +19,10 @@ The rules (docs/protocol.md, "Sequence rule"):
   message with the last ``events_kept`` events (oldest first), encoded once per group per flush.
 * A resuming member (``since``/``epoch``) gets instead one catch-up ``update`` with the changes
   since its version, when the epoch matches and the version is within the horizon.
+* With a ``status`` source, every joiner and resumer gets a seq-less ``status`` message after its
+  snapshot (and events) or catch-up, and a group's active members get one at the first flush
+  after the status changed (before that flush's events and update). The source returns the same
+  object while nothing changes; each change is encoded once per format.
 * Before anything is written to a member, its write buffer is checked: above ``high_water`` it is
   skipped and marked lagging; once at or below ``low_water`` it rejoins with a snapshot; lagging
   for ``lag_timeout`` seconds or more, it is handed back to be closed.
@@ -118,6 +122,11 @@ class _Group(Generic[M]):
     key: GroupKey
     seq: int = 0
     members: dict[M, _MemberState] = field(default_factory=dict)
+    tiers: dict[str, int] = field(default_factory=dict)
+    """How many members of each tier (kept up to date on enter and leave: the per-tier
+    message counts then cost nothing per member)."""
+    status: object = None
+    """The status body its active members were last sent."""
 
 
 @dataclass(slots=True)
@@ -125,6 +134,10 @@ class _Interval:
     cursor: int
     event_cursor: int
     groups: int = 0
+
+
+Tiers = tuple[tuple[str, int], ...]
+"""How many of a delivery's members belong to each tier."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +148,35 @@ class Delivery(Generic[M]):
     payload: bytes
     text: bool
     members: tuple[M, ...]
+    tiers: Tiers = ()
+    """Members per tier (for ``dashboard_messages_sent_total{client_type}``)."""
+
+
+class _Batch(Generic[M]):
+    """Members that get the same messages, and how many of them are of each tier."""
+
+    __slots__ = ("_frozen", "_tiers", "members")
+
+    def __init__(self, members: list[M] | None = None, tiers: Tiers | None = None) -> None:
+        self.members: list[M] = members if members is not None else []
+        self._tiers: dict[str, int] = {}
+        self._frozen: tuple[tuple[M, ...], Tiers] | None = None
+        if tiers is not None:
+            self._frozen = (tuple(self.members), tiers)
+
+    def add(self, member: M, tier: str) -> None:
+        self.members.append(member)
+        self._tiers[tier] = self._tiers.get(tier, 0) + 1
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def delivery(self, kind: str, payload: bytes, text: bool) -> Delivery[M]:
+        """The delivery of one message to these members (the member tuple built once)."""
+        if self._frozen is None:
+            self._frozen = (tuple(self.members), tuple(self._tiers.items()))
+        members, tiers = self._frozen
+        return Delivery(kind, payload, text, members, tiers)
 
 
 @dataclass(slots=True)
@@ -146,6 +188,8 @@ class Flush(Generic[M]):
     deliveries: list[Delivery[M]] = field(default_factory=list)
     lagged_out: list[M] = field(default_factory=list)
     snapshot_encodes: int = 0
+    tiers: frozenset[str] = frozenset()
+    """The tiers of the interval's members (``dashboard_broadcast_latency_seconds``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +217,7 @@ class Hub(Generic[M]):
         events_kept: int = 0,
         metrics: ServerMetrics | None = None,
         on_new_interval: Callable[[int], None] | None = None,
+        status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.doc = doc
         self.messages = messages
@@ -193,6 +238,10 @@ class Hub(Generic[M]):
         self._events: deque[_Event] = deque()
         self._recent: deque[_Event] = deque(maxlen=events_kept)
         self._event_number = 0
+        self._status = status
+        self._status_body: Mapping[str, Any] | None = None
+        self._status_payloads: dict[str, bytes] = {}
+        self._status_ts = 0
 
     # --- membership ------------------------------------------------------------------------
 
@@ -307,10 +356,12 @@ class Hub(Generic[M]):
             interval.groups += 1
             self._set_group_gauge()
         group.members[member] = state
+        group.tiers[state.tier] = group.tiers.get(state.tier, 0) + 1
 
     def _leave(self, member: M, state: _MemberState) -> None:
         group = self._groups[state.key]
         del group.members[member]
+        group.tiers[state.tier] -= 1
         if group.members:
             return
         del self._groups[state.key]
@@ -383,14 +434,25 @@ class Hub(Generic[M]):
         interval.event_cursor = self._event_number
         self._trim_events()
 
+        status = self._current_status(ts)
+        tiers: set[str] = set()
         for group in [g for g in self._groups.values() if g.key.interval_ms == interval_ms]:
+            tiers.update(t for t, n in group.tiers.items() if n)
             active, joiners, resumers = self._sort_members(group, now, horizon_lost, result)
-            if active:
-                self._send_group_messages(group, events, changes, ts, tuple(active), result)
-            if joiners:
-                self._send_snapshot(group, ts, tuple(joiners), result)
+            if active.members:
+                if status is not None and group.status is not status:
+                    self._send_status(group, active, result)
+                self._send_group_messages(group, events, changes, ts, active, result)
+            if joiners.members:
+                self._send_snapshot(group, ts, joiners, result)
+                if status is not None:
+                    self._send_status(group, joiners, result)
             for since, members in resumers.items():
-                self._send_catch_up(group, since, tuple(members), ts, catch_ups, result)
+                self._send_catch_up(group, since, members, ts, catch_ups, result)
+                if status is not None:
+                    self._send_status(group, members, result)
+            group.status = status
+        result.tiers = frozenset(tiers)
         if self.metrics is not None:
             self.metrics.flushes.labels(str(interval_ms)).inc()
             self.metrics.snapshot_encodes_per_flush.observe(result.snapshot_encodes)
@@ -399,10 +461,11 @@ class Hub(Generic[M]):
 
     def _sort_members(
         self, group: _Group[M], now: float, horizon_lost: bool, result: Flush[M]
-    ) -> tuple[list[M], list[M], dict[int, list[M]]]:
+    ) -> tuple[_Batch[M], _Batch[M], dict[int, _Batch[M]]]:
         active: list[M] = []
-        joiners: list[M] = []
-        resumers: dict[int, list[M]] = {}
+        joiners: _Batch[M] = _Batch()
+        resumers: dict[int, _Batch[M]] = {}
+        excluded: dict[str, int] = {}  # tiers of the members that stay but are not active
         for member, state in list(group.members.items()):
             buffered = member.buffered()
             if state.phase is Phase.LAGGING:
@@ -412,6 +475,8 @@ class Hub(Generic[M]):
                         self.remove(member)
                         if self.metrics is not None:
                             self.metrics.lag_closes.inc()
+                    else:
+                        excluded[state.tier] = excluded.get(state.tier, 0) + 1
                     continue
                 state.phase = Phase.JOINING
                 state.reason = "lag"
@@ -421,6 +486,7 @@ class Hub(Generic[M]):
                 state.lag_started = now
                 state.since = None
                 self._lagging_gauge(+1)
+                excluded[state.tier] = excluded.get(state.tier, 0) + 1
                 continue
             if state.phase is Phase.ACTIVE and horizon_lost:
                 state.phase = Phase.JOINING
@@ -428,6 +494,7 @@ class Hub(Generic[M]):
             if state.phase is Phase.ACTIVE:
                 active.append(member)
                 continue
+            excluded[state.tier] = excluded.get(state.tier, 0) + 1
             since, epoch = state.since, state.epoch
             state.since = state.epoch = None
             state.phase = Phase.ACTIVE
@@ -436,16 +503,21 @@ class Hub(Generic[M]):
                 and epoch == self.epoch
                 and self.doc.floor <= since <= self.doc.version
             ):
-                resumers.setdefault(since, []).append(member)
+                resumers.setdefault(since, _Batch()).add(member, state.tier)
                 continue
-            joiners.append(member)
+            joiners.add(member, state.tier)
             if self.metrics is not None:
                 if since is not None:
                     self.metrics.resumes.labels("snapshot").inc()
                 elif state.reason is not None:
                     self.metrics.resyncs.labels(state.reason).inc()
             state.reason = None
-        return active, joiners, resumers
+        tiers = tuple(
+            (tier, n - excluded.get(tier, 0))
+            for tier, n in group.tiers.items()
+            if n > excluded.get(tier, 0)
+        )
+        return _Batch(active, tiers), joiners, resumers
 
     def _send_group_messages(
         self,
@@ -453,7 +525,7 @@ class Hub(Generic[M]):
         events: list[_Event],
         changes: ChangeSetEngine | None,
         ts: int,
-        members: tuple[M, ...],
+        members: _Batch[M],
         result: Flush[M],
     ) -> None:
         key = group.key
@@ -464,35 +536,55 @@ class Hub(Generic[M]):
                     key.fmt, group.seq + 1, event.timestamp_ms, event.channel, event.data
                 )
                 group.seq += 1
-                result.deliveries.append(Delivery("event", payload, text, members))
+                result.deliveries.append(members.delivery("event", payload, text))
         if changes is not None:
             update = self.messages.update(
                 changes, key.fmt, key.diff, key.channels, group.seq + 1, ts
             )
             if update is not None:
                 group.seq += 1
-                result.deliveries.append(Delivery("update", update, text, members))
+                result.deliveries.append(members.delivery("update", update, text))
+
+    def _current_status(self, ts: int) -> Mapping[str, Any] | None:
+        """The status body now (``None``: no status source); a new one drops the encodings."""
+        if self._status is None:
+            return None
+        body = self._status()
+        if body is not self._status_body:
+            self._status_body = body
+            self._status_payloads = {}
+            self._status_ts = ts
+        return body
+
+    def _send_status(self, group: _Group[M], members: _Batch[M], result: Flush[M]) -> None:
+        fmt = group.key.fmt
+        payload = self._status_payloads.get(fmt)
+        if payload is None:
+            assert self._status_body is not None
+            payload = self.messages.status(fmt, self._status_ts, self._status_body)
+            self._status_payloads[fmt] = payload
+        result.deliveries.append(members.delivery("status", payload, fmt == "json"))
 
     def _send_snapshot(
-        self, group: _Group[M], ts: int, members: tuple[M, ...], result: Flush[M]
+        self, group: _Group[M], ts: int, members: _Batch[M], result: Flush[M]
     ) -> None:
         key = group.key
         snapshot = self.messages.snapshot(key.fmt, key.channels, group.seq, ts)
         result.snapshot_encodes += 1
         if self.metrics is not None:
             self.metrics.snapshot_encodes.inc()
-        result.deliveries.append(Delivery("snapshot", snapshot, key.fmt == "json", members))
+        result.deliveries.append(members.delivery("snapshot", snapshot, key.fmt == "json"))
         if key.events and self._recent:
             recent = self.messages.recent_events(
                 key.fmt, ts, [(e.channel, e.timestamp_ms, e.data) for e in self._recent]
             )
-            result.deliveries.append(Delivery("events", recent, key.fmt == "json", members))
+            result.deliveries.append(members.delivery("events", recent, key.fmt == "json"))
 
     def _send_catch_up(
         self,
         group: _Group[M],
         since: int,
-        members: tuple[M, ...],
+        members: _Batch[M],
         ts: int,
         catch_ups: dict[int, ChangeSetEngine | None],
         result: Flush[M],
@@ -504,7 +596,7 @@ class Hub(Generic[M]):
         payload = self.messages.catch_up(
             catch_ups[since], key.fmt, key.diff, key.channels, group.seq, ts
         )
-        result.deliveries.append(Delivery("update", payload, key.fmt == "json", members))
+        result.deliveries.append(members.delivery("update", payload, key.fmt == "json"))
         if self.metrics is not None:
             self.metrics.resumes.labels("catch_up").inc(len(members))
 

@@ -29,7 +29,8 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 
-from dashboard_server.config import Config, endpoint_url, source_specs
+from dashboard_server import __version__
+from dashboard_server.config import Config, endpoint_url, security_warnings, source_specs
 from dashboard_server.core.engine import Engine, StateDocEngine, load_engine
 from dashboard_server.core.messages import Messages
 from dashboard_server.core.protocol import (
@@ -51,7 +52,7 @@ from dashboard_server.ingest.redis.feed import RedisFeed
 from dashboard_server.ingest.router import Resyncs, SourceRouter
 from dashboard_server.ingest.writer import StateWriter
 from dashboard_server.server.auth import Authenticator, select_subprotocol
-from dashboard_server.server.gate import Gate, OriginPolicy, connection_class
+from dashboard_server.server.gate import Gate, OriginPolicy, ProxyPolicy, connection_class
 from dashboard_server.server.gcpolicy import GcPolicy
 from dashboard_server.server.history import (
     HistorySampler,
@@ -63,6 +64,7 @@ from dashboard_server.server.history import (
 from dashboard_server.server.http import HttpFront
 from dashboard_server.server.replica import replication_feeds, replication_health
 from dashboard_server.server.session import Session, close_within
+from dashboard_server.server.status import SourceHealth, StatusBoard
 from dashboard_server.server.web import static_response
 from dashboard_server.telemetry.metrics import (
     HistoryMetrics,
@@ -84,6 +86,7 @@ class DashboardServer:
         self.clock: Clock = clock or SystemClock()
         self.metrics = ServerMetrics()
         self.engine: Engine = load_engine(config.engine)
+        self.metrics.set_build_info(__version__, self.engine.name)
         self.doc: StateDocEngine = self.engine.StateDoc(
             sections=config.sections, max_tombstones=config.max_tombstones
         )
@@ -101,6 +104,7 @@ class DashboardServer:
             max_pending_events=config.max_pending_events,
             events_kept=config.events_kept,
             metrics=self.metrics,
+            status=lambda: self.status_board.current(),
         )
         self.fanout = Fanout(self.hub, self.metrics)
         self.writer = StateWriter(
@@ -113,6 +117,14 @@ class DashboardServer:
         """The sources feeding the state (none: the demo feed)."""
         self.resyncs = Resyncs()
         """Who bootstraps which source, for the at-most-once transports' reconnects."""
+        self.status_board = StatusBoard(
+            feed=lambda: self.feed_name,
+            sources=self._source_health,
+            section_ages=self.writer.section_ages,
+            stale_after=config.stale_after(),
+            sections=config.sections,
+        )
+        """What the ``status`` message says (the feed, its sources, the stale sections)."""
         self._gc_policy = GcPolicy()
         self.gate = Gate(
             authenticator=Authenticator(
@@ -125,6 +137,7 @@ class DashboardServer:
             metrics_auth=config.metrics_auth,
             max_connections=config.max_connections,
             max_connections_per_address=config.max_connections_per_address,
+            proxies=ProxyPolicy(config.trusted_proxies),
         )
         self.http = HttpFront(
             parse_params=self._parse_params,
@@ -203,6 +216,8 @@ class DashboardServer:
                 "feed": self.feed_name,
             },
         )
+        for warning in security_warnings(self.config):
+            log.warning(warning)
 
     def _configured_feeds(self) -> list[Feed]:
         """The feeds the configuration asks for: one per transport connection of the sources
@@ -330,6 +345,16 @@ class DashboardServer:
             return c.sources if isinstance(c.sources, str) else "custom" if c.sources else "generic"
         return "demo" if self.feeds else "none"
 
+    def _source_health(self) -> list[SourceHealth]:
+        """Every feed's health, for the ``status`` message."""
+        healths = []
+        for feed in self.feeds:
+            health = feed.health()
+            healths.append(
+                SourceHealth(feed.name, health.state.value, health.since_s, health.error)
+            )
+        return healths
+
     def _feeds_ok(self) -> bool:
         return all(f.health().state is FeedState.OK for f in self.feeds)
 
@@ -428,13 +453,14 @@ class DashboardServer:
             config=self.config,
             clock=self.clock,
             allowed_channels=principal.channels,
+            remote=self.gate.address(connection),
         )
         expiry = self.gate.watch_expiry(principal, session.close_expired)
         self._sessions.add(session)
         log.debug(
             "client connected",
             extra={
-                "remote": str(connection.remote_address),
+                "remote": session.remote,
                 "tier": params.tier,
                 "format": params.fmt,
                 "diff": params.diff,
@@ -451,7 +477,7 @@ class DashboardServer:
             log.debug(
                 "client disconnected",
                 extra={
-                    "remote": str(connection.remote_address),
+                    "remote": session.remote,
                     "close_code": connection.close_code,
                 },
             )
@@ -512,5 +538,7 @@ class DashboardServer:
         return self.metrics.render()
 
     def _observe_encode(self, fmt: str, kind: str, seconds: float, size: int) -> None:
-        self.metrics.serialization.labels(fmt, kind).observe(seconds)
-        self.metrics.message_size.labels(fmt, kind).observe(size)
+        duration, by_type, message_size = self.metrics.encoded(fmt, kind)
+        duration.observe(seconds)
+        by_type.observe(seconds)
+        message_size.observe(size)

@@ -69,8 +69,11 @@ class Session:
         config: Config,
         clock: Clock,
         allowed_channels: frozenset[str] | None = None,
+        remote: str | None = None,
     ) -> None:
         self._connection = connection
+        self.remote = remote if remote is not None else str(connection.remote_address)
+        """The client's address for the logs (behind a trusted proxy, the forwarded one)."""
         self.params = params
         self.hub = hub
         self.metrics = metrics
@@ -119,7 +122,7 @@ class Session:
                 self.metrics.security_refusals.labels("rate_limit").inc()
                 log.info(
                     "closing a client that sends too fast",
-                    extra={"remote": str(self._connection.remote_address)},
+                    extra={"remote": self.remote},
                 )
                 self.close_soon(CLOSE_RATE_LIMITED, "message rate limit exceeded")
             return
@@ -164,7 +167,7 @@ class Session:
             self.metrics.bad_message_closes.inc()
             log.info(
                 "closing a client that keeps sending bad messages",
-                extra={"remote": str(self._connection.remote_address)},
+                extra={"remote": self.remote},
             )
             self.close_soon(CLOSE_BAD_MESSAGES, "too many bad messages")
 
@@ -173,13 +176,13 @@ class Session:
         if self.buffered() > self.config.write_buffer_high:
             return
         broadcast([self._connection], payload, text=self.params.fmt == "json")
-        self.metrics.messages_sent.labels(kind).inc()
+        self.metrics.sent(self.params.tier, kind).inc()
 
     def close_lagging(self) -> None:
         """Close with :data:`CLOSE_LAGGING` (the hub has already dropped this member)."""
         log.info(
             "closing a client that stayed lagging",
-            extra={"remote": str(self._connection.remote_address)},
+            extra={"remote": self.remote},
         )
         self.close_soon(CLOSE_LAGGING, "lagging: not reading")
 
@@ -187,7 +190,7 @@ class Session:
         """Close with :data:`CLOSE_TOKEN_EXPIRED`: the client's credentials just expired."""
         log.info(
             "closing a client whose credentials expired",
-            extra={"remote": str(self._connection.remote_address)},
+            extra={"remote": self.remote},
         )
         self.close_soon(CLOSE_TOKEN_EXPIRED, "token expired")
 

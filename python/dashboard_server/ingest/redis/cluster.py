@@ -345,7 +345,7 @@ class ClusterRedisFeed(RedisFeed):
         :meth:`RedisFeed.reload`, with a SCAN of every primary."""
         started = time.perf_counter()
         touched: set[str] = set()
-        self._touched = touched
+        self._touched.append(touched)  # what pub/sub touches meanwhile wins over this reload
         keys = 0
         try:
             for source in self._keyed if sources is None else sources:
@@ -353,7 +353,7 @@ class ClusterRedisFeed(RedisFeed):
                     self._reload_cluster_source(nodes, source, touched)
                 )
         finally:
-            self._touched = None
+            self._touched.remove(touched)
         self.metrics.reloads.labels(trigger).inc()
         self.metrics.reload_seconds.observe(time.perf_counter() - started)
         self.metrics.reload_keys.set(keys)

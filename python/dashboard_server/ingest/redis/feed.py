@@ -115,7 +115,9 @@ class RedisFeed(TaskFeed):
         """``__keyspace@{db}__:`` while keyspace notifications are on, else empty."""
         self._fetch: set[str] = set()
         self._fetch_wanted = asyncio.Event()
-        self._touched: set[str] | None = None
+        self._touched: list[set[str]] = []
+        """One set per reload in progress (a periodic reload, a scan, a resync can overlap):
+        the keys pub/sub or a keyspace event touched since that reload started."""
         for source in self._keyed:
             if resyncs is not None:
                 resyncs.register(source.name, functools.partial(self.resync, source))
@@ -195,11 +197,16 @@ class RedisFeed(TaskFeed):
         try:
             self._keyspace = await self._keyspace_prefix(client) if self._watched else ""
             patterns = self._patterns()
-            await pubsub.psubscribe(*patterns)
-            await self._await_subscribed(pubsub, len(patterns))
+            if patterns:
+                await pubsub.psubscribe(*patterns)
+                await self._await_subscribed(pubsub, len(patterns))
+            else:
+                await asyncio.wait_for(client.ping(), self.health_timeout)
             self.metrics.connects.inc()
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._read(pubsub))
+                # only keys that are only SET and no keyspace notifications: nothing to read,
+                # Redis is watched with PINGs on the command connection
+                tasks.create_task(self._read(pubsub) if patterns else self._ping_loop(client))
                 tasks.create_task(self._reload_loop(client))
                 if self._keyspace:
                     tasks.create_task(self._fetch_loop(client))
@@ -290,6 +297,15 @@ class RedisFeed(TaskFeed):
                 ping_sent = None
                 next_ping = loop.time() + self.health_interval
 
+    async def _ping_loop(self, client: Redis) -> None:
+        """PING every ``health_interval``; stalled when one is unanswered for ``health_timeout``."""
+        while True:
+            await asyncio.sleep(self.health_interval)
+            try:
+                await asyncio.wait_for(client.ping(), self.health_timeout)
+            except TimeoutError:
+                raise RedisStalled(f"PING unanswered for {self.health_timeout} s") from None
+
     async def _reload_loop(self, client: Redis) -> None:
         await self.reload(client, "connect")
         self._set_state(FeedState.OK)
@@ -359,8 +375,8 @@ class RedisFeed(TaskFeed):
             self.router.writer.received(self.router.label(source))
             self.router.writer.malformed(self.router.label(source), name, "no id after the prefix")
             return
-        if self._touched is not None:
-            self._touched.add(name)
+        for touched in self._touched:
+            touched.add(name)
         self.router.apply_bytes(source, ident, payload, where=name)
 
     def _key_event(self, key: str, event: bytes) -> None:
@@ -368,8 +384,8 @@ class RedisFeed(TaskFeed):
         if found is None or not found[1]:
             return
         source, ident = found
-        if self._touched is not None:
-            self._touched.add(key)
+        for touched in self._touched:
+            touched.add(key)
         if event in _KEY_GONE:
             self.router.writer.received(self.router.label(source))
             self.router.remove(source, ident)
@@ -386,13 +402,13 @@ class RedisFeed(TaskFeed):
         for the race rule)."""
         started = time.perf_counter()
         touched: set[str] = set()
-        self._touched = touched
+        self._touched.append(touched)
         keys = 0
         try:
             for source in self._keyed if sources is None else sources:
                 keys += await self._reload_source(client, source, touched)
         finally:
-            self._touched = None
+            self._touched.remove(touched)
         self.metrics.reloads.labels(trigger).inc()
         self.metrics.reload_seconds.observe(time.perf_counter() - started)
         self.metrics.reload_keys.set(keys)

@@ -6,7 +6,7 @@
 // diff (changes|json-patch), interval_ms, symbol (initially selected book), backoff_max_ms,
 // stale_ms.
 
-import { DashboardConnection } from "./dashboard-protocol.js";
+import { DashboardConnection, serverHealth } from "./dashboard-protocol.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -173,6 +173,11 @@ class KeyedTable {
 }
 
 function pick(obj, path) {
+  // "a|b": the first that is there (a desk's own schema may name a field its way)
+  if (path.includes("|")) {
+    for (const alt of path.split("|")) { const v = pick(obj, alt); if (v !== undefined && v !== null) return v; }
+    return undefined;
+  }
   if (!path.includes(".")) return obj ? obj[path] : undefined;
   let v = obj;
   for (const k of path.split(".")) v = v && typeof v === "object" ? v[k] : undefined;
@@ -188,8 +193,8 @@ const market = new KeyedTable($("t-market").tBodies[0], [
   { k: "last_price", flash: true, fmt: (v, it, id) => pxText(v, id), cls: (v, it) => sgnClass(it.change_24h) },
   { k: "change_24h", fmt: (v, it, id) => (isNum(v) ? (v > 0 ? "+" : "") + pxText(v, id) : "–"), cls: sgnClass },
   { k: "change_pct_24h", fmt: (v) => (isNum(v) ? signed(v, 2) + "%" : "–"), cls: sgnClass },
-  { k: "bid", flash: true, fmt: (v, it, id) => pxText(v, id) },
-  { k: "ask", flash: true, fmt: (v, it, id) => pxText(v, id) },
+  { k: "bid|bid_price", flash: true, fmt: (v, it, id) => pxText(v, id) },
+  { k: "ask|ask_price", flash: true, fmt: (v, it, id) => pxText(v, id) },
   { k: "bid_size", fmt: (v, it, id) => qtyText(v, id), cls: () => "muted" },
   { k: "ask_size", fmt: (v, it, id) => qtyText(v, id), cls: () => "muted" },
   { k: "high_24h", fmt: (v, it, id) => pxText(v, id) },
@@ -200,37 +205,54 @@ const market = new KeyedTable($("t-market").tBodies[0], [
   onCreate: (tr, id) => tr.addEventListener("click", () => select(id)),
 });
 
+// Order states of the demo (status) and of the original system (state, upper case) alike.
+const lower = (v) => (typeof v === "string" ? v.toLowerCase() : v);
+const orderStatus = (it) => lower(it.status ?? it.state);
+const WORKING = new Set(["new", "submitted", "partially_filled", "pending", "open", "accepted"]);
+const DONE = new Set(["filled", "cancelled", "canceled", "rejected", "expired"]);
 const orders = new KeyedTable($("t-orders").tBodies[0], [
-  { k: "id", l: true, cls: () => "muted" },
+  { k: "id|order_id", l: true, fmt: (v) => (typeof v === "string" && v.length > 12 ? v.slice(0, 8) + "…" : text(v)), cls: () => "muted" },
   { k: "created_at", l: true, fmt: timeOf, cls: () => "muted" },
   { k: "symbol", l: true, cls: () => "sym" },
-  { k: "side", l: true, fmt: (v) => text(v).toUpperCase(), cls: (v) => (v === "buy" ? "buy" : "sell") },
+  { k: "side", l: true, fmt: (v) => text(v).toUpperCase(), cls: (v) => (lower(v) === "buy" ? "buy" : "sell") },
   { k: "type", l: true },
   { k: "price", fmt: (v, it) => pxText(v, it.symbol) },
   { k: "quantity", fmt: (v, it) => qtyText(v, it.symbol) },
   { k: "filled_quantity", flash: true, fmt: (v, it) => qtyText(v, it.symbol) },
-  { k: "avg_fill_price", fmt: (v, it) => (isNum(v) ? pxText(v, it.symbol) : "") },
-  { k: "status", l: true, fmt: (v) => (v === "partially_filled" ? "partial" : text(v)), cls: (v) => "st-" + v },
-  { k: "strategy", l: true, cls: () => "muted" },
+  { k: "avg_fill_price|average_price", fmt: (v, it) => (isNum(v) && v !== 0 ? pxText(v, it.symbol) : "") },
+  { k: "status|state", l: true, fmt: (v) => (lower(v) === "partially_filled" ? "partial" : text(lower(v))), cls: (v) => "st-" + lower(v) },
+  { k: "strategy|client_order_id", l: true, cls: () => "muted" },
 ], {
   newestFirst: true,
-  rowClass: (it) => (["filled", "cancelled", "rejected"].includes(it.status) ? "done" : ""),
+  rowClass: (it) => (DONE.has(orderStatus(it)) ? "done" : ""),
 });
 const orderOrder = (items) => Object.keys(items).sort((a, b) => {
   const ta = items[a].created_at || "", tb = items[b].created_at || "";
   return ta < tb ? 1 : ta > tb ? -1 : (Number(b) || 0) - (Number(a) || 0);
 });
 
+// A position's side from its sign when it has none, and its mark from market data when its own is
+// missing or 0 (the original system's positions carry neither).
+function positionSide(it) {
+  if (typeof it.side === "string" && it.side) return it.side.toLowerCase();
+  return isNum(it.quantity) ? (it.quantity > 0 ? "long" : it.quantity < 0 ? "short" : "flat") : undefined;
+}
+function positionMark(it, id) {
+  const own = it.mark_price ?? (it.current_price || undefined);
+  if (isNum(own)) return own;
+  const md = (conn.state.data.market_data || {})[it.symbol ?? id];
+  return md ? md.last_price : undefined;
+}
 const positions = new KeyedTable($("t-positions").tBodies[0], [
-  { k: "symbol", l: true, cls: () => "sym" },
-  { k: "side", l: true, fmt: (v) => text(v).toUpperCase(), cls: (v) => (v === "long" ? "buy" : "sell") },
+  { k: "symbol", l: true, fmt: (v, it, id) => text(v ?? id), cls: () => "sym" },
+  { k: "side", l: true, fmt: (v, it) => text(positionSide(it)).toUpperCase(), cls: (v, it) => (positionSide(it) === "long" ? "buy" : "sell") },
   { k: "quantity", fmt: (v, it) => qtyText(v, it.symbol) },
   { k: "entry_price", fmt: (v, it) => pxText(v, it.symbol) },
-  { k: "mark_price", flash: true, fmt: (v, it) => pxText(v, it.symbol) },
-  { k: "notional", fmt: money },
+  { k: "mark_price", flash: true, fmt: (v, it, id) => pxText(positionMark(it, id), it.symbol) },
+  { k: "notional", fmt: (v, it, id) => money(isNum(v) ? v : isNum(it.quantity) && isNum(positionMark(it, id)) ? Math.abs(it.quantity) * positionMark(it, id) : undefined) },
   { k: "unrealized_pnl", flash: true, fmt: (v) => signed(v, 2), cls: sgnClass },
   { k: "realized_pnl", fmt: (v) => signed(v, 2), cls: sgnClass },
-  { k: "margin", fmt: money, cls: () => "muted" },
+  { k: "margin|total_fees", fmt: money, cls: () => "muted" },
 ]);
 
 const strategies = new KeyedTable($("t-strategies").tBodies[0], [
@@ -254,6 +276,144 @@ const balances = new KeyedTable($("t-balances").tBodies[0], [
   { k: "locked", fmt: (v) => fixed(v, Math.max(2, decimalsOf(v))), cls: () => "muted" },
   { k: "free", fmt: (v) => fixed(v, Math.max(2, decimalsOf(v))) },
 ]);
+
+// --- sections the page has no layout for ------------------------------------------------------
+// Rendered from their items' fields (columns in first-seen order), so a desk's own schema shows
+// its values, never a row of dashes; a section with a single item shows as field: value pairs.
+
+const isScalar = (v) => v === null || ["string", "number", "boolean"].includes(typeof v);
+function genericKeys(items, limit = 12) {
+  const keys = [];
+  for (const it of Object.values(items).slice(0, 50)) {
+    if (!it || typeof it !== "object") continue;
+    for (const [k, v] of Object.entries(it)) if (isScalar(v) && !keys.includes(k)) keys.push(k);
+  }
+  return keys.slice(0, limit);
+}
+function cellText(v) {
+  if (isNum(v)) return fixed(v, Math.min(8, decimalsOf(v)));
+  if (typeof v === "boolean") return v ? "yes" : "no";
+  if (Array.isArray(v)) return `[${v.length}]`;
+  if (v && typeof v === "object") return "{…}";
+  return text(v);
+}
+
+class GenericTable {
+  constructor(table) {
+    this.table = table;
+    this.signature = null;
+    this.rows = null;
+    this.list = document.createElement("dl");
+    this.list.className = "kv";
+    this.list.hidden = true;
+    table.after(this.list);
+  }
+
+  get size() { return this.rows ? this.rows.size : 0; }
+
+  reset(items) {
+    items = items && typeof items === "object" ? items : {};
+    const ids = Object.keys(items);
+    const single = ids.length === 1 && items[ids[0]] && typeof items[ids[0]] === "object";
+    this.table.hidden = single;
+    this.list.hidden = !single;
+    if (single) { this.renderPairs(items[ids[0]]); return; }
+    const keys = genericKeys(items);
+    const signature = keys.join("\u0000");
+    if (signature !== this.signature) {
+      this.signature = signature;
+      const head = this.table.tHead || this.table.createTHead();
+      head.innerHTML = "";
+      const tr = head.insertRow();
+      for (const k of ["", ...keys]) { const th = document.createElement("th"); th.textContent = k; tr.appendChild(th); }
+      const body = this.table.tBodies[0] || this.table.createTBody();
+      body.innerHTML = "";
+      const numeric = (k) => Object.values(items).slice(0, 50).every((it) => !it || !(k in it) || isNum(it[k]));
+      this.rows = new KeyedTable(body, [
+        { k: "\u0000id", l: true, fmt: (v, it, id) => id, cls: () => "sym" },
+        ...keys.map((k) => ({ k, l: !numeric(k), flash: numeric(k), fmt: cellText })),
+      ]);
+    }
+    this.rows.reset(items);
+  }
+
+  update(id, item, items) { this.reset(items); }
+
+  renderPairs(item) {
+    const entries = Object.entries(item).filter(([, v]) => isScalar(v) || (v && typeof v === "object" && !Array.isArray(v)));
+    const flat = [];
+    for (const [k, v] of entries) {
+      if (isScalar(v)) flat.push([k, v]);
+      else for (const [k2, v2] of Object.entries(v)) if (isScalar(v2)) flat.push([`${k}.${k2}`, v2]);
+    }
+    const wanted = flat.map(([k]) => k).join("\u0000");
+    if (this.list.dataset.keys !== wanted) {
+      this.list.dataset.keys = wanted;
+      this.list.innerHTML = "";
+      for (const [k] of flat) {
+        const div = document.createElement("div");
+        const dt = document.createElement("dt"); dt.textContent = k;
+        const dd = document.createElement("dd"); dd.dataset.k = k;
+        div.append(dt, dd);
+        this.list.appendChild(div);
+      }
+    }
+    const dds = this.list.querySelectorAll("dd");
+    flat.forEach(([, v], i) => { setText(dds[i], cellText(v)); dds[i].className = isNum(v) ? "num" : ""; });
+  }
+}
+
+// The strategies panel shows the demo's columns, or the fields of a desk's own strategies.
+const STRATEGY_FIELDS = ["status", "pnl", "fills", "open_orders"];
+const strategiesGeneric = new GenericTable((() => {
+  const t = document.createElement("table");
+  t.className = "data"; t.id = "t-strategies-fields"; t.hidden = true;
+  $("t-strategies").after(t);
+  return t;
+})());
+function renderStrategies() {
+  const items = conn.state.data.strategies || {};
+  const fits = Object.values(items).some((s) => s && typeof s === "object" && STRATEGY_FIELDS.some((k) => k in s));
+  $("t-strategies").hidden = !fits && Object.keys(items).length > 0;
+  if ($("t-strategies").hidden) {
+    strategiesGeneric.table.hidden = false;
+    strategiesGeneric.reset(items);
+    return Object.keys(items).length;
+  }
+  strategiesGeneric.table.hidden = true;
+  strategiesGeneric.list.hidden = true;
+  return null;
+}
+
+// Sections without a panel of their own get one in the "more" row.
+const OWN_PANELS = new Set(["market_data", "orderbook", "orders", "positions", "strategies", "account", "balances"]);
+const extraPanels = new Map();
+function extraPanel(section) {
+  let panel = extraPanels.get(section);
+  if (panel) return panel;
+  const el = document.createElement("section");
+  el.className = "panel p-extra";
+  el.dataset.section = section;
+  el.innerHTML = `<h2>${esc(section.replace(/_/g, " "))} <span class="count"></span></h2><div class="scroll"><table class="data"><thead></thead><tbody></tbody></table></div>`;
+  $("more").appendChild(el);
+  panel = { el, table: new GenericTable(el.querySelector("table")), count: el.querySelector(".count") };
+  extraPanels.set(section, panel);
+  $("more").hidden = false;
+  document.body.classList.add("has-more");
+  return panel;
+}
+function renderExtras() {
+  const data = conn.state.data;
+  const shown = new Set(OWN_PANELS);
+  if (!data.account) shown.add("pnl"); // the account panel shows it
+  for (const [section, items] of Object.entries(data)) {
+    if (shown.has(section) || !items || typeof items !== "object") continue;
+    if (!(dirtyAll || dirty.has(section)) && extraPanels.has(section)) continue;
+    const panel = extraPanel(section);
+    panel.table.reset(items);
+    setText(panel.count, String(Object.keys(items).length));
+  }
+}
 
 function select(symbol) {
   selected = symbol;
@@ -320,10 +480,23 @@ function renderBook() {
   }
 }
 
-function renderAccount() {
-  const accounts = conn.state.data.account || {};
+// The account panel: the demo's account section, or the original system's pnl and risk sections.
+function accountView() {
+  const data = conn.state.data;
+  const accounts = data.account || {};
   const id = Object.keys(accounts)[0];
-  const acct = (id && accounts[id]) || {};
+  if (id) return { id, acct: accounts[id], balances: data.balances || accounts[id].balances || {} };
+  const pnls = data.pnl || {};
+  const pid = Object.keys(pnls)[0];
+  const risk = Object.values(data.risk || {})[0] || {};
+  const p = (pid && pnls[pid]) || {};
+  const acct = { ...p, equity: risk.total_equity, margin: { used: risk.total_margin_used, ratio: risk.margin_ratio }, fees_paid: p.total_fees, open_orders: risk.pending_orders };
+  return { id: pid, acct, balances: data.balances || {} };
+}
+function renderAccount() {
+  const view = accountView();
+  const id = view.id;
+  const acct = view.acct || {};
   setText($("acct-id"), id || "–");
   for (const dd of document.querySelectorAll("#acct-totals dd, #kpis dd")) {
     const k = dd.dataset.k;
@@ -336,7 +509,7 @@ function renderAccount() {
     setText(dd, t);
     if (k.endsWith("pnl")) dd.className = sgnClass(v);
   }
-  balances.reset(acct.balances || {});
+  balances.reset(view.balances);
 }
 
 // --- events list -------------------------------------------------------------------------------
@@ -352,18 +525,23 @@ function eventItem(msg) {
   li.dataset.channel = msg.channel;
   li.dataset.seq = msg.seq;
   let tag, cls, body;
+  const extra = (...parts) => parts.filter((p) => p !== undefined && p !== null && p !== "").map((p) => " · " + esc(p)).join("");
   if (msg.channel === "fills") {
     tag = "FILL"; cls = "fill";
     const pnl = isNum(d.realized_pnl) && d.realized_pnl !== 0 ? ` · pnl ${signed(d.realized_pnl, 2)}` : "";
-    body = `<span class="${d.side === "buy" ? "buy" : "sell"}">${esc(text(d.side).toUpperCase())}</span> ${esc(qtyText(d.quantity, d.symbol))} ${esc(d.symbol)} @ ${esc(pxText(d.price, d.symbol))} · ${esc(d.liquidity)} · ${esc(d.strategy)} · order ${esc(d.order_id)}${pnl}`;
+    const order = d.order_id ? "order " + d.order_id : undefined;
+    body = `<span class="${lower(d.side) === "buy" ? "buy" : "sell"}">${esc(text(d.side).toUpperCase())}</span> ${esc(qtyText(d.quantity, d.symbol))} ${esc(d.symbol)} @ ${esc(pxText(d.price, d.symbol))}${extra(d.liquidity, d.strategy, order)}${pnl}`;
   } else if (msg.channel === "alerts") {
-    cls = ["info", "warning", "critical"].includes(d.level) ? d.level : "info";
-    tag = cls === "warning" ? "WARN" : cls.toUpperCase();
-    body = `${esc(d.message)} <span class="muted">${esc(d.source || "")}</span>`;
+    // the demo's level, the risk manager's level (emergency), the account monitor's severity
+    const level = lower(d.level ?? d.severity) === "emergency" ? "critical" : lower(d.level ?? d.severity);
+    cls = ["info", "warning", "critical"].includes(level) ? level : "info";
+    tag = cls === "warning" ? "WARN" : lower(d.level) === "emergency" ? "EMERG" : cls.toUpperCase();
+    body = `${esc(d.message ?? d.reason ?? d.type)} <span class="muted">${esc(d.source ?? d.policy_name ?? d.triggered_by ?? d.type ?? "")}</span>`;
     li.className = cls;
   } else {
     tag = "TRADE"; cls = "trade";
-    body = `${esc(d.symbol)} <span class="${d.side === "buy" ? "buy" : "sell"}">${esc(d.side)}</span> ${esc(qtyText(d.quantity, d.symbol))} @ ${esc(pxText(d.price, d.symbol))}`;
+    const side = d.side ?? (d.is_buyer_maker === undefined ? undefined : d.is_buyer_maker ? "sell" : "buy");
+    body = `${esc(d.symbol)} <span class="${lower(side) === "buy" ? "buy" : "sell"}">${esc(text(side))}</span> ${esc(qtyText(d.quantity, d.symbol))} @ ${esc(pxText(d.price, d.symbol))}`;
   }
   li.innerHTML = `<span class="t">${esc(timeOf(d.timestamp || msg.timestamp))}</span><span class="tag ${cls}">${tag}</span><span class="msg">${body}</span>`;
   return li;
@@ -432,7 +610,12 @@ function render() {
   if (renderSection(orders, "orders", orderOrder)) setText($("c-orders"), `${orders.size} (${countOpen()} working)`);
   if (renderSection(positions, "positions")) setText($("c-positions"), String(positions.size));
   if (renderSection(strategies, "strategies")) setText($("c-strategies"), String(strategies.size));
-  if (dirtyAll || dirty.has("account")) renderAccount();
+  if (dirtyAll || dirty.has("strategies")) {
+    const n = renderStrategies();
+    if (n !== null) setText($("c-strategies"), String(n));
+  }
+  if (dirtyAll || dirty.has("account") || dirty.has("pnl") || dirty.has("risk") || dirty.has("balances")) renderAccount();
+  renderExtras();
   const bookDirty = dirty.get("orderbook");
   if (dirtyAll || bookDirty === null || (bookDirty && bookDirty.has(selected)) || dirty.has("market_data")) renderBook();
   renderEvents();
@@ -444,16 +627,24 @@ function render() {
 }
 function countOpen() {
   let n = 0;
-  for (const o of Object.values(conn.state.data.orders || {})) if (o.status === "new" || o.status === "partially_filled") n++;
+  for (const o of Object.values(conn.state.data.orders || {})) if (WORKING.has(orderStatus(o))) n++;
   return n;
 }
 
 // --- status, header, banner -------------------------------------------------------------------
 
-const STATE_LABEL = { live: "LIVE", stale: "STALE", resync: "RESYNC", connecting: "CONNECTING", disconnected: "DISCONNECTED", refused: "REFUSED", closed: "CLOSED" };
+const STATE_LABEL = { live: "LIVE", stale: "STALE", resync: "RESYNC", connecting: "CONNECTING", disconnected: "DISCONNECTED", refused: "REFUSED", closed: "CLOSED", degraded: "DEGRADED", down: "FEED DOWN" };
 function viewState() {
   switch (conn.status) {
-    case "open": return conn.state.awaitingSnapshot ? "resync" : conn.stale ? "stale" : "live";
+    case "open": {
+      if (conn.state.awaitingSnapshot) return "resync";
+      if (conn.stale) return "stale";
+      // the connection is fine: what the server says about its own feed decides
+      const health = serverHealth(conn.serverStatus);
+      if (health.state === "down") return "down";
+      if (health.state === "degraded" || health.stale.length) return "degraded";
+      return "live";
+    }
     case "idle": case "connecting": return "connecting";
     case "reconnecting": return "disconnected";
     case "refused": return "refused";
@@ -464,14 +655,34 @@ function viewState() {
 function kb(n) { return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(0)} kB`; }
 let lastBytes = 0, lastBytesAt = performance.now();
 
+// The panel that shows each section (dimmed, and tagged STALE, while the server says the section
+// has had no update for longer than its staleness limit).
+const PANELS = { market_data: "p-market", orderbook: "p-book", account: "p-account", orders: "p-orders", positions: "p-positions", strategies: "p-strategies" };
+
+function renderFeed(health, st) {
+  const demo = $("demo-badge");
+  if (demo.hidden === health.demo) demo.hidden = !health.demo;
+  const stale = new Set(st === "live" || st === "degraded" ? health.stale : []);
+  for (const [section, cls] of Object.entries(PANELS)) {
+    const panel = document.querySelector(`.${cls}`);
+    if (panel && panel.classList.contains("stale-data") !== stale.has(section)) panel.classList.toggle("stale-data", stale.has(section));
+  }
+  for (const [section, { el }] of extraPanels) {
+    if (el.classList.contains("stale-data") !== stale.has(section)) el.classList.toggle("stale-data", stale.has(section));
+  }
+}
+
 function renderStatus() {
   const st = viewState();
+  const health = serverHealth(conn.serverStatus);
   const pill = $("status");
   pill.dataset.state = st;
   pill.className = `status status-${st === "live" ? "open" : st}`;
   setText($("status-text"), STATE_LABEL[st]);
-  document.body.classList.toggle("stale", st !== "live");
-  document.title = `${st === "live" ? "" : "⚠ "}Trading desk · ${STATE_LABEL[st]}`;
+  // degraded: only the stale panels are dimmed; anything worse dims them all
+  document.body.classList.toggle("stale", st !== "live" && st !== "degraded");
+  document.title = `${health.demo ? "DEMO · " : ""}${st === "live" ? "" : "⚠ "}Trading desk · ${STATE_LABEL[st]}`;
+  renderFeed(health, st);
 
   const s = conn.stats;
   const now = Date.now();
@@ -495,6 +706,15 @@ function renderStatus() {
     msg = `REFUSED — ${r.status ? `HTTP ${r.status}: ` : r.code ? `close ${r.code}: ` : ""}${r.message || s.lastError || "the server refused the connection"}`;
     showToken = r.status === 401 || r.status === 403 || r.code === 1008;
   } else if (st === "closed") { msg = "CLOSED"; }
+  else if (st === "down") {
+    msg = `FEED DOWN — ${health.problems.join("; ") || "the server has no live source"} · the numbers below are not being updated${asOf}`;
+  } else if (st === "degraded") {
+    const sources = health.problems.filter((p) => !p.startsWith("stale: "));
+    msg = sources.length
+      ? `DEGRADED — ${health.problems.join("; ")}`
+      : `STALE — no recent update for ${health.stale.join(", ")}; those panels are dimmed`;
+    warn = true;
+  }
   banner.hidden = msg === null;
   banner.classList.toggle("warn", warn);
   if (msg !== null) setText($("banner-text"), msg);
@@ -532,6 +752,7 @@ conn.on("recent-events", (list) => {
   schedule();
 });
 conn.on("status", renderStatus);
+conn.on("server-status", renderStatus);
 conn.on("tick", renderStatus);
 conn.on("error", (msg) => console.warn("dashboard-server error:", msg.code, msg.message));
 
@@ -551,6 +772,8 @@ const ui = {
   renders: 0,
   lastRenderMs: 0,
   get appliedSeq() { return appliedSeq; },
+  get serverStatus() { return conn.serverStatus; },
+  get view() { return viewState(); },
   get selected() { return selected; },
   select,
   /** {seq, appliedSeq, version, epoch, data} as plain JSON (a copy). */

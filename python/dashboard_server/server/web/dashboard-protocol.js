@@ -7,7 +7,9 @@
 //   DashboardConnection  a WebSocket connection that feeds a DashboardState, sends `refresh` on a
 //                        gap, measures round-trip latency with `ping`, detects staleness, and
 //                        reconnects with exponential backoff and jitter, resuming with
-//                        since=<version>&epoch=<epoch>.
+//                        since=<version>&epoch=<epoch>. `serverStatus` is the server's last
+//                        `status` message (its feed, sources and stale sections).
+//   serverHealth         what a `status` message means for a page: demo, ok, degraded, down.
 //   helpers              parsePointer, applyChanges, applyJsonPatch, setMember, touchedItems,
 //                        buildUrl.
 //
@@ -15,7 +17,7 @@
 
 import { decodeMsgpack } from "./msgpack.js";
 
-/** Message types that carry the group `seq`; `pong` and `error` do not. */
+/** Message types that carry the group `seq`; `pong`, `error`, `events` and `status` do not. */
 export const GROUP_TYPES = new Set(["snapshot", "update", "event"]);
 
 /** HTTP statuses of a refused handshake that retrying cannot fix (found by probing, see below). */
@@ -243,6 +245,8 @@ export class DashboardState {
     this.eventsReceived = 0;
     this.ignored = 0;
     this.lastProblem = null;
+    /** The server's last `status` message, or null (see serverHealth()). */
+    this.status = null;
     this._fresh = true;
   }
 
@@ -258,6 +262,13 @@ export class DashboardState {
   }
 
   connectionReset() { this._fresh = true; }
+
+  // The server's `status` message (no seq; sent after every snapshot and whenever it changes):
+  // kept as it is, the newest one wins.
+  serverStatus(msg) {
+    this.status = msg;
+    return msg;
+  }
 
   apply(msg) {
     const kind = msg && msg.type;
@@ -322,6 +333,25 @@ export class DashboardState {
   }
 }
 
+// --- server status ----------------------------------------------------------------------------
+
+/**
+ * What a `status` message (docs/protocol.md) means for a display:
+ *   { demo, state: "ok" | "degraded" | "down" | "unknown", stale: [sections], problems: [text] }
+ * `problems` names each source that is not ok (with its error) and the stale sections.
+ */
+export function serverHealth(status) {
+  if (!status || typeof status !== "object") return { demo: false, state: "unknown", stale: [], problems: [] };
+  const stale = Array.isArray(status.stale) ? status.stale.filter((s) => typeof s === "string") : [];
+  const problems = [];
+  for (const src of Array.isArray(status.sources) ? status.sources : []) {
+    if (src && src.state !== "ok") problems.push(`${src.name} ${src.state}${src.error ? `: ${src.error}` : ""}`);
+  }
+  if (stale.length) problems.push(`stale: ${stale.join(", ")}`);
+  const state = ["ok", "degraded", "down"].includes(status.state) ? status.state : "unknown";
+  return { demo: status.feed === "demo", state, stale, problems };
+}
+
 // --- DashboardConnection ----------------------------------------------------------------------
 
 /**
@@ -377,6 +407,9 @@ export class DashboardConnection {
     this._everOpened = false;
     this._lastPing = 0;
   }
+
+  /** The server's last `status` message (null before the first). */
+  get serverStatus() { return this.state.status; }
 
   /** Subscribe to an event; returns an unsubscribe function. */
   on(name, fn) {
@@ -564,6 +597,8 @@ export class DashboardConnection {
       this._emit("event", msg);
     } else if (msg.type === "events") {
       this._emit("recent-events", this.state.recentEvents(msg));
+    } else if (msg.type === "status") {
+      this._emit("server-status", this.state.serverStatus(msg));
     } else if (msg.type === "pong") {
       const id = msg.payload && msg.payload.id;
       const sent = this._pings.get(id);
