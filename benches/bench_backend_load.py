@@ -156,7 +156,12 @@ def main() -> int:
                 for p in procs:
                     p.terminate()
                 for p in procs:
-                    p.wait(15)
+                    try:
+                        p.wait(30)
+                    except subprocess.TimeoutExpired:
+                        print(f"an instance did not stop in 30 s; killed (pid {p.pid})")
+                        p.kill()
+                        p.wait(10)
                 time.sleep(1.0)
     finally:
         publisher.terminate()
