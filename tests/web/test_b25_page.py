@@ -11,6 +11,7 @@ and the sections the page has no layout for (``strategy_engine``) rendered from 
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import shutil
@@ -18,16 +19,24 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import nats
 import pytest
 from webtools import ServerProcess, browser_unavailable, chromium, free_port, page_url
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "redis"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sources"))
+from nats_helpers import NatsProcess, nats_server_binary
 from redis_helpers import RedisProcess
 
-_reason = browser_unavailable() or (
-    None if shutil.which("redis-server") else "redis-server is not installed (make system-deps)"
+_reason = (
+    browser_unavailable()
+    or (
+        None if shutil.which("redis-server") else "redis-server is not installed (make system-deps)"
+    )
+    or (None if nats_server_binary() else "nats-server is not installed (make system-deps)")
 )
 pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
 
@@ -42,7 +51,7 @@ def sample(name: str) -> Any:
 class BackendHttp:
     """The account monitor's and the strategy engine's HTTP APIs, from the samples."""
 
-    ROUTES = {  # noqa: RUF012 - read only
+    ROUTES: ClassVar[dict[str, str]] = {
         "/api/account": "http-account-account.json",
         "/api/service-info": "http-strategy-service-info.json",
         "/status": "http-strategy-status.json",
@@ -91,6 +100,31 @@ def redis(tmp_path: Path) -> Iterator[RedisProcess]:
         proc.stop()
 
 
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsProcess]:
+    binary = nats_server_binary()
+    assert binary is not None
+    proc = NatsProcess(binary, tmp_path / "nats")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def publish_nats(url: str) -> None:
+    """risk.metrics, a risk alert and a fill, as the risk manager and the desk publish them."""
+    client = await nats.connect(url)
+    try:
+        await client.publish("risk.metrics", (SAMPLES / "nats-risk.metrics.json").read_bytes())
+        alert = (SAMPLES / "nats-risk.alerts.critical.json").read_bytes()
+        await client.publish("risk.alerts.critical", alert)
+        await client.publish("trading.fills", (SAMPLES / "nats-trading.fills.json").read_bytes())
+        await client.flush()
+    finally:
+        await client.close()
+
+
 def seed_redis(redis: RedisProcess) -> None:
     r = redis.client()
     r.set("market_data:BTCUSDT", json.dumps(sample("redis-SET-market_data.json")), ex=300)
@@ -106,17 +140,21 @@ def publish_book(redis: RedisProcess) -> None:
     r.close()
 
 
+CELLS = "(sel) => [...document.querySelectorAll(sel + ' tbody td')].map((td) => td.innerText)"
+DASH = "\u2013"  # what the page shows for a missing value
 PANEL_TEXT = (
     """(sel) => [...document.querySelectorAll(sel)].map((el) => el.innerText).join(' | ')"""
 )
 
 
-def test_every_panel_of_the_original_desk_shows_values(redis: RedisProcess) -> None:
+def test_every_panel_of_the_original_desk_shows_values(
+    redis: RedisProcess, nats_server: NatsProcess
+) -> None:
     seed_redis(redis)
     with BackendHttp() as http_api:
         server = ServerProcess(
             extra=[
-                "--sources", "b25", "--redis-url", redis.url,
+                "--sources", "b25", "--redis-url", redis.url, "--nats-url", nats_server.url,
                 "--account-monitor-url", http_api.url, "--strategy-engine-url", http_api.url,
             ]
         )  # fmt: skip
@@ -128,12 +166,28 @@ def test_every_panel_of_the_original_desk_shows_values(redis: RedisProcess) -> N
                     "window.dashboard && window.dashboard.renderedSeq !== null", timeout=15_000
                 )
                 page.wait_for_function(  # the HTTP sources have answered
-                    "() => { const d = window.dashboard.state && window.dashboard.state.data;"
+                    "() => { const d = window.dashboard.conn.state.data;"
                     " return d && d.strategy_engine && d.strategy_engine.status && d.pnl"
                     " && d.pnl.account && Object.keys(d.strategies || {}).length === 3; }",
                     timeout=20_000,
                 )
+                page.wait_for_function(  # NATS is subscribed: its source is live
+                    "() => window.dashboard.serverStatus && window.dashboard.serverStatus"
+                    ".sources.some((s) => s.name === 'nats' && s.state === 'ok')",
+                    timeout=20_000,
+                )
+                # playwright's sync API holds this thread's event loop: publish from another
+                publisher = threading.Thread(
+                    target=asyncio.run, args=(publish_nats(nats_server.url),)
+                )
+                publisher.start()
+                publisher.join(15)
                 publish_book(redis)
+                page.wait_for_function(
+                    "() => document.querySelector('[data-section=risk]') !== null"
+                    " && document.querySelectorAll('#events li').length >= 2",
+                    timeout=15_000,
+                )
                 page.wait_for_function(
                     "() => document.querySelector('#t-bids tbody tr td').innerText !== ''",
                     timeout=15_000,
@@ -145,24 +199,26 @@ def test_every_panel_of_the_original_desk_shows_values(redis: RedisProcess) -> N
                 assert "67,421.30" in book and "67,421.40" in book  # best bid, best ask
                 orders = page.evaluate(PANEL_TEXT, "#t-orders tbody tr")
                 assert "submitted" in orders and "BUY" in orders and "67,400" in orders
-                assert "1 working" in page.locator("#c-orders").inner_text()
+                assert "1 working" in page.locator("#c-orders").inner_text().lower()
                 positions = page.evaluate(PANEL_TEXT, "#t-positions tbody tr")
                 assert "LONG" in positions and "67,421.35" in positions  # marked from market
                 balances = page.evaluate(PANEL_TEXT, "#t-balances tbody tr")
                 assert "USDT" in balances and "14,873.21" in balances
                 account = page.evaluate(PANEL_TEXT, "#acct-totals dd")
                 assert "+12.30" in account and "+0.37" in account  # realized / unrealized
-                strategies = page.locator(".p-strategies").inner_text()
+                strategies = page.locator(".p-strategies").inner_text().lower()
                 assert "market_making" in strategies and "spread" in strategies
-                extra = page.locator("[data-section=strategy_engine]").inner_text()
+                extra = page.locator("[data-section=strategy_engine]").inner_text().lower()
                 assert "simulation" in extra and "active_strategies" in extra
+                risk = page.locator("[data-section=risk]").inner_text().lower()
+                assert "margin_ratio" in risk and "100,000" in risk  # total_equity
+                tape = page.locator("#events").inner_text()
+                assert "CRIT" in tape and "Min Margin Ratio" in tape  # the risk alert
+                assert "FILL" in tape and "BUY" in tape and "67,400" in tape
                 # no panel that has data is a row of dashes
                 for sel in ("#t-market", "#t-orders", "#t-positions", "#t-balances"):
-                    cells = page.evaluate(
-                        f"[...document.querySelectorAll('{sel} tbody td')]"
-                        ".map((td) => td.innerText)"
-                    )
-                    filled = [c for c in cells if c.strip() not in ("", "\u2013")]
+                    cells = page.evaluate(CELLS, sel)
+                    filled = [c for c in cells if c.strip() not in ("", DASH)]
                     assert len(filled) >= len(cells) / 2, (sel, cells)
         finally:
             server.stop()

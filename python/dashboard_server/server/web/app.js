@@ -67,7 +67,7 @@ const signed = (v, dp) => (isNum(v) ? (v > 0 ? "+" : "") + nf(dp).format(v) : "â
 const money = (v) => fixed(v, 2);
 const sgnClass = (v) => (!isNum(v) || v === 0 ? "flat" : v > 0 ? "up" : "down");
 const text = (v) => (v === undefined || v === null ? "â€“" : String(v));
-const timeOf = (iso) => (typeof iso === "string" && iso.length >= 23 ? iso.slice(11, 23) : text(iso));
+const timeOf = (iso) => (typeof iso === "string" && iso.length >= 19 && iso[10] === "T" ? iso.slice(11, 23).replace(/Z$/, "") : text(iso));
 
 // Per-symbol decimals: the most seen so far, so that a column stays aligned and shows values exactly.
 const priceDp = new Map();
@@ -490,7 +490,8 @@ function accountView() {
   const pid = Object.keys(pnls)[0];
   const risk = Object.values(data.risk || {})[0] || {};
   const p = (pid && pnls[pid]) || {};
-  const acct = { ...p, equity: risk.total_equity, margin: { used: risk.total_margin_used, ratio: risk.margin_ratio }, fees_paid: p.total_fees, open_orders: risk.pending_orders };
+  // the risk manager's margin_ratio is equity over margin (10 = ten times covered), not a share: not shown as one
+  const acct = { ...p, equity: risk.total_equity, margin: { used: risk.total_margin_used }, fees_paid: p.total_fees, open_orders: risk.pending_orders };
   return { id: pid, acct, balances: data.balances || {} };
 }
 function renderAccount() {
