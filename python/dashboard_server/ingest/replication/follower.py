@@ -84,6 +84,7 @@ class StreamFollower(TaskFeed):
         self._since = time.monotonic()
         self._error: str | None = None
         self._private_epoch: str | None = None
+        self._epoch: str | None = None
 
     def health(self) -> FeedHealth:
         """``connecting`` until the document is at the head, ``ok`` while following it,
@@ -126,11 +127,15 @@ class StreamFollower(TaskFeed):
                 await asyncio.wait_for(stop.wait(), random.uniform(delay / 2, delay))
 
     async def _follow(self, lineage: Lineage, stop: asyncio.Event) -> None:
-        position = await sync(lineage, self.target, self.doc, self.sections, self.position)
+        position = await sync(
+            lineage, self.target, self.doc, self.sections, self.position, self._adopt_epoch
+        )
         if position is None:
             self._set(FeedState.CONNECTING, "no lineage yet: waiting for a writer")
             return
-        self._adopt(position)
+        self._adopt_epoch(position)
+        self.position = position
+        self.loads += 1
         self._set(FeedState.OK)
         self._error = None
         block_ms = max(10, min(1000, int(self.timeout * 500)))
@@ -154,12 +159,11 @@ class StreamFollower(TaskFeed):
                     log.info("the lineage changed; syncing again")
                     return
 
-    def _adopt(self, position: Position) -> None:
-        previous = self.position
-        self.position = position
-        self.loads += 1
-        if previous is None or previous.epoch != position.epoch or self._private_epoch:
+    def _adopt_epoch(self, position: Position) -> None:
+        """Serve in ``position``'s epoch (at once: called as soon as its checkpoint is loaded)."""
+        if position.epoch != self._epoch or self._private_epoch:
             self._private_epoch = None
+            self._epoch = position.epoch
             self.on_epoch(position.epoch)
 
     async def _diverged(self, lineage: Lineage, reason: str) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -339,10 +339,13 @@ async def sync(
     doc: ShiftedDoc,
     sections: Iterable[str],
     current: Position | None,
+    on_load: Callable[[Position], None] | None = None,
 ) -> Position | None:
     """Bring ``doc`` to the head of the lineage: from ``current`` through the stream when it
     still can, else from the checkpoint (``None``: there is no lineage yet). Events are applied
-    only on the first path (the others are from before this document's gap)."""
+    only on the first path (the others are from before this document's gap). ``on_load`` is
+    called right after a checkpoint is loaded, before anything can read the document (a new
+    epoch must be in place before the next snapshot is encoded)."""
     head = await lineage.meta()
     if head is None:
         return None
@@ -365,4 +368,6 @@ async def sync(
         # document stays monotonic, clients get snapshots (another epoch)
         raise Diverged(f"lineage {position.epoch} starts below this document ({doc.version})")
     load_checkpoint(target, doc, data, sections, position.version)
+    if on_load is not None:
+        on_load(position)
     return await replay(lineage, target, doc, position, events=False)
