@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 
 .PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine system-deps \
-	web-test-deps screenshot fuzz fuzz-rust fuzz-rust-smoke cargo-fuzz wheel bench-fanout bench-sources \
+	web-test-deps screenshot fuzz fuzz-rust fuzz-rust-smoke cargo-fuzz wheel bench-fanout bench-sources bench-filters \
 	loadtest clean
 
 help: ## List the targets
@@ -71,7 +71,7 @@ fmt: $(DEPS_STAMP) ## Format Python and Rust sources
 	$(VENV)/bin/ruff check --fix -q python tests benches fuzz || true
 	cargo fmt
 
-bench: bench-engine bench-fanout bench-sources ## Run every benchmark and print the ratios the issues ask for
+bench: bench-engine bench-fanout bench-sources bench-filters ## Run every benchmark and print the ratios the issues ask for
 
 bench-engine: build ## Engine benchmarks: native vs pure vs the naive peer path vs orjson/ormsgpack
 	$(VENV)/bin/pytest benches/bench_engine.py -q -p no:randomly --benchmark-only \
@@ -134,6 +134,10 @@ fuzz-rust-smoke: cargo-fuzz ## The Rust fuzz targets for FUZZ_SMOKE_SECONDS each
 bench-fanout: $(DEPS_STAMP) ## Fan-out CPU per connection: raw-send floor vs websockets.broadcast() vs ours
 	$(PY) benches/bench_fanout.py --clients 1000 --rounds 60
 	$(PY) benches/bench_fanout.py --clients 1000 --rounds 60 --deflate
+
+bench-filters: build ## Symbol filters: N groups of distinct 5-symbol filters vs one unfiltered group
+	@uptime
+	$(PY) benches/bench_filters.py --groups 1,10,100,1000 --flushes 30
 
 loadtest: build ## 1,000/5,000 clients at 10 Hz, a 2,000-client storm, idle memory (docs/performance.md)
 	@mkdir -p .benchmarks

@@ -59,6 +59,16 @@ DEFAULT_SECTIONS: Final = (
     "strategies",
 )
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+DEFAULT_SYMBOL_FIELDS: Final[tuple[tuple[str, str | None], ...]] = (
+    ("market_data", None),
+    ("orderbook", None),
+    ("positions", None),
+    ("orders", "symbol"),
+    ("fills", "symbol"),
+    ("trades", "symbol"),
+    ("alerts", "symbol"),
+)
+"""Where the symbol is, per section or event channel (``None``: the item id is the symbol)."""
 EXTRA_ENV: Final = frozenset(
     {CONFIG_ENV, "DASHBOARD_TOKEN", "DASHBOARD_REQUIRE_NATIVE", "DASHBOARD_TEST_FEED_SECONDS"}
 )
@@ -90,9 +100,11 @@ class Config:
     redis_health_timeout_s: float = 2.0
     redis_backoff_initial_s: float = 0.1
     redis_backoff_max_s: float = 5.0
-    history_sections: tuple[str, ...] = ("market_data",)
+    history_sections: tuple[str, ...] = ("market_data", "account")
     history_interval_s: float = 1.0
     history_size: int = 1000
+    history_downsample_s: float = 60.0
+    history_downsampled_size: int = 1440
     events_kept: int = 100
     sections: tuple[str, ...] = DEFAULT_SECTIONS
     demo: bool = True
@@ -136,6 +148,8 @@ class Config:
     replication_checkpoint_s: float = 10.0
     workers: int = 1
     reuse_port: bool = False
+    symbol_fields: tuple[tuple[str, str | None], ...] = DEFAULT_SYMBOL_FIELDS
+    max_symbols: int = 100
     trusted_proxies: tuple[str, ...] = ()
     stale_after_s: float = 30.0
     stale_sections: tuple[str, ...] = ()
@@ -282,6 +296,21 @@ SCALE_SETTINGS: Final[tuple[Setting, ...]] = (
 )
 
 
+def _symbol_fields(text: str) -> tuple[tuple[str, str | None], ...]:
+    """``market_data,orders:symbol``: a bare name is keyed by symbol, ``name:field`` filtered
+    by that field of its items (or events)."""
+    out: list[tuple[str, str | None]] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, fld = part.partition(":")
+        if not name.strip() or (sep and not fld.strip()):
+            raise ValueError(f"expected section or section:field, got {part!r}")
+        out.append((name.strip(), fld.strip() if sep else None))
+    return tuple(out)
+
+
 SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("host", _str, "Address to listen on.", "ADDR"),
     Setting("port", _int, "TCP port (0: any free port).", "PORT"),
@@ -334,7 +363,19 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "LIST",
     ),
     Setting("history_interval_s", _float, "History sampling interval (s).", "S"),
-    Setting("history_size", _int, "History points kept per series (and largest limit).", "N"),
+    Setting("history_size", _int, "History points kept per series at the sampling interval.", "N"),
+    Setting(
+        "history_downsample_s",
+        _float,
+        "Bucket of the downsampled history tier: its first sample is kept (s).",
+        "S",
+    ),
+    Setting(
+        "history_downsampled_size",
+        _int,
+        "Downsampled points kept per series, older than the others (0: no such tier).",
+        "N",
+    ),
     Setting("events_kept", _int, "Recent events sent to a joining client (0: none).", "N"),
     Setting("sections", _sections, "Comma-separated state sections (the channels).", "LIST"),
     Setting("demo", _bool, "Run the demo feed when no Redis URL is set.", "BOOL"),
@@ -415,6 +456,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("message_burst", _int, "Client messages a connection may send at once.", "N"),
     Setting("open_timeout_s", _float, "Time allowed for a whole opening handshake (s).", "S"),
     *SCALE_SETTINGS,
+    Setting(
+        "symbol_fields",
+        _symbol_fields,
+        "Where a symbol filter looks, comma-separated: a section keyed by symbol (market_data), "
+        "or section:field / event channel:field (orders:symbol); others are not filtered.",
+        "LIST",
+    ),
+    Setting("max_symbols", _int, "Symbols a client's filter may hold (symbols=).", "N"),
     Setting(
         "trusted_proxies",
         _list,
@@ -557,6 +606,13 @@ def _from_file(name: str, raw: Any, path: str | Path) -> Any:
         if not all(isinstance(item, str) for item in raw):
             raise ConfigError(f"{where}: expected a list of strings")
         return tuple(raw)
+    if name == "symbol_fields" and isinstance(raw, dict):
+        pairs: list[tuple[str, str | None]] = []
+        for key, value in raw.items():
+            if not isinstance(key, str) or not (value is None or isinstance(value, str)):
+                raise ConfigError(f"{where}: expected a mapping of names to a field name or null")
+            pairs.append((key, value or None))
+        return tuple(pairs)
     if raw is None:
         return None
     if isinstance(raw, bool) and _BY_NAME[name].parse is not _bool:
@@ -585,11 +641,18 @@ def _validate_redis_and_history(
     ):
         if getattr(config, name) <= 0:
             raise fail(name, f"must be > 0, got {getattr(config, name)}")
-    for name in ("redis_reload_interval_s", "events_kept", "stale_after_s"):
+    for name in (
+        "redis_reload_interval_s",
+        "events_kept",
+        "stale_after_s",
+        "history_downsampled_size",
+    ):
         if getattr(config, name) < 0:
             raise fail(name, f"must be >= 0, got {getattr(config, name)}")
     if config.history_interval_s < 0.001:
         raise fail("history_interval_s", f"must be >= 0.001, got {config.history_interval_s}")
+    if config.history_downsample_s < config.history_interval_s:
+        raise fail("history_downsample_s", "must not be below history_interval_s")
     url = config.redis_url
     if url is not None and "://" not in url and not _HOST_PORT.fullmatch(url):
         raise fail(
@@ -643,6 +706,7 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
         "max_connections",
         "max_connections_per_address",
         "message_burst",
+        "max_symbols",
     )
     for name in positive:
         if getattr(config, name) <= 0:
@@ -675,6 +739,12 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
     _validate_scale(config, fail)
     config = dataclasses.replace(config, redis_url=_redis_url(config.redis_url))
     config = _resolve_sources(config, "sections" in sources, fail)
+    names = [name for name, _ in config.symbol_fields]
+    if len(set(names)) != len(names):
+        raise fail("symbol_fields", "a name is given more than once")
+    for name, fld in config.symbol_fields:
+        if fld is None and name not in config.sections and "symbol_fields" in sources:
+            raise fail("symbol_fields", f"{name!r} is keyed by symbol but is not a section")
     _validate_staleness(config, fail)
     return dataclasses.replace(config, log_level=config.log_level.lower())
 

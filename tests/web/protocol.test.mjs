@@ -272,6 +272,32 @@ test("recent-events backlog: replaces the kept events, outside the seq rule", ()
   assert.equal(st.apply(ev(6)), Outcome.EVENT);
 });
 
+test("symbols: in the URL, setSymbols sends subscribe/unsubscribe, no resume until the snapshot", async (t) => {
+  FakeSocket.all = [];
+  const conn = new DashboardConnection({
+    url: "ws://127.0.0.1:9/ws", WebSocket: FakeSocket, fetch: null,
+    backoffInitialMs: 5, backoffMaxMs: 20, random: () => 1, symbols: ["BTCUSDT"],
+    pingIntervalMs: 1e9,
+  });
+  t.after(() => conn.stop());
+  conn.start();
+  const ws = FakeSocket.all[0];
+  assert.match(ws.url, /symbols=BTCUSDT/);
+  ws.open();
+  ws.receive(snap(1, { market_data: { BTCUSDT: { v: 1 } } }, 50, "ep"));
+  conn.setSymbols(["ETHUSDT", "SOLUSDT"]);
+  const sent = ws.sent.filter((m) => m.type !== "ping");
+  assert.deepEqual(sent.slice(-2), [
+    { type: "subscribe", symbols: ["ETHUSDT", "SOLUSDT"] },
+    { type: "unsubscribe", symbols: ["BTCUSDT"] },
+  ]);
+  assert.match(conn.connectUrl(), /symbols=ETHUSDT%2CSOLUSDT/);
+  assert.doesNotMatch(conn.connectUrl(), /since=/); // the state is of the old filter
+  ws.receive(snap(2, { market_data: { ETHUSDT: { v: 1 } } }, 51, "ep"));
+  assert.match(conn.connectUrl(), /since=51&epoch=ep/);
+  assert.throws(() => conn.setSymbols([]));
+});
+
 test("status: kept, emitted, seq untouched; serverHealth says what it means", async (t) => {
   FakeSocket.all = [];
   const conn = new DashboardConnection({ url: "ws://x/ws", WebSocket: FakeSocket, fetch: null });

@@ -42,6 +42,13 @@ import orjson
 from dashboard_server.core.engine import ChangeSetEngine, StateDocEngine
 from dashboard_server.core.messages import Messages
 from dashboard_server.core.protocol import EVENTS_CHANNEL, ConnectParams, Diff, Format, Tier
+from dashboard_server.core.symbols import (
+    Bucketed,
+    SymbolIndex,
+    bucket_entries,
+    event_matches,
+    filter_entries,
+)
 from dashboard_server.core.timefmt import now_ms
 from dashboard_server.telemetry.metrics import ServerMetrics
 
@@ -96,13 +103,15 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class GroupKey:
-    """What makes members share messages. ``channels`` is ``None`` for every section."""
+    """What makes members share messages. ``channels`` is ``None`` for every section;
+    ``symbols`` is ``None`` for every symbol, else the filter's symbols, sorted."""
 
     interval_ms: int
     fmt: Format
     diff: Diff
     channels: tuple[str, ...] | None
     events: bool
+    symbols: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -110,6 +119,7 @@ class _MemberState:
     tier: Tier
     subscribed: frozenset[str]
     key: GroupKey
+    symbols: frozenset[str] | None = None
     phase: Phase = Phase.JOINING
     reason: str | None = None
     since: int | None = None
@@ -122,6 +132,7 @@ class _Group(Generic[M]):
     key: GroupKey
     seq: int = 0
     members: dict[M, _MemberState] = field(default_factory=dict)
+    symbols: frozenset[str] | None = None
     tiers: dict[str, int] = field(default_factory=dict)
     """How many members of each tier (kept up to date on enter and leave: the per-tier
     message counts then cost nothing per member)."""
@@ -217,6 +228,8 @@ class Hub(Generic[M]):
         events_kept: int = 0,
         metrics: ServerMetrics | None = None,
         on_new_interval: Callable[[int], None] | None = None,
+        symbol_fields: Mapping[str, str | None] | None = None,
+        max_symbol_transitions: int = 100_000,
         status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.doc = doc
@@ -238,6 +251,14 @@ class Hub(Generic[M]):
         self._events: deque[_Event] = deque()
         self._recent: deque[_Event] = deque(maxlen=events_kept)
         self._event_number = 0
+        self.symbol_fields: dict[str, str | None] = dict(symbol_fields or {})
+        """Where each section's (or event channel's) symbol is (see core.symbols)."""
+        self._field_sections = {
+            s: f for s, f in self.symbol_fields.items() if f is not None and s in self.sections
+        }
+        self._max_transitions = max_symbol_transitions
+        self._index: SymbolIndex | None = None
+        """Started with the first filtered group, then kept up to date at every flush."""
         self._status = status
         self._status_body: Mapping[str, Any] | None = None
         self._status_payloads: dict[str, bytes] = {}
@@ -249,11 +270,14 @@ class Hub(Generic[M]):
         """Register a new connection; it gets a snapshot (or catch-up) at its next flush."""
         if member in self._members:
             raise ValueError("member already in the hub")
-        key = self._key(params.interval_ms, params.fmt, params.diff, params.channels)
+        key = self._key(
+            params.interval_ms, params.fmt, params.diff, params.channels, params.symbols
+        )
         state = _MemberState(
             tier=params.tier,
             subscribed=params.channels,
             key=key,
+            symbols=params.symbols,
             since=params.since,
             epoch=params.epoch,
         )
@@ -288,8 +312,15 @@ class Hub(Generic[M]):
 
     def set_channels(self, member: M, channels: frozenset[str]) -> None:
         """Change the member's subscription: it moves to the matching group and rejoins."""
+        self.set_subscription(member, channels, self._members[member].symbols)
+
+    def set_subscription(
+        self, member: M, channels: frozenset[str], symbols: frozenset[str] | None
+    ) -> None:
+        """Change the member's channels and symbol filter (``None``: every symbol); it moves
+        to the matching group and rejoins (a snapshot at its next flush)."""
         state = self._members[member]
-        if channels == state.subscribed:
+        if channels == state.subscribed and symbols == state.symbols:
             return
         if self.metrics is not None:
             for channel in state.subscribed - channels:
@@ -298,7 +329,10 @@ class Hub(Generic[M]):
                 self.metrics.subscriptions.labels(channel).inc()
         self._leave(member, state)
         state.subscribed = channels
-        state.key = self._key(state.key.interval_ms, state.key.fmt, state.key.diff, channels)
+        state.symbols = symbols
+        state.key = self._key(
+            state.key.interval_ms, state.key.fmt, state.key.diff, channels, symbols
+        )
         if state.phase is not Phase.LAGGING:
             state.phase = Phase.JOINING
             state.reason = "subscription"
@@ -312,6 +346,10 @@ class Hub(Generic[M]):
     def channels_of(self, member: M) -> frozenset[str]:
         """The member's current subscription (sections and possibly ``events``)."""
         return self._members[member].subscribed
+
+    def symbols_of(self, member: M) -> frozenset[str] | None:
+        """The member's symbol filter (``None``: every symbol)."""
+        return self._members[member].symbols
 
     def phase_of(self, member: M) -> Phase:
         """Where the member stands (joining, active, lagging)."""
@@ -337,15 +375,47 @@ class Hub(Generic[M]):
         """Members currently skipped for lagging."""
         return sum(1 for s in self._members.values() if s.phase is Phase.LAGGING)
 
-    def _key(self, interval_ms: int, fmt: Format, diff: Diff, channels: frozenset[str]) -> GroupKey:
+    def _key(
+        self,
+        interval_ms: int,
+        fmt: Format,
+        diff: Diff,
+        channels: frozenset[str],
+        symbols: frozenset[str] | None = None,
+    ) -> GroupKey:
         wanted = tuple(s for s in self.sections if s in channels)
         state_channels = None if wanted == self.sections else wanted
-        return GroupKey(interval_ms, fmt, diff, state_channels, EVENTS_CHANNEL in channels)
+        return GroupKey(
+            interval_ms,
+            fmt,
+            diff,
+            state_channels,
+            EVENTS_CHANNEL in channels,
+            None if symbols is None else tuple(sorted(symbols)),
+        )
+
+    def _needs_index(self, key: GroupKey) -> bool:
+        """Whether the group's filter needs the index (it reads a field-filtered section)."""
+        if key.symbols is None or not self._field_sections:
+            return False
+        return key.channels is None or any(s in self._field_sections for s in key.channels)
+
+    def _index_knows(self, key: GroupKey, version: int) -> bool:
+        """Whether the group's filter can be applied to changes since ``version``."""
+        if not self._needs_index(key):
+            return True
+        return self._index is not None and self._index.floor <= version
 
     def _enter(self, member: M, state: _MemberState) -> None:
         group = self._groups.get(state.key)
         if group is None:
             group = self._groups[state.key] = _Group(state.key)
+            if state.key.symbols is not None:
+                group.symbols = frozenset(state.key.symbols)
+                if self._index is None and self._needs_index(state.key):
+                    self._index = SymbolIndex(
+                        self.doc, self._field_sections, max_transitions=self._max_transitions
+                    )
             interval = self._intervals.get(state.key.interval_ms)
             if interval is None:
                 interval = self._intervals[state.key.interval_ms] = _Interval(
@@ -422,9 +492,13 @@ class Hub(Generic[M]):
             return result
         now = self.clock.monotonic()
         ts = self.clock.wall_ms()
+        if self._index is not None:
+            self._index.advance()
+        buckets: dict[tuple[int, Diff], Bucketed] = {}
         changes: ChangeSetEngine | None = None
         horizon_lost = False
         catch_ups: dict[int, ChangeSetEngine | None] = {}
+        interval_cursor = interval.cursor
         if version != interval.cursor:
             changes = self.doc.changes_since(interval.cursor)
             horizon_lost = changes is None
@@ -439,16 +513,24 @@ class Hub(Generic[M]):
         for group in [g for g in self._groups.values() if g.key.interval_ms == interval_ms]:
             tiers.update(t for t, n in group.tiers.items() if n)
             active, joiners, resumers = self._sort_members(group, now, horizon_lost, result)
+            if (
+                active.members
+                and changes is not None
+                and not self._index_knows(group.key, interval_cursor)
+            ):
+                for member in active.members:  # the filter's index started over: a snapshot
+                    joiners.add(member, group.members[member].tier)
+                active = _Batch()
             if active.members:
                 if status is not None and group.status is not status:
                     self._send_status(group, active, result)
-                self._send_group_messages(group, events, changes, ts, active, result)
+                self._send_group_messages(group, events, changes, ts, active, result, buckets)
             if joiners.members:
                 self._send_snapshot(group, ts, joiners, result)
                 if status is not None:
                     self._send_status(group, joiners, result)
             for since, members in resumers.items():
-                self._send_catch_up(group, since, members, ts, catch_ups, result)
+                self._send_catch_up(group, since, members, ts, catch_ups, result, buckets)
                 if status is not None:
                     self._send_status(group, members, result)
             group.status = status
@@ -502,6 +584,7 @@ class Hub(Generic[M]):
                 since is not None
                 and epoch == self.epoch
                 and self.doc.floor <= since <= self.doc.version
+                and self._index_knows(group.key, since)
             ):
                 resumers.setdefault(since, _Batch()).add(member, state.tier)
                 continue
@@ -527,20 +610,28 @@ class Hub(Generic[M]):
         ts: int,
         members: _Batch[M],
         result: Flush[M],
+        buckets: dict[tuple[int, Diff], Bucketed],
     ) -> None:
         key = group.key
         text = key.fmt == "json"
         if key.events:
             for event in events:
+                if group.symbols is not None and not event_matches(
+                    self.symbol_fields, event.channel, event.data, group.symbols
+                ):
+                    continue
                 payload = self.messages.event(
                     key.fmt, group.seq + 1, event.timestamp_ms, event.channel, event.data
                 )
                 group.seq += 1
                 result.deliveries.append(members.delivery("event", payload, text))
         if changes is not None:
-            update = self.messages.update(
-                changes, key.fmt, key.diff, key.channels, group.seq + 1, ts
-            )
+            if group.symbols is None:
+                update = self.messages.update(
+                    changes, key.fmt, key.diff, key.channels, group.seq + 1, ts
+                )
+            else:
+                update = self._filtered_update(group, changes, group.seq + 1, ts, buckets)
             if update is not None:
                 group.seq += 1
                 result.deliveries.append(members.delivery("update", update, text))
@@ -569,15 +660,30 @@ class Hub(Generic[M]):
         self, group: _Group[M], ts: int, members: _Batch[M], result: Flush[M]
     ) -> None:
         key = group.key
-        snapshot = self.messages.snapshot(key.fmt, key.channels, group.seq, ts)
+        if group.symbols is None:
+            snapshot = self.messages.snapshot(key.fmt, key.channels, group.seq, ts)
+        else:
+            snapshot = self.messages.filtered_snapshot(
+                key.fmt,
+                key.channels,
+                group.symbols,
+                self.symbol_fields,
+                self._index,
+                group.seq,
+                ts,
+            )
         result.snapshot_encodes += 1
         if self.metrics is not None:
             self.metrics.snapshot_encodes.inc()
         result.deliveries.append(members.delivery("snapshot", snapshot, key.fmt == "json"))
-        if key.events and self._recent:
-            recent = self.messages.recent_events(
-                key.fmt, ts, [(e.channel, e.timestamp_ms, e.data) for e in self._recent]
-            )
+        recent_events = [
+            (e.channel, e.timestamp_ms, e.data)
+            for e in self._recent
+            if group.symbols is None
+            or event_matches(self.symbol_fields, e.channel, e.data, group.symbols)
+        ]
+        if key.events and recent_events:
+            recent = self.messages.recent_events(key.fmt, ts, recent_events)
             result.deliveries.append(members.delivery("events", recent, key.fmt == "json"))
 
     def _send_catch_up(
@@ -588,17 +694,58 @@ class Hub(Generic[M]):
         ts: int,
         catch_ups: dict[int, ChangeSetEngine | None],
         result: Flush[M],
+        buckets: dict[tuple[int, Diff], Bucketed],
     ) -> None:
         """One catch-up update for the group's members resuming from ``since``."""
         key = group.key
         if since not in catch_ups:
             catch_ups[since] = self.doc.changes_since(since) if since != self.doc.version else None
-        payload = self.messages.catch_up(
-            catch_ups[since], key.fmt, key.diff, key.channels, group.seq, ts
-        )
+        changes = catch_ups[since]
+        payload: bytes | None = None
+        if group.symbols is not None and changes is not None:
+            payload = self._filtered_update(group, changes, group.seq, ts, buckets, catch_up=True)
+        if payload is None:
+            payload = self.messages.catch_up(
+                changes if group.symbols is None else None,
+                key.fmt,
+                key.diff,
+                key.channels,
+                group.seq,
+                ts,
+            )
         result.deliveries.append(members.delivery("update", payload, key.fmt == "json"))
         if self.metrics is not None:
             self.metrics.resumes.labels("catch_up").inc(len(members))
+
+    def _filtered_update(
+        self,
+        group: _Group[M],
+        changes: ChangeSetEngine,
+        seq: int,
+        ts: int,
+        buckets: dict[tuple[int, Diff], Bucketed],
+        *,
+        catch_up: bool = False,
+    ) -> bytes | None:
+        """The update of a filtered group: the change set decoded once per flush (per diff
+        form and start version), then filtered (core.symbols.filter_entries)."""
+        key = group.key
+        assert group.symbols is not None
+        cache_key = (changes.from_version, key.diff)
+        bucketed = buckets.get(cache_key)
+        if bucketed is None:
+            bucketed = buckets[cache_key] = bucket_entries(changes, key.diff, None)
+        entries = filter_entries(
+            bucketed,
+            self.sections if key.channels is None else key.channels,
+            self.symbol_fields,
+            group.symbols,
+            self._index,
+            self.doc,
+        )
+        return self.messages.filtered_update(
+            entries, key.fmt, key.diff, changes.to_version, seq, ts, catch_up=catch_up
+        )
 
     def _lagging_gauge(self, delta: int) -> None:
         if self.metrics is not None:

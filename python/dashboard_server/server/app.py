@@ -60,6 +60,7 @@ from dashboard_server.server.history import (
     MemoryHistory,
     RedisHistory,
     history_endpoint,
+    series_endpoint,
 )
 from dashboard_server.server.http import HttpFront
 from dashboard_server.server.replica import replication_feeds, replication_health
@@ -104,6 +105,7 @@ class DashboardServer:
             max_pending_events=config.max_pending_events,
             events_kept=config.events_kept,
             metrics=self.metrics,
+            symbol_fields=dict(config.symbol_fields),
             status=lambda: self.status_board.current(),
         )
         self.fanout = Fanout(self.hub, self.metrics)
@@ -155,14 +157,19 @@ class DashboardServer:
         self._started_at = time.monotonic()
         history_metrics = HistoryMetrics(self.metrics.registry)
         history_url = config.replication_url or config.redis_url
+        coarse = {
+            "coarse_ms": round(config.history_downsample_s * 1000),
+            "coarse_size": config.history_downsampled_size,
+        }
         self.history: HistoryStore = (
-            MemoryHistory(config.history_size, history_metrics)
+            MemoryHistory(config.history_size, history_metrics, **coarse)
             if history_url is None
             else RedisHistory(
                 history_url,
                 config.history_size,
                 history_metrics,
                 timeout=config.redis_health_timeout_s,
+                **coarse,
             )
         )
         self.history_sampler = HistorySampler(
@@ -432,6 +439,7 @@ class DashboardServer:
             tier_intervals=self.config.tier_intervals(),
             min_interval_ms=self.config.min_interval_ms,
             max_interval_ms=self.config.max_interval_ms,
+            max_symbols=self.config.max_symbols,
         )
 
     async def _handle(self, connection: ServerConnection) -> None:
@@ -518,12 +526,19 @@ class DashboardServer:
         body["sections"] = self.writer.section_ages()
         return (503 if self._shutting_down else 200), body
 
-    async def _history_response(self, query: str) -> tuple[int, dict[str, Any]]:
+    async def _history_response(self, path: str, query: str) -> tuple[int, dict[str, Any]]:
+        if path == "/api/v1/history/series":
+            return await series_endpoint(
+                self.history,
+                query,
+                types=self.history_sampler.sections,
+                interval_ms=self.history_sampler.interval_ms,
+            )
         return await history_endpoint(
             self.history,
             query,
             types=self.history_sampler.sections,
-            max_limit=self.config.history_size,
+            max_limit=self.history.retention.max_points,
             interval_ms=self.history_sampler.interval_ms,
         )
 

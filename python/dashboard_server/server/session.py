@@ -127,7 +127,9 @@ class Session:
                 self.close_soon(CLOSE_RATE_LIMITED, "message rate limit exceeded")
             return
         try:
-            message = parse_client_message(data, self.config.sections)
+            message = parse_client_message(
+                data, self.config.sections, max_symbols=self.config.max_symbols
+            )
         except MessageError as exc:
             self.reject(exc)
             return
@@ -138,11 +140,42 @@ class Session:
                 forbidden = sorted(message.channels - self.allowed_channels)[0]
                 self.reject(MessageError("forbidden_channel", f"channel {forbidden!r} not allowed"))
                 return
+            symbols = self.hub.symbols_of(self)
+            if message.symbols is not None:
+                # no filter yet: the first subscribe narrows "every symbol" to these
+                symbols = message.symbols if symbols is None else symbols | message.symbols
+                if len(symbols) > self.config.max_symbols:
+                    self.reject(
+                        MessageError(
+                            "bad_symbols",
+                            f"subscribe: at most {self.config.max_symbols} symbols in all",
+                        )
+                    )
+                    return
             self.metrics.messages_received.labels("subscribe").inc()
-            self.hub.set_channels(self, self.hub.channels_of(self) | message.channels)
+            self.hub.set_subscription(self, self.hub.channels_of(self) | message.channels, symbols)
         elif isinstance(message, Unsubscribe):
+            symbols = self.hub.symbols_of(self)
+            if message.symbols is not None:
+                if symbols is None:
+                    self.reject(
+                        MessageError(
+                            "bad_symbols", "unsubscribe: no symbol filter to remove symbols from"
+                        )
+                    )
+                    return
+                symbols = symbols - message.symbols
+                if not symbols:
+                    self.reject(
+                        MessageError(
+                            "bad_symbols",
+                            "unsubscribe: would leave no symbol (reconnect without symbols "
+                            "for every symbol)",
+                        )
+                    )
+                    return
             self.metrics.messages_received.labels("unsubscribe").inc()
-            self.hub.set_channels(self, self.hub.channels_of(self) - message.channels)
+            self.hub.set_subscription(self, self.hub.channels_of(self) - message.channels, symbols)
         elif isinstance(message, Refresh):
             self.metrics.messages_received.labels("refresh").inc()
             self.hub.refresh(self)

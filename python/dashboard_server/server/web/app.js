@@ -3,10 +3,13 @@
 // dashboard-protocol.js; this file only turns the state into tables.
 //
 // URL parameters: ws (WebSocket URL, default: same host /ws), token, format (json|msgpack),
-// diff (changes|json-patch), interval_ms, symbol (initially selected book), backoff_max_ms,
-// stale_ms.
+// diff (changes|json-patch), interval_ms, symbol (initially selected book), symbols (a server-side
+// symbol filter), backoff_max_ms, stale_ms. Charts are in charts.js; sorting, search and the flash
+// budget in tables.js.
 
 import { DashboardConnection, serverHealth } from "./dashboard-protocol.js";
+import { DeskCharts } from "./charts.js";
+import { FlashBudget, SymbolSearch, TableSort, tapeCounts } from "./tables.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -36,6 +39,7 @@ const connOptions = {
   diff: params.get("diff") === "json-patch" ? "json-patch" : "changes",
   token: params.get("token") || (sameOrigin ? storedToken() : null) || null,
   intervalMs: numParam("interval_ms") ?? null,
+  symbols: params.get("symbols") ? params.get("symbols").split(",").map((x) => x.trim()).filter(Boolean) : null,
 };
 if (numParam("backoff_max_ms") !== undefined) connOptions.backoffMaxMs = numParam("backoff_max_ms");
 if (numParam("stale_ms") !== undefined) connOptions.staleAfterMs = numParam("stale_ms");
@@ -84,13 +88,17 @@ const volText = (v) => (isNum(v) ? fixed(v, Math.abs(v) >= 1e5 ? 0 : 2) : "–")
 
 // --- keyed tables updated in place -------------------------------------------------------------
 
+const flashes = new FlashBudget();
+const search = new SymbolSearch();
+
 /**
  * A tbody whose rows are keyed by item id. `columns`: { k: field (dot path), fmt(v, item, id),
  * cls(v, item) -> class, flash: flash the cell when its number changes, l: left-aligned,
  * scale: data-scale attribute for values shown scaled (percentages) }.
  */
 class KeyedTable {
-  constructor(tbody, columns, { newestFirst = false, rowClass = null, onCreate = null } = {}) {
+  constructor(tbody, columns, { newestFirst = false, rowClass = null, onCreate = null, symbolOf = null } = {}) {
+    this.symbolOf = symbolOf; // (id, item) -> symbol, for the symbol search
     this.tbody = tbody;
     // Rows scrolled out of view are not flashed: a highlight nobody sees would cost repaints.
     this.visible = new WeakSet();
@@ -138,7 +146,7 @@ class KeyedTable {
       const cls = (c.l ? "l " : "") + (c.cls ? c.cls(v, item) : "");
       if (cls !== row.classes[i]) { td.className = cls; row.classes[i] = cls; }
       const prev = row.values[i];
-      if (c.flash && flash && isNum(v) && isNum(prev) && v !== prev) {
+      if (c.flash && flash && isNum(v) && isNum(prev) && v !== prev && flashes.allow(td)) {
         td.animate(
           [{ backgroundColor: v > prev ? "rgba(31,195,123,0.45)" : "rgba(240,80,110,0.45)" }, { backgroundColor: "transparent" }],
           { duration: 600, easing: "ease-out" },
@@ -149,6 +157,10 @@ class KeyedTable {
     if (this.rowClass) {
       const rc = this.rowClass(item);
       if (rc !== row.rowCls) { row.tr.className = rc; row.rowCls = rc; }
+    }
+    if (this.symbolOf) {
+      row.symbol = this.symbolOf(id, item);
+      search.applyRow(row.tr, row.symbol);
     }
   }
 
@@ -187,6 +199,7 @@ function pick(obj, path) {
 // --- panels ------------------------------------------------------------------------------------
 
 let selected = params.get("symbol");
+let charts = null; // DeskCharts, below
 
 const market = new KeyedTable($("t-market").tBodies[0], [
   { k: "symbol", l: true, fmt: (v, it, id) => text(v ?? id), cls: () => "sym" },
@@ -202,7 +215,13 @@ const market = new KeyedTable($("t-market").tBodies[0], [
   { k: "volume_24h", flash: true, fmt: volText },
 ], {
   rowClass: (it) => (it.symbol === selected ? "selected" : ""),
-  onCreate: (tr, id) => tr.addEventListener("click", () => select(id)),
+  onCreate: (tr, id) => {
+    tr.addEventListener("click", () => select(id));
+    const spark = document.createElement("td");
+    spark.className = "spark-cell";
+    tr.appendChild(spark); // drawn by charts.js
+  },
+  symbolOf: (id, it) => it.symbol ?? id,
 });
 
 // Order states of the demo (status) and of the original system (state, upper case) alike.
@@ -225,6 +244,7 @@ const orders = new KeyedTable($("t-orders").tBodies[0], [
 ], {
   newestFirst: true,
   rowClass: (it) => (DONE.has(orderStatus(it)) ? "done" : ""),
+  symbolOf: (id, it) => it.symbol,
 });
 const orderOrder = (items) => Object.keys(items).sort((a, b) => {
   const ta = items[a].created_at || "", tb = items[b].created_at || "";
@@ -253,7 +273,7 @@ const positions = new KeyedTable($("t-positions").tBodies[0], [
   { k: "unrealized_pnl", flash: true, fmt: (v) => signed(v, 2), cls: sgnClass },
   { k: "realized_pnl", fmt: (v) => signed(v, 2), cls: sgnClass },
   { k: "margin|total_fees", fmt: money, cls: () => "muted" },
-]);
+], { symbolOf: (id, it) => it.symbol ?? id });
 
 const strategies = new KeyedTable($("t-strategies").tBodies[0], [
   { k: "name", l: true, cls: () => "sym" },
@@ -420,6 +440,7 @@ function select(symbol) {
   for (const [id, row] of market.rows) row.tr.classList.toggle("selected", id === symbol);
   for (const row of market.rows.values()) row.rowCls = row.tr.className;
   renderBook();
+  if (charts) charts.schedule();
 }
 
 // Order book: fixed rows per side, updated in place.
@@ -525,6 +546,8 @@ function eventItem(msg) {
   const li = document.createElement("li");
   li.dataset.channel = msg.channel;
   li.dataset.seq = msg.seq;
+  if (msg.data && msg.data.symbol !== undefined) li.dataset.symbol = msg.data.symbol;
+  search.applyRow(li, msg.data && msg.data.symbol !== undefined ? msg.data.symbol : "");
   let tag, cls, body;
   const extra = (...parts) => parts.filter((p) => p !== undefined && p !== null && p !== "").map((p) => " · " + esc(p)).join("");
   if (msg.channel === "fills") {
@@ -563,7 +586,12 @@ function renderEvents() {
   pendingEvents = [];
   list.prepend(frag);
   while (list.childElementCount > MAX_EVENTS) list.lastElementChild.remove();
-  setText($("c-events"), `${eventCounts.fills} fills · ${eventCounts.alerts} alerts`);
+  renderEventCounts();
+}
+// The header counts what the tape shows (after a reconnect the backlog refills it).
+function renderEventCounts() {
+  const c = tapeCounts($("events"));
+  setText($("c-events"), `${c.fills} fills · ${c.alerts} alerts${showTrades.checked ? ` · ${c.trades} trades` : ""}`);
 }
 
 // --- render loop -------------------------------------------------------------------------------
@@ -592,10 +620,21 @@ function schedule() {
   }
 }
 
+// Sorted tables: re-ordered after a reset, on a click, and at most once a second otherwise.
+const sorts = new Map();
+let lastSortAt = 0;
+function applySorts(force) {
+  const now = performance.now();
+  if (!force && now - lastSortAt < 1000) return;
+  lastSortAt = now;
+  for (const sort of sorts.values()) sort.apply();
+}
+
 function renderSection(table, section, order) {
   const items = conn.state.data[section] || {};
   if (dirtyAll || dirty.get(section) === null) {
     table.reset(items, order);
+    if (sorts.has(table)) sorts.get(table).apply();
   } else {
     const ids = dirty.get(section);
     if (!ids) return false;
@@ -620,6 +659,7 @@ function render() {
   const bookDirty = dirty.get("orderbook");
   if (dirtyAll || bookDirty === null || (bookDirty && bookDirty.has(selected)) || dirty.has("market_data")) renderBook();
   renderEvents();
+  applySorts(false);
   dirtyAll = false;
   dirty.clear();
   ui.renderedSeq = appliedSeq;
@@ -750,7 +790,51 @@ conn.on("recent-events", (list) => {
   // the backlog after a snapshot replaces what the list shows (it holds the latest events)
   $("events").replaceChildren();
   pendingEvents = list.slice(-MAX_EVENTS);
+  renderEventCounts();
   schedule();
+});
+showTrades.addEventListener("change", renderEventCounts);
+
+// --- desk: sorting, symbol search, charts -------------------------------------------------------
+
+for (const [table, id] of [[market, "t-market"], [orders, "t-orders"], [positions, "t-positions"], [strategies, "t-strategies"]]) {
+  sorts.set(table, new TableSort(table, $(id).tHead, { onChange: () => sortNow(table) }));
+}
+function sortNow(table) {
+  const sort = sorts.get(table);
+  if (sort.active) sort.apply();
+  else if (table === orders) table.reset(conn.state.data.orders || {}, orderOrder);
+  else table.reset(conn.state.data[table === market ? "market_data" : table === positions ? "positions" : "strategies"] || {});
+}
+
+const searchBox = $("search");
+function applySearch() {
+  search.set(searchBox.value);
+  for (const table of [market, orders, positions]) {
+    for (const row of table.rows.values()) search.applyRow(row.tr, row.symbol);
+  }
+  for (const li of $("events").children) search.applyRow(li, li.dataset.symbol ?? "");
+}
+searchBox.addEventListener("input", applySearch);
+searchBox.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape") { searchBox.value = ""; applySearch(); }
+  if (ev.key === "Enter") {
+    const want = searchBox.value.trim().toUpperCase();
+    const md = conn.state.data.market_data || {};
+    const hit = Object.keys(md).find((s) => s.toUpperCase() === want)
+      || [...market.rows.entries()].find(([, r]) => !r.tr.hidden)?.[0];
+    if (hit) select(hit);
+  }
+});
+
+charts = new DeskCharts(conn, {
+  priceBox: $("chart-price"),
+  equityBox: $("chart-equity"),
+  hooks: {
+    selected: () => selected,
+    sparkCell: (symbol) => market.rows.get(symbol)?.tr.lastElementChild ?? null,
+    format: (v, symbol) => pxText(v, symbol),
+  },
 });
 conn.on("status", renderStatus);
 conn.on("server-status", renderStatus);
@@ -777,6 +861,10 @@ const ui = {
   get view() { return viewState(); },
   get selected() { return selected; },
   select,
+  charts,
+  flashes,
+  sorts,
+  search: (textValue) => { searchBox.value = textValue; applySearch(); },
   /** {seq, appliedSeq, version, epoch, data} as plain JSON (a copy). */
   snapshot() {
     return JSON.parse(JSON.stringify({ seq: conn.state.seq, appliedSeq, version: conn.state.version, epoch: conn.state.epoch, data: conn.state.data }));

@@ -370,6 +370,7 @@ export class DashboardConnection {
       format: "json",
       diff: "changes",
       channels: null,
+      symbols: null,
       intervalMs: null,
       token: null,
       resume: true,
@@ -406,6 +407,9 @@ export class DashboardConnection {
     this._stopped = true;
     this._everOpened = false;
     this._lastPing = 0;
+    // a subscription change waits for its snapshot: until then the state is of the old
+    // subscription, and a reconnection must not resume from it
+    this._resubscribing = false;
   }
 
   /** The server's last `status` message (null before the first). */
@@ -428,10 +432,12 @@ export class DashboardConnection {
   connectUrl() {
     const o = this.options;
     const st = this.state;
-    const resume = o.resume && st.synced && st.version !== null && st.epoch !== null;
+    const resume = o.resume && !this._resubscribing && st.synced && st.version !== null
+      && st.epoch !== null;
     return buildUrl(o.url, {
       type: o.type, format: o.format, diff: o.diff,
       channels: o.channels ? o.channels.join(",") : null,
+      symbols: o.symbols ? o.symbols.join(",") : null,
       interval_ms: o.intervalMs, token: o.token,
       since: resume ? st.version : null, epoch: resume ? st.epoch : null,
     });
@@ -474,6 +480,30 @@ export class DashboardConnection {
   refresh() { this.stats.refreshesSent++; return this.send({ type: "refresh" }); }
   subscribe(channels) { return this.send({ type: "subscribe", channels }); }
   unsubscribe(channels) { return this.send({ type: "unsubscribe", channels }); }
+
+  /**
+   * Change the symbol filter (docs/protocol.md, "Symbols"): an array of symbols, or null for
+   * every symbol. Sends `subscribe`/`unsubscribe` with `symbols` when connected (going back to
+   * every symbol needs a new connection: it reconnects); the next connections use the new filter.
+   */
+  setSymbols(symbols) {
+    const o = this.options;
+    const next = symbols === null ? null : [...new Set(symbols)];
+    if (next !== null && !next.length) throw new Error("setSymbols: empty (null: every symbol)");
+    const current = o.symbols;
+    o.symbols = next;
+    this._resubscribing = true;
+    if (next === null) {
+      if (current !== null) this.restart();
+      else this._resubscribing = false;
+      return;
+    }
+    const added = current === null ? next : next.filter((s) => !current.includes(s));
+    const removed = current === null ? [] : current.filter((s) => !next.includes(s));
+    if (added.length) this.send({ type: "subscribe", symbols: added });
+    if (removed.length) this.send({ type: "unsubscribe", symbols: removed });
+    if (!added.length && !removed.length) this._resubscribing = false;
+  }
 
   ping() {
     const id = ++this._pingId;
@@ -587,6 +617,7 @@ export class DashboardConnection {
       this.refresh();
       this._emit("gap", { msg, problem: this.state.lastProblem });
     } else if (msg.type === "snapshot" && outcome === Outcome.APPLIED) {
+      this._resubscribing = false;
       this.stats.snapshots++;
       this._emit("snapshot", { msg, touched: null });
     } else if (msg.type === "update" && outcome === Outcome.APPLIED) {
