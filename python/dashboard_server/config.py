@@ -144,6 +144,16 @@ class Config:
     max_message_rate: float = 20.0
     message_burst: int = 40
     open_timeout_s: float = 10.0
+    redis_cluster: str = "auto"
+    redis_sharded_channels: tuple[str, ...] = ()
+    replication_url: str | None = None
+    replication_role: str = "edge"
+    replication_partition: str = "main"
+    replication_flush_ms: int = 20
+    replication_lease_ms: int = 3000
+    replication_checkpoint_s: float = 10.0
+    workers: int = 1
+    reuse_port: bool = False
     symbol_fields: tuple[tuple[str, str | None], ...] = DEFAULT_SYMBOL_FIELDS
     max_symbols: int = 100
     trusted_proxies: tuple[str, ...] = ()
@@ -239,6 +249,69 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def _str(text: str) -> str:
     return text.strip()
+
+
+def _auto_bool(text: str) -> str:
+    lowered = text.strip().lower()
+    return "auto" if lowered == "auto" else "true" if _bool(lowered) else "false"
+
+
+SCALE_SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting(
+        "redis_cluster",
+        _auto_bool,
+        "Redis Cluster client for redis_url: auto (detected at connect), true or false.",
+        "AUTO|BOOL",
+    ),
+    Setting(
+        "redis_sharded_channels",
+        _list,
+        "Comma-separated sharded pub/sub channels (SPUBLISH) to SSUBSCRIBE in cluster mode.",
+        "LIST",
+    ),
+    Setting(
+        "replication_url",
+        _opt_str,
+        "Redis holding the shared version space (stream, checkpoints, writer lease); unset: "
+        "this instance is on its own.",
+        "URL",
+    ),
+    Setting(
+        "replication_role",
+        _str,
+        "With replication_url: edge (serves from the stream) or writer (also an ingest "
+        "candidate: the lease holder reads the backends and writes the stream).",
+        "ROLE",
+    ),
+    Setting(
+        "replication_partition",
+        _str,
+        "Name of the shared version space (its Redis keys); instances with the same name share it.",
+        "NAME",
+    ),
+    Setting("replication_flush_ms", _int, "The writer appends its changes this often (ms).", "MS"),
+    Setting(
+        "replication_lease_ms",
+        _int,
+        "Writer lease time to live (ms): a standby takes over at most about this long after "
+        "the writer stops renewing it.",
+        "MS",
+    ),
+    Setting(
+        "replication_checkpoint_s",
+        _float,
+        "The writer stores a full checkpoint this often (s); the stream keeps the entries since "
+        "the checkpoint before.",
+        "S",
+    ),
+    Setting(
+        "workers",
+        _int,
+        "serve: processes sharing the port (SO_REUSEPORT); above 1 needs replication_url.",
+        "N",
+    ),
+    Setting("reuse_port", _bool, "Bind the port with SO_REUSEPORT (set by --workers).", "BOOL"),
+)
 
 
 def _symbol_fields(text: str) -> tuple[tuple[str, str | None], ...]:
@@ -431,6 +504,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting("message_burst", _int, "Client messages a connection may send at once.", "N"),
     Setting("open_timeout_s", _float, "Time allowed for a whole opening handshake (s).", "S"),
+    *SCALE_SETTINGS,
     Setting(
         "symbol_fields",
         _symbol_fields,
@@ -574,6 +648,7 @@ def _from_file(name: str, raw: Any, path: str | Path) -> Any:
         "auth_tokens",
         "allowed_origins",
         "history_sections",
+        "redis_sharded_channels",
         "trusted_proxies",
         "stale_sections",
     ) and isinstance(raw, list):
@@ -721,6 +796,7 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
     if config.write_buffer_low >= config.write_buffer_high:
         raise fail("write_buffer_low", "must be below write_buffer_high")
     _validate_security(config, fail)
+    _validate_scale(config, fail)
     config = dataclasses.replace(config, redis_url=_redis_url(config.redis_url))
     config = _resolve_sources(config, "sections" in sources, fail)
     names = [name for name, _ in config.symbol_fields]
@@ -803,6 +879,28 @@ def endpoint_url(config: Config, endpoint: str) -> str | None:
     """The URL of a source's endpoint (``redis``, ``nats``, ...) from the settings."""
     url: str | None = getattr(config, f"{endpoint}_url")
     return url
+
+
+_PARTITION: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _validate_scale(config: Config, fail: Callable[[str, str], ConfigError]) -> None:
+    """The rules of the cluster, replication and worker settings."""
+    if config.replication_role not in ("edge", "writer"):
+        raise fail("replication_role", f"expected edge or writer, got {config.replication_role!r}")
+    if not _PARTITION.fullmatch(config.replication_partition):
+        raise fail("replication_partition", "expected 1-64 of A-Z a-z 0-9 _ . -")
+    for name in ("replication_flush_ms", "replication_lease_ms", "workers"):
+        if getattr(config, name) <= 0:
+            raise fail(name, f"must be > 0, got {getattr(config, name)}")
+    if config.replication_checkpoint_s <= 0:
+        raise fail(
+            "replication_checkpoint_s", f"must be > 0, got {config.replication_checkpoint_s}"
+        )
+    if config.workers > 1 and config.replication_url is None:
+        raise fail("workers", "more than 1 needs replication_url (one version space)")
+    if config.workers > 1 and config.port == 0:
+        raise fail("workers", "more than 1 needs a fixed port")
 
 
 _ORIGIN: Final = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
