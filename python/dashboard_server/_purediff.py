@@ -76,7 +76,8 @@ def _check_utf8(text: str, ptr: str) -> None:
 
 
 def _batch_items(items: object) -> list[tuple[str, bytes]]:
-    """The items of ``merge_many`` / ``replace_many``, checked before anything is applied (``TypeError``)."""
+    """The items of ``merge_many`` / ``replace_many``, checked before anything is applied
+    (``TypeError``)."""
     if isinstance(items, str | bytes | bytearray):
         raise TypeError(
             f"items must be an iterable of (path, payload) pairs, not {type(items).__name__}"

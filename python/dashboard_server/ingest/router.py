@@ -97,6 +97,44 @@ class SourceRouter:
             self._live(source)
         return True
 
+    def item_path(self, source: Source, key: str) -> str:
+        """The state path of a raw source's item ``key``."""
+        section = source.outputs[0].section
+        assert section is not None
+        return join(section, key)
+
+    def apply_conflated(
+        self, source: Source, items: Iterable[tuple[str, bytes, str]], received: int
+    ) -> None:
+        """Apply the latest payload per key of a raw source, as a transport conflated them
+        within one read: ``items`` are ``(path, payload, where)`` with distinct paths (from
+        :meth:`item_path`), ``received`` how many messages they stand for (the others were
+        superseded: counted as conflated, never decoded). The replacements go to the engine in
+        one ``replace_many`` call per payload format; a bad payload is counted and logged as
+        malformed and changes nothing, the others still apply."""
+        label = self.label(source)
+        writer = self.writer
+        writer.received(label, received)
+        batches: dict[PayloadFormat, tuple[list[tuple[str, bytes]], list[str]]] = {}
+        applied = 0
+        for path, payload, where in items:
+            applied += 1
+            if is_removal(payload):
+                writer.remove(path)
+                continue
+            fmt: PayloadFormat = "msgpack" if payload[0] >= 0x80 else "json"
+            batch = batches.get(fmt)
+            if batch is None:
+                batch = batches[fmt] = ([], [])
+            batch[0].append((path, payload))
+            batch[1].append(where)
+        for fmt, (pairs, wheres) in batches.items():
+            for result, where in zip(writer.replace_many(pairs, fmt), wheres, strict=True):
+                if type(result) is str:
+                    writer.malformed(label, where, result)
+        writer.conflated(label, received - applied)
+        self._live(source)
+
     def apply_value(self, source: Source, key: str, value: Any, *, where: str = "") -> bool:
         """Apply one decoded message (an HTTP response); False if it was malformed."""
         label = self.label(source)
