@@ -14,10 +14,11 @@ library), and every reply of a read is dealt with in one tight loop:
 - replies to our own commands (PSUBSCRIBE confirmations, PONG, HELLO) and errors are handled
   on the side.
 
-A batch is handed to ``on_batch`` when the socket has been drained (a read that did not fill
-the buffer), or at the latest ``max_delay`` after its first message while reads keep coming
-(under a burst, batches grow and each key is applied once per batch), or when it holds
-``max_keys`` channels or ``max_ordered`` ordered messages (memory stays bounded). Nothing waits
+Batches are handed to ``on_batch`` at most once per ``max_delay`` (10 ms) and no message waits
+longer: a message after a quiet spell is applied at once, and under a stream of messages each
+key is applied once per 10 ms whatever the rate (the faster they come, the more are conflated,
+so the engine's work stops growing with the rate). A batch that holds ``MAX_KEYS`` channels or
+``MAX_ORDERED`` ordered messages is applied at once (memory stays bounded). Nothing waits
 on the engine in between: the socket is drained first, so Redis's output buffer for this client
 stays small and Redis never closes it at the ``client-output-buffer-limit pubsub``.
 
@@ -42,8 +43,8 @@ __all__ = ["Batch", "Subscriber", "SubscriberClosed", "encode_command"]
 
 BUFFER_SIZE: Final = 1 << 20
 """Bytes read from the socket at most per read (one buffer, reused)."""
-MAX_DELAY: Final = 0.005
-"""Seconds a batch may wait for more reads under a burst before it is applied."""
+MAX_DELAY: Final = 0.01
+"""Batches are applied at most this often (seconds), and no message waits longer than this."""
 MAX_KEYS: Final = 20_000
 """Distinct conflated channels in one batch before it is applied anyway."""
 MAX_ORDERED: Final = 5_000
@@ -105,7 +106,7 @@ class Subscriber(asyncio.BufferedProtocol):
         self._confirmations = 0
         self.resp = 2
         """The protocol version spoken (2, or 3 after ``HELLO 3``)."""
-        self._first_pending: float | None = None
+        self._last_flush = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._buffer = bytearray(BUFFER_SIZE)
         self._view = memoryview(self._buffer)
@@ -262,7 +263,7 @@ class Subscriber(asyncio.BufferedProtocol):
         try:
             while (reply := gets()) is not False:
                 # ["pmessage", pattern, channel, payload] (RESP2 array or RESP3 push)
-                if type(reply) is list and len(reply) == 4 and reply[0] == b"pmessage":
+                if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
                     count += 1
                     route = routes.get(reply[1])
                     if route is not None:
@@ -278,20 +279,17 @@ class Subscriber(asyncio.BufferedProtocol):
         if count == 0:
             return
         self.messages += count
-        if self._first_pending is None:
-            self._first_pending = now
         if (
-            nbytes < BUFFER_SIZE  # drained
-            or now - self._first_pending >= self.max_delay
+            now - self._last_flush >= self.max_delay
             or len(ordered) >= MAX_ORDERED
             or sum(len(r.latest) for r in routes.values()) >= MAX_KEYS
         ):
             self.flush()
         elif self._timer is None:
-            self._timer = self._loop.call_at(self._first_pending + self.max_delay, self.flush)
+            self._timer = self._loop.call_at(self._last_flush + self.max_delay, self.flush)
 
     def _control(self, reply: Any) -> None:
-        if type(reply) is list and reply:
+        if isinstance(reply, list) and reply:  # a RESP2 array or a RESP3 push
             kind = reply[0]
             if kind in (b"psubscribe", b"subscribe"):
                 self._confirmations += 1
@@ -332,7 +330,7 @@ class Subscriber(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._first_pending = None
+        self._last_flush = self._loop.time()
         conflated: dict[bytes, dict[bytes, bytes]] = {}
         counts: dict[bytes, int] = {}
         for pattern, route in self._routes.items():
