@@ -86,19 +86,25 @@ def item(sym: bytes, n: int, ts: int) -> bytes:
     )
 
 
+PREFIX = b"market_data"
+"""The section the publisher writes (``--prefix``)."""
+
+
 def redis_commands(sym: bytes, payload: bytes) -> bytes:
-    key = b"market_data:" + sym
+    key = PREFIX + b":" + sym
     head = b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(payload), payload)
     return b"*3\r\n$3\r\nSET\r\n" + head + b"*3\r\n$7\r\nPUBLISH\r\n" + head
 
 
 def nats_commands(sym: bytes, payload: bytes) -> bytes:
-    return b"PUB market_data.%s %d\r\n%s\r\n" % (sym, len(payload), payload)
+    return b"PUB %s.%s %d\r\n%s\r\n" % (PREFIX, sym, len(payload), payload)
 
 
 def publish(args: argparse.Namespace) -> None:
     """Publish at ``--rate`` messages/s (0: as fast as possible) for ``--duration`` s or
     ``--count`` messages, then one final round of every symbol; print a JSON summary."""
+    global PREFIX
+    PREFIX = args.prefix.encode()
     host, port = args.address.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -716,6 +722,51 @@ async def bench(args: argparse.Namespace) -> int:
     return 1 if missed else 0
 
 
+def fanout(args: argparse.Namespace) -> int:
+    """`dashboard-server loadtest` (the README's 5,000-client profile: tui, market_data, one
+    ~1 KB update per flush) against a server fed by Redis, while `--rate` messages/s of
+    `orderbook:{SYM}` items (500 symbols, a section the clients do not subscribe to) are
+    ingested: the fan-out figures with the ingest running next to them."""
+    stack = Stack()
+    try:
+        redis_port = stack.redis()
+        address = f"127.0.0.1:{redis_port}"
+        url = f"redis://{address}/0"
+        duration = args.duration + 25  # the clients' connect phase and warm-up come first
+        market = run_publisher(
+            "redis", address, rate=30, duration=duration, symbols=20, prefix="market_data"
+        )
+        ingest = run_publisher(
+            "redis", address, rate=args.rate, duration=duration, symbols=500, prefix="orderbook"
+        )
+        command = [
+            str(Path(PY).parent / "dashboard-server"),
+            "loadtest",
+            "--clients",
+            str(args.clients),
+            "--processes",
+            "1",
+            "--duration",
+            str(args.duration),
+            "--channels",
+            "market_data",
+            f"--server-args=--redis-url={url} --demo=false",
+        ]
+        if args.json:
+            command += ["--json", args.json]
+        print(f"load average before: {load_average()}; ingest {args.rate:,} msg/s of orderbook")
+        done = subprocess.run(command, check=False)
+        ingested = publisher_result(ingest)
+        publisher_result(market)
+        print(
+            f"ingest published {ingested['sent'] / ingested['elapsed']:,.0f} msg/s; "
+            f"load average after: {load_average()}"
+        )
+        return done.returncode
+    finally:
+        stack.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -726,6 +777,12 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("--duration", type=float, default=5.0)
     pub.add_argument("--count", type=int, default=0)
     pub.add_argument("--symbols", type=int, default=500)
+    pub.add_argument("--prefix", default="market_data")
+    fan = sub.add_parser("fanout", help="loadtest clients while the Redis ingest runs")
+    fan.add_argument("--rate", type=int, default=100_000)
+    fan.add_argument("--clients", type=int, default=5000)
+    fan.add_argument("--duration", type=float, default=30.0)
+    fan.add_argument("--json")
     parser.add_argument("--symbols", type=int, default=500)
     parser.add_argument("--backlog", type=int, default=500_000)
     parser.add_argument("--duration", type=float, default=5.0)
@@ -745,6 +802,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "publish":
         publish(args)
         return 0
+    if args.command == "fanout":
+        return fanout(args)
     if args.quick:
         args.backlog, args.duration = 200_000, 2.0
         args.rates, args.nats_rates = [5_000, 50_000, 0], [5_000, 0]
