@@ -11,8 +11,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 
 .PHONY: help venv build run test test-rust test-python lint fmt bench bench-engine system-deps \
-	web-test-deps screenshot fuzz fuzz-rust fuzz-rust-smoke cargo-fuzz wheel bench-fanout bench-ingest \
-	bench-ingest-fanout loadtest clean
+	web-test-deps screenshot fuzz fuzz-rust fuzz-rust-smoke cargo-fuzz wheel bench-fanout bench-sources bench-filters \
+	bench-ingest bench-ingest-fanout loadtest clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -73,9 +73,10 @@ fmt: $(DEPS_STAMP) ## Format Python and Rust sources
 
 # Every benchmark runs and prints its figures even when an earlier one missed a goal; the target
 # fails at the end, naming the ones that missed.
+BENCHES := bench-engine bench-fanout bench-sources bench-filters bench-ingest
 bench: build ## Run every benchmark, print the ratios and goals the issues ask for; fails if a goal is missed
 	@failed=""; \
-	for t in bench-engine bench-fanout bench-ingest; do \
+	for t in $(BENCHES); do \
 		$(MAKE) --no-print-directory $$t || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo; echo "GOALS MISSED in:$$failed"; exit 1; fi
@@ -85,6 +86,13 @@ bench-engine: build ## Engine benchmarks: native vs pure vs the naive peer path 
 		--benchmark-json=.benchmarks/engine.json --benchmark-columns=min,median,mean,rounds \
 		--benchmark-warmup=on --benchmark-min-rounds=20
 	$(PY) benches/report.py .benchmarks/engine.json
+
+bench-sources: build ## Ingest cost per message of each transport: in process (router) and end to end (real Redis, NATS, HTTP)
+	@mkdir -p .benchmarks
+	$(VENV)/bin/pytest benches/bench_sources.py -q -p no:randomly --benchmark-only \
+		--benchmark-json=.benchmarks/sources.json --benchmark-columns=min,median,rounds
+	$(PY) benches/bench_sources.py --report .benchmarks/sources.json
+	$(PY) benches/bench_sources.py --e2e --count 20000
 
 MATURIN ?= $(VENV)/bin/maturin
 
@@ -135,6 +143,10 @@ fuzz-rust-smoke: cargo-fuzz ## The Rust fuzz targets for FUZZ_SMOKE_SECONDS each
 bench-fanout: $(DEPS_STAMP) ## Fan-out CPU per connection: raw-send floor vs websockets.broadcast() vs ours
 	$(PY) benches/bench_fanout.py --clients 1000 --rounds 60
 	$(PY) benches/bench_fanout.py --clients 1000 --rounds 60 --deflate
+
+bench-filters: build ## Symbol filters: N groups of distinct 5-symbol filters vs one unfiltered group
+	@uptime
+	$(PY) benches/bench_filters.py --groups 1,10,100,1000 --flushes 30
 
 bench-ingest: build system-deps ## Ingest: raw pub/sub floor vs the server's applied rate, PUBLISH -> client p50/p99 at several rates, Redis and NATS
 	@mkdir -p .benchmarks

@@ -3,8 +3,9 @@
 ``dashboard-server serve [flags]`` runs the server until SIGTERM/SIGINT (then shuts down
 gracefully and exits 0); ``dashboard-server watch`` shows a server's live state in the terminal;
 ``dashboard-server publish-demo --redis-url URL`` drives the demo feed into Redis through the
-backends' contract (docs/redis.md); ``dashboard-server loadtest`` measures fan-out with many
-clients (docs/performance.md).
+backends' contract (docs/redis.md), or with ``--sources b25`` into Redis and NATS the way the
+original system's backends write (docs/sources.md); ``dashboard-server loadtest`` measures
+fan-out with many clients (docs/performance.md).
 Every setting of :mod:`dashboard_server.config` has a flag; a bad value stops the start with a
 message naming it (exit status 2).
 """
@@ -68,10 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser(
         "watch",
         help="show a server's live state in the terminal",
-        description="Connect with the Python client and redraw the state periodically.",
+        description="Connect with the Python client and redraw the state at the tier's rate "
+        "(tui 100 ms, web 250 ms, or --interval-ms), fitted to the terminal.",
     )
     watch.add_argument(
-        "--url", default="ws://127.0.0.1:8080/ws", help="WebSocket URL (%(default)s)"
+        "address",
+        nargs="?",
+        help="the server: ws://host:port/ws, http://host:port/ (the dashboard page's URL) or "
+        "host:port (default: --url)",
+    )
+    watch.add_argument(
+        "--url", default="ws://127.0.0.1:8080/ws", help="the server, as ADDRESS (%(default)s)"
+    )
+    watch.add_argument(
+        "--interval-ms",
+        type=int,
+        help="subscribe with this flush interval (default: the tier's); also the redraw rate",
     )
     watch.add_argument(
         "--format",
@@ -113,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="payload encoding written to Redis (%(default)s)",
     )
     publish.add_argument("--duration", type=float, help="stop after this many seconds")
+    publish.add_argument(
+        "--sources",
+        choices=("generic", "b25"),
+        default="generic",
+        help="the contract written: generic ({section}:{id} SET + PUBLISH) or b25 (the original "
+        "system's keys, channels and NATS subjects, docs/sources.md) (%(default)s)",
+    )
+    publish.add_argument(
+        "--nats-url",
+        default=os.environ.get("DASHBOARD_NATS_URL") or "nats://127.0.0.1:4222",
+        help="NATS server, for --sources b25 (default: $DASHBOARD_NATS_URL or %(default)s)",
+    )
     add_loadtest_parser(commands)
     return parser
 
@@ -129,15 +154,24 @@ async def _serve(config: Config) -> None:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from dashboard_server.client.watch import run_watch
+    from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+    from dashboard_server.client.connection import ClientClosed
+    from dashboard_server.client.watch import run_watch, watch_url
 
     channels = [c for c in args.channels.split(",") if c] if args.channels else None
     try:
+        url = watch_url(args.address or args.url)
+    except ValueError as exc:
+        print(f"dashboard-server watch: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         asyncio.run(
             run_watch(
-                args.url,
+                url,
                 format=args.format,
                 type=args.type,
+                interval_ms=args.interval_ms,
                 channels=channels,
                 duration=args.duration,
                 token=args.token,
@@ -145,8 +179,17 @@ def _watch(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         return 0
-    except (OSError, ConnectionError) as exc:
-        print(f"dashboard-server watch: error: {exc}", file=sys.stderr)
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        hint = " (it needs a token: --token or $DASHBOARD_TOKEN)" if status == 401 else ""
+        print(
+            f"dashboard-server watch: error: {url}: the server refused the connection with "
+            f"HTTP {status}{hint}",
+            file=sys.stderr,
+        )
+        return 1
+    except (OSError, ConnectionError, InvalidHandshake, ClientClosed) as exc:
+        print(f"dashboard-server watch: error: {url}: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -166,6 +209,8 @@ async def _publish_demo(args: argparse.Namespace) -> None:
         fmt=args.format,
         duration=args.duration,
         stop=stop,
+        sources=args.sources,
+        nats_url=args.nats_url,
     )
     log.info(
         "publish-demo stopped",
@@ -193,12 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return 0
     cli = {s.name: getattr(args, s.name) for s in SETTINGS}
+    warnings: list[str] = []
     try:
-        config = load_config(cli=cli, config_file=args.config)
+        config = load_config(cli=cli, config_file=args.config, warnings=warnings)
     except ConfigError as exc:
         print(f"dashboard-server: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
+    for warning in warnings:
+        log.warning("%s: ignored (strict_env refuses to start instead)", warning)
     try:
         asyncio.run(_serve(config))
     except (ConfigError, EngineUnavailable, ValueError) as exc:

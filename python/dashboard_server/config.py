@@ -10,6 +10,9 @@ docs/configuration.md lists them all.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -31,12 +34,18 @@ __all__ = [
     "CONFIG_ENV",
     "DEFAULT_SECTIONS",
     "ENV_PREFIX",
+    "EXTRA_ENV",
+    "PLACEHOLDER_TOKEN",
     "SETTINGS",
     "Config",
     "ConfigError",
     "Setting",
     "load_config",
+    "security_warnings",
+    "unknown_env",
 ]
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX: Final = "DASHBOARD_"
 CONFIG_ENV: Final = "DASHBOARD_CONFIG"
@@ -50,6 +59,23 @@ DEFAULT_SECTIONS: Final = (
     "strategies",
 )
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+DEFAULT_SYMBOL_FIELDS: Final[tuple[tuple[str, str | None], ...]] = (
+    ("market_data", None),
+    ("orderbook", None),
+    ("positions", None),
+    ("orders", "symbol"),
+    ("fills", "symbol"),
+    ("trades", "symbol"),
+    ("alerts", "symbol"),
+)
+"""Where the symbol is, per section or event channel (``None``: the item id is the symbol)."""
+EXTRA_ENV: Final = frozenset(
+    {CONFIG_ENV, "DASHBOARD_TOKEN", "DASHBOARD_REQUIRE_NATIVE", "DASHBOARD_TEST_FEED_SECONDS"}
+)
+"""``DASHBOARD_*`` variables that are not settings but are read elsewhere (the YAML file, the
+``watch`` command's token, the test suite): never reported as unknown."""
+PLACEHOLDER_TOKEN: Final = "change-me"
+"""Prefix of the placeholder secrets shipped in deploy/ (refused as real credentials)."""
 
 
 class ConfigError(ValueError):
@@ -74,9 +100,11 @@ class Config:
     redis_health_timeout_s: float = 2.0
     redis_backoff_initial_s: float = 0.1
     redis_backoff_max_s: float = 5.0
-    history_sections: tuple[str, ...] = ("market_data",)
+    history_sections: tuple[str, ...] = ("market_data", "account")
     history_interval_s: float = 1.0
     history_size: int = 1000
+    history_downsample_s: float = 60.0
+    history_downsampled_size: int = 1440
     events_kept: int = 100
     sections: tuple[str, ...] = DEFAULT_SECTIONS
     demo: bool = True
@@ -110,6 +138,21 @@ class Config:
     max_message_rate: float = 20.0
     message_burst: int = 40
     open_timeout_s: float = 10.0
+    symbol_fields: tuple[tuple[str, str | None], ...] = DEFAULT_SYMBOL_FIELDS
+    max_symbols: int = 100
+    trusted_proxies: tuple[str, ...] = ()
+    stale_after_s: float = 30.0
+    stale_sections: tuple[str, ...] = ()
+    strict_env: bool = False
+
+    def stale_after(self) -> dict[str, float]:
+        """Each section's staleness threshold (s): ``stale_after_s`` unless overridden in
+        ``stale_sections`` (``section=seconds``; 0: never stale)."""
+        limits = dict.fromkeys(self.sections, self.stale_after_s)
+        for item in self.stale_sections:
+            section, _, seconds = item.partition("=")
+            limits[section.strip()] = float(seconds)
+        return limits
 
     def tier_intervals(self) -> dict[str, int]:
         """The default interval of each tier, in milliseconds."""
@@ -180,6 +223,21 @@ def _str(text: str) -> str:
     return text.strip()
 
 
+def _symbol_fields(text: str) -> tuple[tuple[str, str | None], ...]:
+    """``market_data,orders:symbol``: a bare name is keyed by symbol, ``name:field`` filtered
+    by that field of its items (or events)."""
+    out: list[tuple[str, str | None]] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, fld = part.partition(":")
+        if not name.strip() or (sep and not fld.strip()):
+            raise ValueError(f"expected section or section:field, got {part!r}")
+        out.append((name.strip(), fld.strip() if sep else None))
+    return tuple(out)
+
+
 SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("host", _str, "Address to listen on.", "ADDR"),
     Setting("port", _int, "TCP port (0: any free port).", "PORT"),
@@ -232,7 +290,19 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "LIST",
     ),
     Setting("history_interval_s", _float, "History sampling interval (s).", "S"),
-    Setting("history_size", _int, "History points kept per series (and largest limit).", "N"),
+    Setting("history_size", _int, "History points kept per series at the sampling interval.", "N"),
+    Setting(
+        "history_downsample_s",
+        _float,
+        "Bucket of the downsampled history tier: its first sample is kept (s).",
+        "S",
+    ),
+    Setting(
+        "history_downsampled_size",
+        _int,
+        "Downsampled points kept per series, older than the others (0: no such tier).",
+        "N",
+    ),
     Setting("events_kept", _int, "Recent events sent to a joining client (0: none).", "N"),
     Setting("sections", _sections, "Comma-separated state sections (the channels).", "LIST"),
     Setting("demo", _bool, "Run the demo feed when no Redis URL is set.", "BOOL"),
@@ -312,8 +382,76 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting("message_burst", _int, "Client messages a connection may send at once.", "N"),
     Setting("open_timeout_s", _float, "Time allowed for a whole opening handshake (s).", "S"),
+    Setting(
+        "symbol_fields",
+        _symbol_fields,
+        "Where a symbol filter looks, comma-separated: a section keyed by symbol (market_data), "
+        "or section:field / event channel:field (orders:symbol); others are not filtered.",
+        "LIST",
+    ),
+    Setting("max_symbols", _int, "Symbols a client's filter may hold (symbols=).", "N"),
+    Setting(
+        "trusted_proxies",
+        _list,
+        "Comma-separated proxy addresses or CIDR networks whose X-Forwarded-For / Forwarded "
+        "headers give the client's address (unset: none trusted).",
+        "LIST",
+    ),
+    Setting(
+        "stale_after_s",
+        _float,
+        "A section with no update for this long is reported stale to clients (0: never).",
+        "S",
+    ),
+    Setting(
+        "stale_sections",
+        _list,
+        "Comma-separated per-section overrides of stale_after_s, as section=seconds.",
+        "LIST",
+    ),
+    Setting(
+        "strict_env",
+        _bool,
+        "Refuse to start when a DASHBOARD_* variable is not a setting (default: warn).",
+        "BOOL",
+    ),
 )
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
+_BY_ENV: Final = {s.env: s for s in SETTINGS}
+
+
+def unknown_env(env: Mapping[str, str]) -> list[str]:
+    """One message per ``DASHBOARD_*`` variable of ``env`` that is no setting, naming the
+    closest setting's variable when there is a likely one (a typo)."""
+    known = [s.env for s in SETTINGS]
+    messages = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in _BY_ENV or name in EXTRA_ENV:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        messages.append(f"unknown variable {name}{hint}")
+    return messages
+
+
+def security_warnings(config: Config) -> list[str]:
+    """What an operator should hear about at start: a listener beyond loopback without auth."""
+    warnings = []
+    if not (config.auth_tokens or config.jwt_secret) and not _is_loopback(config.host):
+        warnings.append(
+            f"listening on {config.host} with authentication off: anyone who can reach the "
+            "port reads the state (set auth_tokens or jwt_secret, docs/security.md)"
+        )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(
@@ -321,11 +459,14 @@ def load_config(
     cli: Mapping[str, str | None] | None = None,
     env: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
+    warnings: list[str] | None = None,
 ) -> Config:
     """Merge defaults, the YAML file, the environment and CLI values, then validate.
 
     ``cli`` maps setting names to the strings given as flags (``None``: not given); ``env``
     defaults to ``os.environ``; ``config_file`` defaults to ``$DASHBOARD_CONFIG``.
+    ``DASHBOARD_*`` variables that are no setting are reported: appended to ``warnings`` when
+    given, else logged; with ``strict_env`` on they raise :class:`ConfigError` instead.
     """
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
@@ -345,7 +486,17 @@ def load_config(
         setting = _BY_NAME[name]
         values[name] = _parse(setting, text, setting.flag)
         sources[name] = setting.flag
-    return _validate(Config(**values), sources)
+    config = _validate(Config(**values), sources)
+    unknown = unknown_env(env)
+    if unknown and config.strict_env:
+        where = sources.get("strict_env", "strict_env")
+        raise ConfigError(f"{where}: refusing to start: {'; '.join(unknown)}")
+    if warnings is not None:
+        warnings.extend(unknown)
+    else:
+        for message in unknown:
+            log.warning("%s: ignored", message)
+    return config
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -374,10 +525,19 @@ def _from_file(name: str, raw: Any, path: str | Path) -> Any:
         "auth_tokens",
         "allowed_origins",
         "history_sections",
+        "trusted_proxies",
+        "stale_sections",
     ) and isinstance(raw, list):
         if not all(isinstance(item, str) for item in raw):
             raise ConfigError(f"{where}: expected a list of strings")
         return tuple(raw)
+    if name == "symbol_fields" and isinstance(raw, dict):
+        pairs: list[tuple[str, str | None]] = []
+        for key, value in raw.items():
+            if not isinstance(key, str) or not (value is None or isinstance(value, str)):
+                raise ConfigError(f"{where}: expected a mapping of names to a field name or null")
+            pairs.append((key, value or None))
+        return tuple(pairs)
     if raw is None:
         return None
     if isinstance(raw, bool) and _BY_NAME[name].parse is not _bool:
@@ -406,11 +566,23 @@ def _validate_redis_and_history(
     ):
         if getattr(config, name) <= 0:
             raise fail(name, f"must be > 0, got {getattr(config, name)}")
-    for name in ("redis_reload_interval_s", "events_kept"):
+    for name in (
+        "redis_reload_interval_s",
+        "events_kept",
+        "stale_after_s",
+        "history_downsampled_size",
+    ):
         if getattr(config, name) < 0:
             raise fail(name, f"must be >= 0, got {getattr(config, name)}")
     if config.history_interval_s < 0.001:
         raise fail("history_interval_s", f"must be >= 0.001, got {config.history_interval_s}")
+    if config.history_downsample_s < config.history_interval_s:
+        raise fail("history_downsample_s", "must not be below history_interval_s")
+    url = config.redis_url
+    if url is not None and "://" not in url and not _HOST_PORT.fullmatch(url):
+        raise fail(
+            "redis_url", "expected redis://host:port/db, rediss://..., unix://... or host:port"
+        )
     if config.redis_backoff_initial_s > config.redis_backoff_max_s:
         raise fail("redis_backoff_initial_s", "must not exceed redis_backoff_max_s")
     for section in config.history_sections if history_given else ():
@@ -459,6 +631,7 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
         "max_connections",
         "max_connections_per_address",
         "message_burst",
+        "max_symbols",
     )
     for name in positive:
         if getattr(config, name) <= 0:
@@ -488,8 +661,46 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
     if config.write_buffer_low >= config.write_buffer_high:
         raise fail("write_buffer_low", "must be below write_buffer_high")
     _validate_security(config, fail)
+    config = dataclasses.replace(config, redis_url=_redis_url(config.redis_url))
     config = _resolve_sources(config, "sections" in sources, fail)
+    names = [name for name, _ in config.symbol_fields]
+    if len(set(names)) != len(names):
+        raise fail("symbol_fields", "a name is given more than once")
+    for name, fld in config.symbol_fields:
+        if fld is None and name not in config.sections and "symbol_fields" in sources:
+            raise fail("symbol_fields", f"{name!r} is keyed by symbol but is not a section")
+    _validate_staleness(config, fail)
     return dataclasses.replace(config, log_level=config.log_level.lower())
+
+
+def _validate_staleness(config: Config, fail: Callable[[str, str], ConfigError]) -> None:
+    """``stale_sections``: ``section=seconds`` for sections of the final list (a preset's)."""
+    for item in config.stale_sections:
+        section, eq, seconds = item.partition("=")
+        try:
+            ok = bool(eq) and section.strip() in config.sections and _float(seconds) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise fail(
+                "stale_sections",
+                f"expected section=seconds with a configured section, got {item!r}",
+            )
+
+
+_HOST_PORT: Final = re.compile(
+    r"(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\s\[\]]+)(?::(?P<port>\d{1,5}))?(?:/(?P<db>\d+))?"
+)
+
+
+def _redis_url(url: str | None) -> str | None:
+    """``host:port`` (the form of the original service), ``host`` or ``host:port/db`` as a
+    ``redis://`` URL (database 0 unless given); a URL with a scheme is kept as it is."""
+    if url is None or "://" in url:
+        return url
+    match = _HOST_PORT.fullmatch(url)
+    assert match is not None  # checked by _validate_redis_and_history
+    return f"redis://{match['host']}:{match['port'] or 6379}/{match['db'] or 0}"
 
 
 def _resolve_sources(
@@ -535,6 +746,17 @@ _ORIGIN: Final = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
 
 def _validate_security(config: Config, fail: Callable[[str, str], ConfigError]) -> None:
     """The rules of the auth, origin and limit settings (never echoing a secret)."""
+    for name, secrets in (
+        ("auth_tokens", config.auth_tokens),
+        ("jwt_secret", (config.jwt_secret,)),
+    ):
+        if any(s is not None and s.lower().startswith(PLACEHOLDER_TOKEN) for s in secrets):
+            raise fail(
+                name,
+                f"still the placeholder shipped in deploy/ ({PLACEHOLDER_TOKEN}...): replace it "
+                "with a long random secret, e.g. `python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'`",
+            )
     for token in config.auth_tokens:
         if len(token) < 16 or any(c.isspace() or c == "," for c in token):
             raise fail("auth_tokens", "each token needs 16+ characters, no spaces or commas")
@@ -549,3 +771,10 @@ def _validate_security(config: Config, fail: Callable[[str, str], ConfigError]) 
                 f"expected scheme://host[:port] (no path, no trailing slash) or null, "
                 f"got {origin!r}",
             )
+    for proxy in config.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise fail(
+                "trusted_proxies", f"expected an IP address or CIDR network, got {proxy!r}"
+            ) from None

@@ -1,7 +1,7 @@
 """Fixtures of the Redis tests: a real ``redis-server`` on a free port, and both engines.
 
 redis-server is taken from PATH; when it is missing and we are root with apt-get, it is installed
-(as ``make redis`` does); only if that is impossible are the tests skipped.
+(as ``make system-deps`` does); only if that is impossible are the tests skipped.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def redis_binary() -> str:
     """The path of redis-server (the test is skipped if there is none and none can be had)."""
     binary = redis_server_binary()
     if binary is None:
-        pytest.skip("redis-server is not installed and cannot be installed (make redis)")
+        pytest.skip("redis-server is not installed and cannot be installed (make system-deps)")
     return binary
 
 

@@ -32,8 +32,18 @@ def test_two_instances_same_state_and_no_duplicate_history(
 
     async def scenario() -> None:
         async with (
-            redis_server(engine_name, redis_proc.url, history_interval_s=INTERVAL_MS / 1000) as a,
-            redis_server("pure", redis_proc.url, history_interval_s=INTERVAL_MS / 1000) as b,
+            redis_server(
+                engine_name,
+                redis_proc.url,
+                history_interval_s=INTERVAL_MS / 1000,
+                history_sections=("market_data",),
+            ) as a,
+            redis_server(
+                "pure",
+                redis_proc.url,
+                history_interval_s=INTERVAL_MS / 1000,
+                history_sections=("market_data",),
+            ) as b,
             clients_of(a) as clients_a,
             clients_of(b) as clients_b,
         ):

@@ -26,7 +26,10 @@ def test_settings_from_env_and_cli() -> None:
     assert config.history_size == 5000 and config.redis_backoff_max_s == 9.0
     assert load_config(env={"DASHBOARD_HISTORY_SECTIONS": ""}).history_sections == ()
     # the default history section is simply not recorded when it is not a section
-    assert load_config(env={"DASHBOARD_SECTIONS": "a,b"}).history_sections == ("market_data",)
+    assert load_config(env={"DASHBOARD_SECTIONS": "a,b"}).history_sections == (
+        "market_data",
+        "account",
+    )
 
 
 @pytest.mark.parametrize(

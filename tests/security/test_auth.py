@@ -15,7 +15,7 @@ import time
 import orjson
 import pytest
 from sectools import SECRET, TOKEN, forge_jwt, jwt, open_ws, refusal, refusals, server, ws_url
-from server_helpers import decode, http_get, run, wait_until
+from server_helpers import decode, http_get, recv_data, run, wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
@@ -209,11 +209,11 @@ def test_restricted_token_sees_only_its_channels_and_cannot_subscribe_others() -
                 await ws.send(
                     orjson.dumps({"type": "subscribe", "channels": ["positions"]}).decode()
                 )
-                error = decode(await ws.recv())
+                error = await recv_data(ws)
                 assert (error["type"], error["code"]) == ("error", "forbidden_channel")
                 await ws.send(orjson.dumps({"type": "subscribe", "channels": ["orders"]}).decode())
                 await ws.send(orjson.dumps({"type": "ping", "payload": 7}).decode())
-                assert decode(await ws.recv())["type"] == "pong"
+                assert (await recv_data(ws))["type"] == "pong"
 
     run(scenario())
 

@@ -174,7 +174,7 @@ def test_message_rate_limit_closes_with_4029() -> None:
                         await ws.recv()
                 assert info.value.rcvd is not None and info.value.rcvd.code == 4029
             assert refusals(srv, "rate_limit") == 1
-            assert sample(srv, "dashboard_messages_received_total", type="ping") == 10
+            assert sample(srv, "dashboard_messages_received_total", message_type="ping") == 10
 
     run(scenario())
 

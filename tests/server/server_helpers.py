@@ -107,6 +107,15 @@ def decode(frame: str | bytes) -> dict[str, Any]:
     return msg
 
 
+async def recv_data(ws: Any) -> dict[str, Any]:
+    """The next server message that is not a ``status`` (sent after every snapshot and catch-up,
+    and whenever the feed's status changes: docs/protocol.md)."""
+    while True:
+        msg = decode(await ws.recv())
+        if msg.get("type") != "status":
+            return msg
+
+
 def small_socket(port: int, rcvbuf: int = 4096) -> socket.socket:
     """A connected TCP socket whose receive buffer is tiny (a slow reader fills it at once)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -157,5 +157,45 @@ def test_bad_setting_stops_the_start_naming_it() -> None:
         assert code == 2 and "DASHBOARD_WRITE_BUFFER_HIGH" in err
         code, err = await attempt("--engine", "warp")
         assert code == 2 and "--engine" in err
+        code, err = await attempt(DASHBOARD_PROT="1", DASHBOARD_STRICT_ENV="on")
+        assert code == 2 and "DASHBOARD_PROT" in err and "DASHBOARD_PORT" in err
+        code, err = await attempt(DASHBOARD_AUTH_TOKENS="change-me-to-a-long-random-token")
+        assert code == 2 and "placeholder" in err
+
+    run(scenario())
+
+
+def test_start_warns_about_unknown_variables_and_open_access(engine_name: str) -> None:
+    async def scenario() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            *command(),
+            "serve",
+            "--port",
+            "0",
+            "--host",
+            "0.0.0.0",
+            "--engine",
+            engine_name,
+            env=child_env(DASHBOARD_REDIS_ULR="redis://127.0.0.1:1/0"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        warnings: list[str] = []
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    line = await proc.stderr.readline()
+                    assert line, "server exited"
+                    entry = orjson.loads(line)
+                    if entry["level"] == "warning":
+                        warnings.append(entry["msg"])
+                    if len(warnings) == 2:
+                        break
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await proc.communicate()
+        assert "DASHBOARD_REDIS_ULR" in warnings[0] and "DASHBOARD_REDIS_URL" in warnings[0]
+        assert "0.0.0.0" in warnings[1] and "authentication off" in warnings[1]
 
     run(scenario())

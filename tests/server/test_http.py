@@ -17,7 +17,12 @@ REQUIRED_METRICS = (
     "dashboard_broadcast_latency_seconds_bucket",
     "dashboard_serialization_seconds_bucket",
     "dashboard_message_size_bytes_bucket",
-    "dashboard_subscriptions",
+    "dashboard_client_subscriptions",
+    "dashboard_serialization_duration_seconds_bucket",
+    "dashboard_build_info",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+    "python_info",
     "dashboard_active_connections",
     "dashboard_lagging_clients",
     "dashboard_resyncs_total",
@@ -45,10 +50,20 @@ def test_health_and_metrics(engine_name: str) -> None:
             text = body.decode()
             for name in REQUIRED_METRICS:
                 assert name in text, name
-            assert 'dashboard_connected_clients{type="tui"} 1.0' in text
-            assert 'dashboard_subscriptions{channel="orders"} 1.0' in text
-            assert 'dashboard_messages_received_total{type="ping"} 1.0' in text
+            assert 'dashboard_connected_clients{client_type="tui"} 1.0' in text
+            assert 'dashboard_client_subscriptions{channel="orders"} 1.0' in text
+            assert 'dashboard_messages_received_total{message_type="ping"} 1.0' in text
+            assert (
+                'dashboard_messages_sent_total{client_type="tui",message_type="pong"} 1.0' in text
+            )
             assert 'dashboard_serialization_seconds_count{format="json",type="snapshot"}' in text
+            assert 'dashboard_serialization_duration_seconds_count{format="json"}' in text
+            assert 'dashboard_broadcast_latency_seconds_count{client_type="tui"}' in text
+            assert (
+                'dashboard_message_size_bytes_count{format="json",message_type="snapshot"}' in text
+            )
+            assert f'engine="{engine_name}"' in text and "dashboard_build_info{" in text
+            assert "_created" not in text
 
     run(scenario())
 

@@ -394,11 +394,16 @@ def test_refresh_and_subscription_changes(engine: Any) -> None:
     rig.flush()
     assert len(m.received) == count  # subscribed to nothing: nothing more
     assert (
-        rig.metrics.registry.get_sample_value("dashboard_subscriptions", {"channel": "positions"})
+        rig.metrics.registry.get_sample_value(
+            "dashboard_client_subscriptions", {"channel": "positions"}
+        )
         == 0
     )
     assert (
-        rig.metrics.registry.get_sample_value("dashboard_subscriptions", {"channel": "orders"}) == 1
+        rig.metrics.registry.get_sample_value(
+            "dashboard_client_subscriptions", {"channel": "orders"}
+        )
+        == 1
     )
 
 
@@ -529,3 +534,73 @@ def test_events_are_copied_and_checked_at_publish(engine: Any) -> None:
         rig.hub.publish_event("fills", {"when": object()})
     rig.flush()
     assert [(x["type"], x.get("data")) for x in m.received[1:]] == [("event", {"qty": 1})]
+
+
+def test_deliveries_count_members_per_tier_without_splitting_groups(engine: Any) -> None:
+    import dataclasses
+
+    rig = make_rig(engine)
+    tui, web, slow = FakeMember("tui"), FakeMember("web"), FakeMember("slow")
+    rig.hub.add(tui, params())
+    rig.hub.add(web, dataclasses.replace(params(), tier="web"))
+    rig.hub.add(slow, dataclasses.replace(params(), tier="web"))
+    assert rig.hub.group_count() == 1  # the tier is not part of the group key
+    first = rig.flush()
+    assert [dict(d.tiers) for d in first.deliveries] == [{"tui": 1, "web": 2}]
+    assert first.tiers == {"tui", "web"}
+    slow.buffer = HIGH + 1  # skipped from now on
+    rig.doc.merge("/orders/1", {"a": 1})
+    update = rig.flush().deliveries
+    assert [(d.kind, dict(d.tiers)) for d in update] == [("update", {"tui": 1, "web": 1})]
+    slow.buffer = 0  # drains: rejoins with a snapshot, counted apart from the update
+    rig.doc.merge("/orders/1", {"a": 2})
+    kinds = {d.kind: dict(d.tiers) for d in rig.flush().deliveries}
+    assert kinds == {"update": {"tui": 1, "web": 1}, "snapshot": {"web": 1}}
+    rig.hub.remove(web)
+    rig.hub.remove(slow)
+    rig.doc.merge("/orders/1", {"a": 3})
+    last = rig.flush()
+    assert [dict(d.tiers) for d in last.deliveries] == [{"tui": 1}] and last.tiers == {"tui"}
+
+
+def test_status_after_every_snapshot_and_on_every_change(engine: Any) -> None:
+    body: dict[str, Any] = {"feed": "redis", "state": "ok", "sources": [], "stale": []}
+    current = [body]
+    rig = make_rig(engine, status=lambda: current[0])
+    a, b = FakeMember("a"), FakeMember("b")
+    rig.hub.add(a, params())
+    rig.hub.add(b, params(fmt="msgpack", channels=["orders"]))
+    rig.flush()
+    assert [m["type"] for m in a.received] == ["snapshot", "status"]
+    assert [m["type"] for m in b.received] == ["snapshot", "status"]
+    assert a.received[1] == {"type": "status", "timestamp": a.received[1]["timestamp"], **body}
+    rig.doc.merge("/orders/1", {"a": 1})
+    rig.flush()
+    assert [m["type"] for m in a.received[2:]] == ["update"]  # unchanged: not sent again
+    assert rig.flush().deliveries == []
+    current[0] = {**body, "state": "down"}  # a new object: a change
+    rig.doc.merge("/orders/1", {"a": 2})
+    flush = rig.flush()
+    assert [m["type"] for m in a.received[3:]] == ["status", "update"]  # the status first
+    assert a.received[3]["state"] == "down" and b.received[-2]["state"] == "down"
+    assert "seq" not in a.received[3] and a.received[4]["seq"] == a.received[2]["seq"] + 1
+    assert [d.kind for d in flush.deliveries].count("status") == 2  # one per group
+    c = FakeMember("c")  # a second json group member: the status bytes are shared
+    rig.hub.add(c, params(channels=["positions"]))
+    current[0] = {**body, "state": "degraded"}
+    rig.doc.merge("/orders/1", {"a": 3})
+    payloads = [d.payload for d in rig.flush().deliveries if d.kind == "status"]
+    assert len(payloads) == 3 and payloads[0] is payloads[2]  # a (json) and c (json) share
+    assert [m["type"] for m in c.received] == ["snapshot", "status"]
+
+
+def test_status_after_a_catch_up(engine: Any) -> None:
+    rig = make_rig(engine, status=lambda: {"feed": "demo", "state": "ok", "sources": []})
+    rig.doc.merge("/orders/1", {"a": 1})
+    since = rig.doc.version
+    rig.doc.merge("/orders/1", {"a": 2})
+    m = FakeMember("m")
+    m.state.connection_reset()
+    rig.hub.add(m, params(since=since, epoch="e1"))
+    rig.flush()
+    assert [msg["type"] for msg in m.received] == ["update", "status"]

@@ -111,7 +111,10 @@ def test_malformed_messages_get_errors_and_disturb_nobody(engine_name: str, fmt:
                 assert observer.gaps == 0
             text = server.metrics.render().decode()
             assert "dashboard_bad_message_closes_total 1.0" in text
-            assert f'dashboard_messages_received_total{{type="invalid"}} {len(bad) + 1}' in text
+            assert (
+                f'dashboard_messages_received_total{{message_type="invalid"}} {len(bad) + 1}'
+                in text
+            )
 
     run(scenario())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from server_helpers import decode, run, running_server, wait_until
+from server_helpers import decode, recv_data, run, running_server, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 
 from dashboard_server.client.connection import ClientState, DashboardClient, Outcome
@@ -50,12 +50,13 @@ def test_catch_up_within_horizon(engine_name: str) -> None:
             async with connect(resume) as ws:
                 first = decode(await ws.recv())
                 assert first["type"] == "update"
+                assert decode(await ws.recv())["type"] == "status"  # right after the catch-up
                 assert first["version"] == server.doc.version
                 assert sorted(first["removed"]) == [f"/orders/{i}" for i in range(10, 15)]
                 assert state.apply(first) is Outcome.APPLIED
                 assert state.data == server.doc.get("")
                 churn(server, 30, 2)
-                second = decode(await ws.recv())
+                second = await recv_data(ws)
                 assert second["seq"] == first["seq"] + 1
                 assert state.apply(second) is Outcome.APPLIED
                 assert state.data == server.doc.get("")

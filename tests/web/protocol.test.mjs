@@ -13,6 +13,7 @@ import {
   buildUrl,
   formatPointer,
   parsePointer,
+  serverHealth,
   touchedItems,
 } from "../../python/dashboard_server/server/web/dashboard-protocol.js";
 import { decodeMsgpack } from "../../python/dashboard_server/server/web/msgpack.js";
@@ -269,4 +270,55 @@ test("recent-events backlog: replaces the kept events, outside the seq rule", ()
   assert.deepEqual(kept.map((e) => [e.type, e.channel, e.data.n]), [["event", "alerts", 2], ["event", "trades", 3]]);
   assert.equal(st.seq, 5);
   assert.equal(st.apply(ev(6)), Outcome.EVENT);
+});
+
+test("symbols: in the URL, setSymbols sends subscribe/unsubscribe, no resume until the snapshot", async (t) => {
+  FakeSocket.all = [];
+  const conn = new DashboardConnection({
+    url: "ws://127.0.0.1:9/ws", WebSocket: FakeSocket, fetch: null,
+    backoffInitialMs: 5, backoffMaxMs: 20, random: () => 1, symbols: ["BTCUSDT"],
+    pingIntervalMs: 1e9,
+  });
+  t.after(() => conn.stop());
+  conn.start();
+  const ws = FakeSocket.all[0];
+  assert.match(ws.url, /symbols=BTCUSDT/);
+  ws.open();
+  ws.receive(snap(1, { market_data: { BTCUSDT: { v: 1 } } }, 50, "ep"));
+  conn.setSymbols(["ETHUSDT", "SOLUSDT"]);
+  const sent = ws.sent.filter((m) => m.type !== "ping");
+  assert.deepEqual(sent.slice(-2), [
+    { type: "subscribe", symbols: ["ETHUSDT", "SOLUSDT"] },
+    { type: "unsubscribe", symbols: ["BTCUSDT"] },
+  ]);
+  assert.match(conn.connectUrl(), /symbols=ETHUSDT%2CSOLUSDT/);
+  assert.doesNotMatch(conn.connectUrl(), /since=/); // the state is of the old filter
+  ws.receive(snap(2, { market_data: { ETHUSDT: { v: 1 } } }, 51, "ep"));
+  assert.match(conn.connectUrl(), /since=51&epoch=ep/);
+  assert.throws(() => conn.setSymbols([]));
+});
+
+test("status: kept, emitted, seq untouched; serverHealth says what it means", async (t) => {
+  FakeSocket.all = [];
+  const conn = new DashboardConnection({ url: "ws://x/ws", WebSocket: FakeSocket, fetch: null });
+  t.after(() => conn.stop());
+  const heard = [];
+  conn.on("server-status", (s) => heard.push(s.state));
+  conn.start();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  assert.equal(conn.serverStatus, null);
+  assert.deepEqual(serverHealth(null), { demo: false, state: "unknown", stale: [], problems: [] });
+  ws.receive(snap(5, { a: {} }));
+  const demo = { type: "status", timestamp: "t", feed: "demo", state: "ok", sources: [{ name: "demo", state: "ok", error: null }], stale: [] };
+  ws.receive(demo);
+  assert.deepEqual(serverHealth(conn.serverStatus), { demo: true, state: "ok", stale: [], problems: [] });
+  const down = { type: "status", timestamp: "t", feed: "redis", state: "down", sources: [{ name: "redis", state: "down", error: "refused" }], stale: ["orders"] };
+  ws.receive(down);
+  assert.deepEqual(serverHealth(conn.serverStatus), { demo: false, state: "down", stale: ["orders"], problems: ["redis down: refused", "stale: orders"] });
+  ws.receive(upd(6, { "/a/b": 1 })); // the status took no seq
+  assert.equal(conn.stats.gaps, 0);
+  assert.deepEqual(conn.state.data, { a: { b: 1 } });
+  assert.deepEqual(heard, ["ok", "down"]);
+  conn.stop();
 });

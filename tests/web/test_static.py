@@ -20,7 +20,15 @@ def test_index_and_files() -> None:
     assert index[:2] == (200, "text/html; charset=utf-8")
     assert index == static_response("/index.html") == static_response("/?ws=ws://x/ws")
     assert b'<script type="module" src="app.js">' in index[2]
-    expected = {"index.html", "app.js", "dashboard-protocol.js", "msgpack.js", "style.css"}
+    expected = {
+        "index.html",
+        "app.js",
+        "charts.js",
+        "tables.js",
+        "dashboard-protocol.js",
+        "msgpack.js",
+        "style.css",
+    }
     assert expected <= set(static_files())
     for name in static_files():
         found = static_response(f"/{name}")
@@ -56,6 +64,6 @@ def test_only_local_resources() -> None:
     for ref in re.findall(r"""(?:src|href)="([^"]+)\"""", html):
         if not ref.startswith("data:"):
             assert static_response(f"/{ref}") is not None, ref
-    for js in ("app.js", "dashboard-protocol.js"):
+    for js in ("app.js", "charts.js", "tables.js", "dashboard-protocol.js"):
         for ref in re.findall(r"""from\s+"\./([^"]+)\"""", (WEB / js).read_text()):
             assert static_response(f"/{ref}") is not None, ref

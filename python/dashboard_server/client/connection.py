@@ -163,6 +163,9 @@ class ClientState:
         """The newest event messages, oldest first."""
         self.recent_events: list[dict[str, Any]] = []
         """The recent events sent after the last snapshot (``events`` message), oldest first."""
+        self.status: dict[str, Any] | None = None
+        """The server's last ``status`` message: its feed (``demo``, ``redis``, ...), overall
+        ``state`` (``ok``, ``degraded``, ``down``), ``sources`` and ``stale`` sections."""
         self.awaiting_snapshot = True
         """True until a snapshot arrives, and again after a gap: updates are ignored meanwhile."""
         self.gaps = 0
@@ -189,6 +192,8 @@ class ClientState:
         if kind not in GROUP_TYPES:
             if kind == "events" and isinstance(msg.get("events"), list):
                 self.recent_events = msg["events"]
+            elif kind == "status":
+                self.status = msg
             return Outcome.CONTROL
         seq = msg.get("seq")
         if not isinstance(seq, int):
@@ -298,6 +303,7 @@ class DashboardClient:
         type: Literal["tui", "web"] = "web",
         format: Literal["msgpack", "json"] = "msgpack",
         channels: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
         diff: Literal["changes", "json-patch"] = "changes",
         interval_ms: int | None = None,
         token: str | None = None,
@@ -314,6 +320,11 @@ class DashboardClient:
         self.type = type
         self.format = format
         self.channels: list[str] | None = list(channels) if channels is not None else None
+        self.symbols: list[str] | None = list(symbols) if symbols is not None else None
+        """The symbol filter (``None``: every symbol); reconnections keep the current one."""
+        self._resubscribing = False
+        """A subscription change is waiting for its snapshot: the state is of the old
+        subscription, so a reconnection must not resume from it."""
         self.diff = diff
         self.interval_ms = interval_ms
         self.token = token
@@ -374,6 +385,14 @@ class DashboardClient:
         return self.state.gaps
 
     @property
+    def status(self) -> dict[str, Any] | None:
+        """The server's last ``status`` message (``None`` before the first): ``feed``,
+        ``state`` (``ok``, ``degraded``, ``down``), ``sources`` (each ``name``, ``state``,
+        ``error``, ``since``) and ``stale`` (sections without a recent update). It is the
+        last one received: after a disconnection it says how things were then."""
+        return self.state.status
+
+    @property
     def connected(self) -> bool:
         """A WebSocket connection is open right now."""
         return self._ws is not None
@@ -383,10 +402,18 @@ class DashboardClient:
         params: dict[str, str] = {"type": self.type, "format": self.format, "diff": self.diff}
         if self.channels is not None:
             params["channels"] = ",".join(self.channels)
+        if self.symbols is not None:
+            params["symbols"] = ",".join(self.symbols)
         if self.interval_ms is not None:
             params["interval_ms"] = str(self.interval_ms)
         st = self.state
-        if self.resume and st.synced and st.version is not None and st.epoch is not None:
+        if (
+            self.resume
+            and not self._resubscribing
+            and st.synced
+            and st.version is not None
+            and st.epoch is not None
+        ):
             params["since"] = str(st.version)
             params["epoch"] = st.epoch
         return _build_url(self.url, params)
@@ -505,6 +532,8 @@ class DashboardClient:
             self._on_pong(msg)
         elif kind == "error":
             self.last_error = msg
+        elif kind == "snapshot":
+            self._resubscribing = False
         for fut in self._message_waiters:
             if not fut.done():
                 fut.set_result(msg)
@@ -560,21 +589,47 @@ class DashboardClient:
             raise ClientClosed("not connected")
         await ws.send(self._encode(msg))
 
-    async def subscribe(self, channels: Sequence[str]) -> None:
-        """Add ``channels``; the server answers with a snapshot of the new channel set."""
-        if self.channels is not None:
-            self.channels += [c for c in channels if c not in self.channels]
-        await self.send({"type": "subscribe", "channels": list(channels)})
+    async def subscribe(
+        self, channels: Sequence[str] = (), *, symbols: Sequence[str] | None = None
+    ) -> None:
+        """Add ``channels`` and/or ``symbols``; the server answers with a snapshot of the new
+        subscription. Without a filter yet, ``symbols`` narrows "every symbol" to these."""
+        msg: dict[str, Any] = {"type": "subscribe"}
+        if channels:
+            if self.channels is not None:
+                self.channels += [c for c in channels if c not in self.channels]
+            msg["channels"] = list(channels)
+        if symbols is not None:
+            current = self.symbols or []
+            self.symbols = current + [s for s in symbols if s not in current]
+            msg["symbols"] = list(symbols)
+        self._resubscribing = True
+        await self.send(msg)
 
-    async def unsubscribe(self, channels: Sequence[str]) -> None:
-        """Drop ``channels``; the server answers with a snapshot of the remaining ones.
+    async def unsubscribe(
+        self, channels: Sequence[str] = (), *, symbols: Sequence[str] | None = None
+    ) -> None:
+        """Drop ``channels`` and/or ``symbols``; the server answers with a snapshot of the
+        remaining subscription.
 
         When subscribed to everything (``channels=None``), the remaining channels are the
-        sections of the current state plus ``events``.
+        sections of the current state plus ``events``. Symbols can only be dropped from a
+        filter (the server answers ``bad_symbols`` otherwise).
         """
-        current = self.channels if self.channels is not None else [*self.data, "events"]
-        self.channels = [c for c in current if c not in channels]
-        await self.send({"type": "unsubscribe", "channels": list(channels)})
+        msg: dict[str, Any] = {"type": "unsubscribe"}
+        if channels:
+            current = self.channels if self.channels is not None else [*self.data, "events"]
+            self.channels = [c for c in current if c not in channels]
+            msg["channels"] = list(channels)
+        if symbols is not None:
+            if self.symbols is not None:
+                remaining = [s for s in self.symbols if s not in symbols]
+                if not remaining:
+                    raise ValueError("unsubscribe: a filter cannot be emptied (symbols=None: all)")
+                self.symbols = remaining
+            msg["symbols"] = list(symbols)
+        self._resubscribing = True
+        await self.send(msg)
 
     async def refresh(self) -> None:
         """Ask for a fresh snapshot."""

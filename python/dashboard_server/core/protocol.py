@@ -7,7 +7,7 @@ the reference.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl
@@ -21,10 +21,12 @@ __all__ = [
     "CLOSE_LAGGING",
     "CLOSE_RATE_LIMITED",
     "CLOSE_TOKEN_EXPIRED",
+    "DEFAULT_MAX_SYMBOLS",
     "DIFFS",
     "EVENTS_CHANNEL",
     "EVENT_CHANNELS",
     "FORMATS",
+    "MAX_SYMBOL_LENGTH",
     "TIERS",
     "ClientMessage",
     "ConnectParams",
@@ -38,6 +40,7 @@ __all__ = [
     "parse_channels",
     "parse_client_message",
     "parse_connect_query",
+    "parse_symbols",
     "split_query",
 ]
 
@@ -48,6 +51,10 @@ Tier = Literal["tui", "web"]
 TIERS: Final[tuple[Tier, ...]] = ("tui", "web")
 FORMATS: Final[tuple[Format, ...]] = ("msgpack", "json")
 DIFFS: Final[tuple[Diff, ...]] = ("changes", "json-patch")
+DEFAULT_MAX_SYMBOLS: Final = 100
+"""The default of the ``max_symbols`` setting: symbols a client's filter may hold."""
+MAX_SYMBOL_LENGTH: Final = 64
+"""The longest symbol a client may name."""
 
 EVENTS_CHANNEL: Final = "events"
 """Pseudo-channel that carries the never-conflated events (fills, alerts, trades)."""
@@ -73,6 +80,7 @@ _QUERY_PARAMS: Final = (
     "interval_ms",
     "since",
     "epoch",
+    "symbols",
     "token",  # credentials: checked by dashboard_server.server.auth, ignored here
 )
 
@@ -113,6 +121,8 @@ class ConnectParams:
     epoch: str | None = None
     channels_named: bool = False
     """Whether the client named its channels (``False``: it got the default, every channel)."""
+    symbols: frozenset[str] | None = None
+    """The symbol filter (``None``: every symbol); docs/protocol.md, "Symbols"."""
 
 
 Query = tuple[tuple[str, str], ...]
@@ -131,6 +141,7 @@ def parse_connect_query(
     tier_intervals: Mapping[str, int],
     min_interval_ms: int,
     max_interval_ms: int,
+    max_symbols: int = DEFAULT_MAX_SYMBOLS,
 ) -> ConnectParams:
     """Validate the query of a ``/ws`` request (a string without the ``?``, or already split).
 
@@ -184,8 +195,23 @@ def parse_connect_query(
         if not epoch:
             raise ParamError("epoch", "must not be empty")
 
+    symbols: frozenset[str] | None = None
+    if "symbols" in values:
+        try:
+            symbols = parse_symbols(values["symbols"].split(","), max_symbols)
+        except ValueError as exc:
+            raise ParamError("symbols", str(exc)) from None
+
     return ConnectParams(
-        tier, fmt, diff, channels, interval_ms, since, epoch, channels_named="channels" in values
+        tier,
+        fmt,
+        diff,
+        channels,
+        interval_ms,
+        since,
+        epoch,
+        channels_named="channels" in values,
+        symbols=symbols,
     )
 
 
@@ -209,6 +235,31 @@ def parse_channels(names: Sequence[str], sections: Sequence[str]) -> frozenset[s
     return frozenset(out)
 
 
+def parse_symbols(names: Iterable[Any], max_symbols: int) -> frozenset[str]:
+    """Check a list of symbols (blank entries ignored); :class:`ValueError` says what is wrong.
+
+    A symbol is a string of 1..:data:`MAX_SYMBOL_LENGTH` characters without commas, whitespace
+    or control characters; at most ``max_symbols`` distinct ones, at least one.
+    """
+    out: set[str] = set()
+    for raw in names:
+        if not isinstance(raw, str):
+            raise ValueError(f"a symbol must be a string, got {type(raw).__name__}")
+        name = raw.strip()
+        if not name:
+            continue
+        if len(name) > MAX_SYMBOL_LENGTH:
+            raise ValueError(f"symbol {name[:16]!r}...: longer than {MAX_SYMBOL_LENGTH} characters")
+        if any(c == "," or c.isspace() or not c.isprintable() for c in name):
+            raise ValueError(f"symbol {name!r}: no commas, spaces or control characters")
+        out.add(name)
+        if len(out) > max_symbols:
+            raise ValueError(f"at most {max_symbols} symbols")
+    if not out:
+        raise ValueError("must name at least one symbol")
+    return frozenset(out)
+
+
 def _parse_int(name: str, text: str) -> int:
     try:
         if not text.strip().lstrip("-").isdigit():
@@ -223,16 +274,18 @@ def _parse_int(name: str, text: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Add channels to the connection's subscription."""
+    """Add channels and/or symbols to the connection's subscription."""
 
     channels: frozenset[str]
+    symbols: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
-    """Remove channels from the connection's subscription."""
+    """Remove channels and/or symbols from the connection's subscription."""
 
     channels: frozenset[str]
+    symbols: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,11 +303,13 @@ class Ping:
 ClientMessage = Subscribe | Unsubscribe | Refresh | Ping
 
 
-def parse_client_message(data: str | bytes, sections: Sequence[str]) -> ClientMessage:
+def parse_client_message(
+    data: str | bytes, sections: Sequence[str], *, max_symbols: int = DEFAULT_MAX_SYMBOLS
+) -> ClientMessage:
     """Decode one client message: JSON in a text frame, MessagePack in a binary frame.
 
     Raises :class:`MessageError` with code ``bad_message`` (undecodable, not an object, bad
-    fields), ``unknown_type`` or ``unknown_channel``.
+    fields), ``unknown_type``, ``unknown_channel`` or ``bad_symbols``.
     """
     try:
         if isinstance(data, str):
@@ -270,19 +325,34 @@ def parse_client_message(data: str | bytes, sections: Sequence[str]) -> ClientMe
     if not isinstance(kind, str):
         raise MessageError("bad_message", "missing or non-string 'type'")
     if kind in ("subscribe", "unsubscribe"):
-        extra = set(obj) - {"type", "channels"}
+        extra = set(obj) - {"type", "channels", "symbols"}
         if extra:
             raise MessageError("bad_message", f"{kind}: unexpected field {sorted(extra)[0]!r}")
-        names = obj.get("channels")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise MessageError("bad_message", f"{kind}: 'channels' must be a list of strings")
-        try:
-            channels = parse_channels(names, sections)
-        except ParamError as exc:
-            raise MessageError("unknown_channel", exc.message) from None
-        if not channels:
-            raise MessageError("bad_message", f"{kind}: 'channels' is empty")
-        return Subscribe(channels) if kind == "subscribe" else Unsubscribe(channels)
+        if "channels" not in obj and "symbols" not in obj:
+            raise MessageError("bad_message", f"{kind}: 'channels' or 'symbols' required")
+        channels: frozenset[str] = frozenset()
+        if "channels" in obj:
+            names = obj["channels"]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise MessageError("bad_message", f"{kind}: 'channels' must be a list of strings")
+            try:
+                channels = parse_channels(names, sections)
+            except ParamError as exc:
+                raise MessageError("unknown_channel", exc.message) from None
+            if not channels:
+                raise MessageError("bad_message", f"{kind}: 'channels' is empty")
+        symbols: frozenset[str] | None = None
+        if "symbols" in obj:
+            listed = obj["symbols"]
+            if not isinstance(listed, list):
+                raise MessageError("bad_symbols", f"{kind}: 'symbols' must be a list of strings")
+            try:
+                symbols = parse_symbols(listed, max_symbols)
+            except ValueError as exc:
+                raise MessageError("bad_symbols", f"{kind}: symbols: {exc}") from None
+        if kind == "subscribe":
+            return Subscribe(channels, symbols)
+        return Unsubscribe(channels, symbols)
     if kind == "refresh":
         return Refresh()
     if kind == "ping":

@@ -47,6 +47,7 @@ __all__ = [
     "item_id",
     "load_preset",
     "parse_sources",
+    "subjects_overlap",
 ]
 
 Transport = Literal["redis-keys", "redis-pubsub", "nats", "http-poll"]
@@ -60,6 +61,16 @@ _DEFAULT_ENDPOINT: Final = {
     "http-poll": None,  # must be named
 }
 _NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_PATH: Final = re.compile(r"[^.\s]+(?:\.[^.\s]+)*")
+"""A dotted field path: ``order``, ``order.order_id``."""
+_SUBJECT_TOKEN: Final = re.compile(r"[^.\s*>]+|\*|>")
+_ENDPOINTS_OF: Final = {
+    "redis-keys": ("redis",),
+    "redis-pubsub": ("redis",),
+    "nats": ("nats",),
+    "http-poll": ("account_monitor", "strategy_engine"),
+}
+"""The endpoints each transport can read from."""
 _SOURCE_KEYS: Final = frozenset(
     {"name", "transport", "pattern", "endpoint", "interval_s", "resync", "bootstrap", "outputs"}
 )
@@ -118,10 +129,14 @@ class Output:
     def _one(self, ident: str, value: Any) -> Op:
         if not isinstance(value, dict):
             raise ValueError(f"an item must be an object, not {type(value).__name__}")
+        if self.transforms:
+            # transforms rewrite the item's members in place: on a copy, so that another output
+            # of the same message (or the caller) never sees this one's changes
+            value = dict(value)
         for name, transform in self.transforms:
             try:
                 value = transform(value)
-            except (ValueError, TypeError) as exc:
+            except Exception as exc:  # any failure on the data is the data's fault
                 raise ValueError(f"transform {name}: {exc}") from None
         if self.events is not None:
             return Op("event", value=value, channel=self.events)
@@ -193,16 +208,39 @@ def _fields(arg: Any, where: str) -> tuple[str, ...]:
     return tuple(arg)
 
 
+_DECIMAL: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+"""A decimal number as the backends write it (``"0.003"``, ``"-0.05"``, ``"1e-8"``): no spaces,
+no ``_``, no ``inf`` or ``nan``."""
+
+
 def _number(text: Any) -> Any:
+    """A decimal string as a number (``-0`` as ``0.0``); any other value as it is."""
     if isinstance(text, str):
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(f"{text[:40]!r} is not a decimal number") from None
+        if len(text) > 64 or not _DECIMAL.fullmatch(text):
+            raise ValueError(f"{text[:40]!r} is not a decimal number")
+        number = float(text)
         if not math.isfinite(number):
             raise ValueError(f"{text[:40]!r} is not a finite number")
-        return number
+        return number + 0.0  # never -0.0: a value of its own for the engine
     return text
+
+
+def _finite(value: Any, what: str) -> float:
+    """A decimal string or a JSON number as a finite float; :class:`ValueError` otherwise."""
+    kind = type(value)  # exact types first: this runs for every level of every book
+    if kind is float:
+        if math.isfinite(value):
+            return float(value) + 0.0
+    elif kind is int:
+        return float(value) + 0.0
+    elif kind is str:
+        if len(value) <= 64 and _DECIMAL.fullmatch(value):
+            number = float(value)
+            if math.isfinite(number):
+                return number + 0.0
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return _finite(float(value), what)
+    raise ValueError(f"{what} {str(value)[:40]!r} is not a finite number")
 
 
 def _decimals(arg: Any, where: str) -> Transform:
@@ -210,9 +248,14 @@ def _decimals(arg: Any, where: str) -> Transform:
     names = () if every else _fields(arg, where)
 
     def decimals(item: dict[str, Any]) -> dict[str, Any]:
-        keys = item.keys() if every else [n for n in names if n in item]
-        for key in list(keys):
-            item[key] = _number(item[key])
+        if every:  # each member that is a decimal string; other strings (a time) stay
+            for key, value in item.items():
+                if isinstance(value, str) and len(value) <= 64 and _DECIMAL.fullmatch(value):
+                    item[key] = _number(value)
+            return item
+        for key in names:
+            if key in item:
+                item[key] = _number(item[key])
         return item
 
     return decimals
@@ -229,12 +272,14 @@ def _book(arg: Any, where: str) -> Transform:
 
     def levels(side: Any, best_first_descending: bool) -> list[list[float]]:
         if isinstance(side, list):  # already levels
-            pairs = [(_number(p), _number(s)) for p, s in side]
+            if not all(isinstance(level, list) and len(level) == 2 for level in side):
+                raise ValueError("a level must be [price, size]")
+            pairs = [(_finite(p, "price"), _finite(s, "size")) for p, s in side]
         elif isinstance(side, dict):
-            pairs = [(_number(p), _number(s)) for p, s in side.items()]
+            pairs = [(_finite(p, "price"), _finite(s, "size")) for p, s in side.items()]
         else:
             raise ValueError("a book side must be an object {price: size} or a list of levels")
-        pairs.sort(key=lambda level: level[0], reverse=best_first_descending)
+        pairs.sort(reverse=best_first_descending)  # by price (a price is in a side once)
         return [[p, s] for p, s in pairs[:depth]]
 
     def book(item: dict[str, Any]) -> dict[str, Any]:
@@ -253,21 +298,26 @@ def _side_from_sign(arg: Any, where: str) -> Transform:
         raise SourceError(f"{where}: expected {{field, to, labels}}")
     source, target = str(arg["field"]), str(arg.get("to", "side"))
     labels = arg.get("labels", ["LONG", "SHORT", "FLAT"])
-    if not (isinstance(labels, list) and len(labels) == 3):
-        raise SourceError(f"{where}: labels must be [positive, negative, zero]")
+    if not (
+        isinstance(labels, list) and len(labels) == 3 and all(isinstance(x, str) for x in labels)
+    ):
+        raise SourceError(f"{where}.labels: must be three strings [positive, negative, zero]")
+    if not isinstance(arg["field"], str) or not isinstance(arg.get("to", "side"), str):
+        raise SourceError(f"{where}: field and to must be field names")
 
     def side(item: dict[str, Any]) -> dict[str, Any]:
         if source in item:
-            q = _number(item[source])
-            if isinstance(q, bool) or not isinstance(q, int | float):
-                raise ValueError(f"{source} is not a number")
+            q = _finite(item[source], source)
             item[target] = labels[0] if q > 0 else labels[1] if q < 0 else labels[2]
         return item
 
     return side
 
 
-_UNITS: Final = {"s": 1000.0, "ms": 1.0, "us": 0.001, "ns": 0.000001}
+_UNITS: Final = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}
+"""Unit -> (multiplier, divisor) to milliseconds."""
+_MAX_MS: Final = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the last time RFC 3339 can write."""
 
 
 def _unix_time(arg: Any, where: str) -> Transform:
@@ -277,13 +327,22 @@ def _unix_time(arg: Any, where: str) -> Transform:
     unit = arg.get("unit", "s")
     if unit not in _UNITS:
         raise SourceError(f"{where}.unit: expected one of {', '.join(_UNITS)}, got {unit!r}")
-    scale = _UNITS[unit]
+    multiplier, divisor = _UNITS[unit]
 
     def unix_time(item: dict[str, Any]) -> dict[str, Any]:
         for name in names:
             value = item.get(name)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                item[name] = rfc3339_ms(max(0, int(value * scale)))
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue  # absent, or already a text time
+            if isinstance(value, float):
+                if not math.isfinite(value):
+                    raise ValueError(f"{name} {value!r} is not a time")
+                ms = math.floor(value * multiplier / divisor)
+            else:  # exact, whatever the magnitude
+                ms = value * multiplier // divisor
+            if not 0 <= ms <= _MAX_MS:
+                raise ValueError(f"{name} {value!r} ({unit}) is not a time between 1970 and 9999")
+            item[name] = rfc3339_ms(ms)
         return item
 
     return unix_time
@@ -351,7 +410,7 @@ def _output(
 ) -> Output:
     unknown = set(raw) - _OUTPUT_KEYS
     if unknown:
-        raise SourceError(f"{where}: unknown field {sorted(unknown)[0]!r}")
+        raise SourceError(f"{where}: unknown field {sorted(map(str, unknown))[0]!r}")
     section, events = raw.get("section"), raw.get("events")
     if (section is None) == (events is None):
         raise SourceError(f"{where}: give exactly one of section or events")
@@ -364,14 +423,14 @@ def _output(
             f"{where}.events: {events!r} is not an event channel ({', '.join(EVENT_CHANNELS)})"
         )
     select = raw.get("select", "")
-    if not isinstance(select, str):
-        raise SourceError(f"{where}.select: expected a dotted field path")
+    if not isinstance(select, str) or (select and not _PATH.fullmatch(select)):
+        raise SourceError(f"{where}.select: expected a dotted field path, got {select!r}")
     default_id = "key" if transport.startswith("redis") else "const:" + source
     ident = raw.get("id", default_id)
     if not isinstance(ident, str) or not (
         ident in ("key", "entries")
         or re.fullmatch(r"token:-?\d+", ident)
-        or re.fullmatch(r"field:[^.\s]+(\.[^.\s]+)*", ident)
+        or (ident.startswith("field:") and _PATH.fullmatch(ident[6:]))
         or re.fullmatch(r"const:\S+", ident)
     ):
         raise SourceError(
@@ -396,12 +455,20 @@ def _output(
     mode = raw.get("mode", "replace")
     if mode not in ("replace", "merge"):
         raise SourceError(f"{where}.mode: expected replace or merge, got {mode!r}")
+    if mode == "merge" and events is not None:
+        raise SourceError(f"{where}.mode: an events output has no mode")
     dedupe = raw.get("dedupe")
-    if dedupe is not None and (not isinstance(dedupe, str) or events is None):
+    if dedupe is not None and (not isinstance(dedupe, str) or not dedupe or events is None):
         raise SourceError(f"{where}.dedupe: a field name, for an events output only")
-    is_raw = bool(raw.get("raw", not transforms and not select and ident == "key"))
-    if is_raw and (transforms or select or ident != "key" or mode != "replace"):
-        raise SourceError(f"{where}.raw: a raw output takes the item whole: no select/transforms")
+    takes_whole = not transforms and not select and ident == "key" and mode == "replace"
+    is_raw = raw.get("raw", takes_whole)
+    if not isinstance(is_raw, bool):
+        raise SourceError(f"{where}.raw: expected true or false")
+    if is_raw and not takes_whole:
+        raise SourceError(
+            f"{where}.raw: a raw output takes the item whole: no select, transforms or merge, "
+            "and id: key"
+        )
     return Output(
         source=source,
         section=section,
@@ -424,7 +491,7 @@ def _source(raw: Any, i: int, sections: Sequence[str]) -> Source:
     where = f"source {name!r}"
     unknown = set(raw) - _SOURCE_KEYS - _OUTPUT_KEYS
     if unknown:
-        raise SourceError(f"{where}: unknown field {sorted(unknown)[0]!r}")
+        raise SourceError(f"{where}: unknown field {sorted(map(str, unknown))[0]!r}")
     transport = raw.get("transport")
     if transport not in TRANSPORTS:
         raise SourceError(
@@ -438,17 +505,39 @@ def _source(raw: Any, i: int, sections: Sequence[str]) -> Source:
         if not pattern.endswith("*") or any(c in pattern[:-1] for c in "*?[]\\"):
             raise SourceError(f"{where}.pattern: a Redis pattern is PREFIX* ({pattern!r})")
         prefix = pattern[:-1]
-    elif transport == "http-poll" and not pattern.startswith("/"):
+    elif transport == "nats":
+        tokens = pattern.split(".")
+        if not all(_SUBJECT_TOKEN.fullmatch(t) for t in tokens) or ">" in tokens[:-1]:
+            raise SourceError(
+                f"{where}.pattern: a NATS subject: tokens separated by '.', '*' a whole token, "
+                f"'>' the last one ({pattern!r})"
+            )
+    elif transport == "http-poll" and (
+        not pattern.startswith("/") or any(c.isspace() or c == "#" for c in pattern)
+    ):
         raise SourceError(f"{where}.pattern: an HTTP path starting with '/' ({pattern!r})")
     endpoint = raw.get("endpoint", _DEFAULT_ENDPOINT[transport])
+    if endpoint is None:
+        raise SourceError(
+            f"{where}.endpoint: required for {transport} ({' or '.join(_ENDPOINTS_OF[transport])})"
+        )
     if endpoint not in ENDPOINTS:
-        raise SourceError(f"{where}.endpoint: expected one of {', '.join(ENDPOINTS)}")
+        raise SourceError(
+            f"{where}.endpoint: expected one of {', '.join(ENDPOINTS)}, got {endpoint!r}"
+        )
+    if endpoint not in _ENDPOINTS_OF[transport]:
+        raise SourceError(
+            f"{where}.endpoint: {transport} reads from {' or '.join(_ENDPOINTS_OF[transport])}, "
+            f"not {endpoint}"
+        )
     interval = raw.get("interval_s", 5.0)
     if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
         raise SourceError(f"{where}.interval_s: must be a number > 0")
     resync = raw.get("resync", [])
     if not isinstance(resync, list) or not all(isinstance(r, str) for r in resync):
         raise SourceError(f"{where}.resync: expected a list of source names")
+    if name in resync:
+        raise SourceError(f"{where}.resync: a source cannot resync itself")
     bootstrap = raw.get("bootstrap", transport == "redis-pubsub")
     if not isinstance(bootstrap, bool):
         raise SourceError(f"{where}.bootstrap: expected true or false")
@@ -460,10 +549,13 @@ def _source(raw: Any, i: int, sections: Sequence[str]) -> Source:
             raise SourceError(f"{where}.outputs: expected a non-empty list")
     else:
         outs = [{k: v for k, v in raw.items() if k in _OUTPUT_KEYS}]
+    for j, out in enumerate(outs):
+        if not isinstance(out, dict):
+            raise SourceError(f"{where}.outputs[{j}]: expected a mapping")
     outputs = tuple(
         _output(
             name,
-            out if isinstance(out, dict) else {},
+            out,
             f"{where}.outputs[{j}]" if "outputs" in raw else where,
             sections,
             transport,
@@ -486,21 +578,59 @@ def _source(raw: Any, i: int, sections: Sequence[str]) -> Source:
 def parse_sources(raw: Iterable[Any], sections: Sequence[str]) -> tuple[Source, ...]:
     """Validate a list of source definitions against the configured ``sections``."""
     sources = tuple(_source(item, i, sections) for i, item in enumerate(raw))
-    names = [s.name for s in sources]
+    by_name: dict[str, Source] = {}
     for source in sources:
-        if names.count(source.name) > 1:
+        if source.name in by_name:
             raise SourceError(f"source {source.name!r}: name given more than once")
-        for other in source.resync:
-            if other not in names:
-                raise SourceError(f"source {source.name!r}.resync: no source {other!r}")
-    prefixes = [(s.transport, s.prefix, s.name) for s in sources if s.prefix]
-    for transport, prefix, name in prefixes:
-        for other_transport, other_prefix, other in prefixes:
-            if other != name and other_transport == transport and other_prefix.startswith(prefix):
+        by_name[source.name] = source
+    for source in sources:
+        for target in source.resync:
+            found = by_name.get(target)
+            if found is None:
+                raise SourceError(f"source {source.name!r}.resync: no source {target!r}")
+            if not (_reads_keys(found) or found.transport == "http-poll"):
                 raise SourceError(
-                    f"source {other!r}.pattern: overlaps the pattern of source {name!r}"
+                    f"source {source.name!r}.resync: source {target!r} has nothing to reload "
+                    "from (only Redis keys and HTTP polls do)"
+                )
+    for i, source in enumerate(sources):
+        for other in sources[i + 1 :]:
+            if _overlap(source, other):
+                raise SourceError(
+                    f"source {other.name!r}.pattern: {other.pattern!r} overlaps the pattern "
+                    f"{source.pattern!r} of source {source.name!r}"
                 )
     return sources
+
+
+def _reads_keys(source: Source) -> bool:
+    return source.transport == "redis-keys" or (
+        source.transport == "redis-pubsub" and source.bootstrap
+    )
+
+
+def _overlap(a: Source, b: Source) -> bool:
+    """Whether one message (a Redis channel or key, a NATS subject) could belong to both."""
+    if a.transport.startswith("redis") and b.transport.startswith("redis"):
+        same_kind = (a.transport == b.transport == "redis-pubsub") or (
+            _reads_keys(a) and _reads_keys(b)
+        )
+        return same_kind and (a.prefix.startswith(b.prefix) or b.prefix.startswith(a.prefix))
+    if a.transport == b.transport == "nats":
+        return subjects_overlap(a.pattern, b.pattern)
+    return False
+
+
+def subjects_overlap(a: str, b: str) -> bool:
+    """Whether some NATS subject matches both subject patterns (``*``: one token, ``>``: one or
+    more at the end)."""
+    ta, tb = a.split("."), b.split(".")
+    for x, y in zip(ta, tb, strict=False):
+        if x == ">" or y == ">":
+            return True
+        if x != y and "*" not in (x, y):
+            return False
+    return len(ta) == len(tb)
 
 
 # --- presets ---------------------------------------------------------------------------------

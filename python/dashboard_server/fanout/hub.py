@@ -19,6 +19,10 @@ The rules (docs/protocol.md, "Sequence rule"):
   message with the last ``events_kept`` events (oldest first), encoded once per group per flush.
 * A resuming member (``since``/``epoch``) gets instead one catch-up ``update`` with the changes
   since its version, when the epoch matches and the version is within the horizon.
+* With a ``status`` source, every joiner and resumer gets a seq-less ``status`` message after its
+  snapshot (and events) or catch-up, and a group's active members get one at the first flush
+  after the status changed (before that flush's events and update). The source returns the same
+  object while nothing changes; each change is encoded once per format.
 * Before anything is written to a member, its write buffer is checked: above ``high_water`` it is
   skipped and marked lagging; once at or below ``low_water`` it rejoins with a snapshot; lagging
   for ``lag_timeout`` seconds or more, it is handed back to be closed.
@@ -38,6 +42,13 @@ import orjson
 from dashboard_server.core.engine import ChangeSetEngine, StateDocEngine
 from dashboard_server.core.messages import Messages
 from dashboard_server.core.protocol import EVENTS_CHANNEL, ConnectParams, Diff, Format, Tier
+from dashboard_server.core.symbols import (
+    Bucketed,
+    SymbolIndex,
+    bucket_entries,
+    event_matches,
+    filter_entries,
+)
 from dashboard_server.core.timefmt import now_ms
 from dashboard_server.telemetry.metrics import ServerMetrics
 
@@ -92,13 +103,15 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class GroupKey:
-    """What makes members share messages. ``channels`` is ``None`` for every section."""
+    """What makes members share messages. ``channels`` is ``None`` for every section;
+    ``symbols`` is ``None`` for every symbol, else the filter's symbols, sorted."""
 
     interval_ms: int
     fmt: Format
     diff: Diff
     channels: tuple[str, ...] | None
     events: bool
+    symbols: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -106,6 +119,7 @@ class _MemberState:
     tier: Tier
     subscribed: frozenset[str]
     key: GroupKey
+    symbols: frozenset[str] | None = None
     phase: Phase = Phase.JOINING
     reason: str | None = None
     since: int | None = None
@@ -118,6 +132,12 @@ class _Group(Generic[M]):
     key: GroupKey
     seq: int = 0
     members: dict[M, _MemberState] = field(default_factory=dict)
+    symbols: frozenset[str] | None = None
+    tiers: dict[str, int] = field(default_factory=dict)
+    """How many members of each tier (kept up to date on enter and leave: the per-tier
+    message counts then cost nothing per member)."""
+    status: object = None
+    """The status body its active members were last sent."""
 
 
 @dataclass(slots=True)
@@ -125,6 +145,10 @@ class _Interval:
     cursor: int
     event_cursor: int
     groups: int = 0
+
+
+Tiers = tuple[tuple[str, int], ...]
+"""How many of a delivery's members belong to each tier."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +159,35 @@ class Delivery(Generic[M]):
     payload: bytes
     text: bool
     members: tuple[M, ...]
+    tiers: Tiers = ()
+    """Members per tier (for ``dashboard_messages_sent_total{client_type}``)."""
+
+
+class _Batch(Generic[M]):
+    """Members that get the same messages, and how many of them are of each tier."""
+
+    __slots__ = ("_frozen", "_tiers", "members")
+
+    def __init__(self, members: list[M] | None = None, tiers: Tiers | None = None) -> None:
+        self.members: list[M] = members if members is not None else []
+        self._tiers: dict[str, int] = {}
+        self._frozen: tuple[tuple[M, ...], Tiers] | None = None
+        if tiers is not None:
+            self._frozen = (tuple(self.members), tiers)
+
+    def add(self, member: M, tier: str) -> None:
+        self.members.append(member)
+        self._tiers[tier] = self._tiers.get(tier, 0) + 1
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def delivery(self, kind: str, payload: bytes, text: bool) -> Delivery[M]:
+        """The delivery of one message to these members (the member tuple built once)."""
+        if self._frozen is None:
+            self._frozen = (tuple(self.members), tuple(self._tiers.items()))
+        members, tiers = self._frozen
+        return Delivery(kind, payload, text, members, tiers)
 
 
 @dataclass(slots=True)
@@ -146,6 +199,8 @@ class Flush(Generic[M]):
     deliveries: list[Delivery[M]] = field(default_factory=list)
     lagged_out: list[M] = field(default_factory=list)
     snapshot_encodes: int = 0
+    tiers: frozenset[str] = frozenset()
+    """The tiers of the interval's members (``dashboard_broadcast_latency_seconds``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +228,9 @@ class Hub(Generic[M]):
         events_kept: int = 0,
         metrics: ServerMetrics | None = None,
         on_new_interval: Callable[[int], None] | None = None,
+        symbol_fields: Mapping[str, str | None] | None = None,
+        max_symbol_transitions: int = 100_000,
+        status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.doc = doc
         self.messages = messages
@@ -193,6 +251,18 @@ class Hub(Generic[M]):
         self._events: deque[_Event] = deque()
         self._recent: deque[_Event] = deque(maxlen=events_kept)
         self._event_number = 0
+        self.symbol_fields: dict[str, str | None] = dict(symbol_fields or {})
+        """Where each section's (or event channel's) symbol is (see core.symbols)."""
+        self._field_sections = {
+            s: f for s, f in self.symbol_fields.items() if f is not None and s in self.sections
+        }
+        self._max_transitions = max_symbol_transitions
+        self._index: SymbolIndex | None = None
+        """Started with the first filtered group, then kept up to date at every flush."""
+        self._status = status
+        self._status_body: Mapping[str, Any] | None = None
+        self._status_payloads: dict[str, bytes] = {}
+        self._status_ts = 0
 
     # --- membership ------------------------------------------------------------------------
 
@@ -200,11 +270,14 @@ class Hub(Generic[M]):
         """Register a new connection; it gets a snapshot (or catch-up) at its next flush."""
         if member in self._members:
             raise ValueError("member already in the hub")
-        key = self._key(params.interval_ms, params.fmt, params.diff, params.channels)
+        key = self._key(
+            params.interval_ms, params.fmt, params.diff, params.channels, params.symbols
+        )
         state = _MemberState(
             tier=params.tier,
             subscribed=params.channels,
             key=key,
+            symbols=params.symbols,
             since=params.since,
             epoch=params.epoch,
         )
@@ -239,8 +312,15 @@ class Hub(Generic[M]):
 
     def set_channels(self, member: M, channels: frozenset[str]) -> None:
         """Change the member's subscription: it moves to the matching group and rejoins."""
+        self.set_subscription(member, channels, self._members[member].symbols)
+
+    def set_subscription(
+        self, member: M, channels: frozenset[str], symbols: frozenset[str] | None
+    ) -> None:
+        """Change the member's channels and symbol filter (``None``: every symbol); it moves
+        to the matching group and rejoins (a snapshot at its next flush)."""
         state = self._members[member]
-        if channels == state.subscribed:
+        if channels == state.subscribed and symbols == state.symbols:
             return
         if self.metrics is not None:
             for channel in state.subscribed - channels:
@@ -249,7 +329,10 @@ class Hub(Generic[M]):
                 self.metrics.subscriptions.labels(channel).inc()
         self._leave(member, state)
         state.subscribed = channels
-        state.key = self._key(state.key.interval_ms, state.key.fmt, state.key.diff, channels)
+        state.symbols = symbols
+        state.key = self._key(
+            state.key.interval_ms, state.key.fmt, state.key.diff, channels, symbols
+        )
         if state.phase is not Phase.LAGGING:
             state.phase = Phase.JOINING
             state.reason = "subscription"
@@ -263,6 +346,10 @@ class Hub(Generic[M]):
     def channels_of(self, member: M) -> frozenset[str]:
         """The member's current subscription (sections and possibly ``events``)."""
         return self._members[member].subscribed
+
+    def symbols_of(self, member: M) -> frozenset[str] | None:
+        """The member's symbol filter (``None``: every symbol)."""
+        return self._members[member].symbols
 
     def phase_of(self, member: M) -> Phase:
         """Where the member stands (joining, active, lagging)."""
@@ -288,15 +375,47 @@ class Hub(Generic[M]):
         """Members currently skipped for lagging."""
         return sum(1 for s in self._members.values() if s.phase is Phase.LAGGING)
 
-    def _key(self, interval_ms: int, fmt: Format, diff: Diff, channels: frozenset[str]) -> GroupKey:
+    def _key(
+        self,
+        interval_ms: int,
+        fmt: Format,
+        diff: Diff,
+        channels: frozenset[str],
+        symbols: frozenset[str] | None = None,
+    ) -> GroupKey:
         wanted = tuple(s for s in self.sections if s in channels)
         state_channels = None if wanted == self.sections else wanted
-        return GroupKey(interval_ms, fmt, diff, state_channels, EVENTS_CHANNEL in channels)
+        return GroupKey(
+            interval_ms,
+            fmt,
+            diff,
+            state_channels,
+            EVENTS_CHANNEL in channels,
+            None if symbols is None else tuple(sorted(symbols)),
+        )
+
+    def _needs_index(self, key: GroupKey) -> bool:
+        """Whether the group's filter needs the index (it reads a field-filtered section)."""
+        if key.symbols is None or not self._field_sections:
+            return False
+        return key.channels is None or any(s in self._field_sections for s in key.channels)
+
+    def _index_knows(self, key: GroupKey, version: int) -> bool:
+        """Whether the group's filter can be applied to changes since ``version``."""
+        if not self._needs_index(key):
+            return True
+        return self._index is not None and self._index.floor <= version
 
     def _enter(self, member: M, state: _MemberState) -> None:
         group = self._groups.get(state.key)
         if group is None:
             group = self._groups[state.key] = _Group(state.key)
+            if state.key.symbols is not None:
+                group.symbols = frozenset(state.key.symbols)
+                if self._index is None and self._needs_index(state.key):
+                    self._index = SymbolIndex(
+                        self.doc, self._field_sections, max_transitions=self._max_transitions
+                    )
             interval = self._intervals.get(state.key.interval_ms)
             if interval is None:
                 interval = self._intervals[state.key.interval_ms] = _Interval(
@@ -307,10 +426,12 @@ class Hub(Generic[M]):
             interval.groups += 1
             self._set_group_gauge()
         group.members[member] = state
+        group.tiers[state.tier] = group.tiers.get(state.tier, 0) + 1
 
     def _leave(self, member: M, state: _MemberState) -> None:
         group = self._groups[state.key]
         del group.members[member]
+        group.tiers[state.tier] -= 1
         if group.members:
             return
         del self._groups[state.key]
@@ -371,9 +492,13 @@ class Hub(Generic[M]):
             return result
         now = self.clock.monotonic()
         ts = self.clock.wall_ms()
+        if self._index is not None:
+            self._index.advance()
+        buckets: dict[tuple[int, Diff], Bucketed] = {}
         changes: ChangeSetEngine | None = None
         horizon_lost = False
         catch_ups: dict[int, ChangeSetEngine | None] = {}
+        interval_cursor = interval.cursor
         if version != interval.cursor:
             changes = self.doc.changes_since(interval.cursor)
             horizon_lost = changes is None
@@ -383,14 +508,33 @@ class Hub(Generic[M]):
         interval.event_cursor = self._event_number
         self._trim_events()
 
+        status = self._current_status(ts)
+        tiers: set[str] = set()
         for group in [g for g in self._groups.values() if g.key.interval_ms == interval_ms]:
+            tiers.update(t for t, n in group.tiers.items() if n)
             active, joiners, resumers = self._sort_members(group, now, horizon_lost, result)
-            if active:
-                self._send_group_messages(group, events, changes, ts, tuple(active), result)
-            if joiners:
-                self._send_snapshot(group, ts, tuple(joiners), result)
+            if (
+                active.members
+                and changes is not None
+                and not self._index_knows(group.key, interval_cursor)
+            ):
+                for member in active.members:  # the filter's index started over: a snapshot
+                    joiners.add(member, group.members[member].tier)
+                active = _Batch()
+            if active.members:
+                if status is not None and group.status is not status:
+                    self._send_status(group, active, result)
+                self._send_group_messages(group, events, changes, ts, active, result, buckets)
+            if joiners.members:
+                self._send_snapshot(group, ts, joiners, result)
+                if status is not None:
+                    self._send_status(group, joiners, result)
             for since, members in resumers.items():
-                self._send_catch_up(group, since, tuple(members), ts, catch_ups, result)
+                self._send_catch_up(group, since, members, ts, catch_ups, result, buckets)
+                if status is not None:
+                    self._send_status(group, members, result)
+            group.status = status
+        result.tiers = frozenset(tiers)
         if self.metrics is not None:
             self.metrics.flushes.labels(str(interval_ms)).inc()
             self.metrics.snapshot_encodes_per_flush.observe(result.snapshot_encodes)
@@ -399,10 +543,11 @@ class Hub(Generic[M]):
 
     def _sort_members(
         self, group: _Group[M], now: float, horizon_lost: bool, result: Flush[M]
-    ) -> tuple[list[M], list[M], dict[int, list[M]]]:
+    ) -> tuple[_Batch[M], _Batch[M], dict[int, _Batch[M]]]:
         active: list[M] = []
-        joiners: list[M] = []
-        resumers: dict[int, list[M]] = {}
+        joiners: _Batch[M] = _Batch()
+        resumers: dict[int, _Batch[M]] = {}
+        excluded: dict[str, int] = {}  # tiers of the members that stay but are not active
         for member, state in list(group.members.items()):
             buffered = member.buffered()
             if state.phase is Phase.LAGGING:
@@ -412,6 +557,8 @@ class Hub(Generic[M]):
                         self.remove(member)
                         if self.metrics is not None:
                             self.metrics.lag_closes.inc()
+                    else:
+                        excluded[state.tier] = excluded.get(state.tier, 0) + 1
                     continue
                 state.phase = Phase.JOINING
                 state.reason = "lag"
@@ -421,6 +568,7 @@ class Hub(Generic[M]):
                 state.lag_started = now
                 state.since = None
                 self._lagging_gauge(+1)
+                excluded[state.tier] = excluded.get(state.tier, 0) + 1
                 continue
             if state.phase is Phase.ACTIVE and horizon_lost:
                 state.phase = Phase.JOINING
@@ -428,6 +576,7 @@ class Hub(Generic[M]):
             if state.phase is Phase.ACTIVE:
                 active.append(member)
                 continue
+            excluded[state.tier] = excluded.get(state.tier, 0) + 1
             since, epoch = state.since, state.epoch
             state.since = state.epoch = None
             state.phase = Phase.ACTIVE
@@ -435,17 +584,23 @@ class Hub(Generic[M]):
                 since is not None
                 and epoch == self.epoch
                 and self.doc.floor <= since <= self.doc.version
+                and self._index_knows(group.key, since)
             ):
-                resumers.setdefault(since, []).append(member)
+                resumers.setdefault(since, _Batch()).add(member, state.tier)
                 continue
-            joiners.append(member)
+            joiners.add(member, state.tier)
             if self.metrics is not None:
                 if since is not None:
                     self.metrics.resumes.labels("snapshot").inc()
                 elif state.reason is not None:
                     self.metrics.resyncs.labels(state.reason).inc()
             state.reason = None
-        return active, joiners, resumers
+        tiers = tuple(
+            (tier, n - excluded.get(tier, 0))
+            for tier, n in group.tiers.items()
+            if n > excluded.get(tier, 0)
+        )
+        return _Batch(active, tiers), joiners, resumers
 
     def _send_group_messages(
         self,
@@ -453,60 +608,144 @@ class Hub(Generic[M]):
         events: list[_Event],
         changes: ChangeSetEngine | None,
         ts: int,
-        members: tuple[M, ...],
+        members: _Batch[M],
         result: Flush[M],
+        buckets: dict[tuple[int, Diff], Bucketed],
     ) -> None:
         key = group.key
         text = key.fmt == "json"
         if key.events:
             for event in events:
+                if group.symbols is not None and not event_matches(
+                    self.symbol_fields, event.channel, event.data, group.symbols
+                ):
+                    continue
                 payload = self.messages.event(
                     key.fmt, group.seq + 1, event.timestamp_ms, event.channel, event.data
                 )
                 group.seq += 1
-                result.deliveries.append(Delivery("event", payload, text, members))
+                result.deliveries.append(members.delivery("event", payload, text))
         if changes is not None:
-            update = self.messages.update(
-                changes, key.fmt, key.diff, key.channels, group.seq + 1, ts
-            )
+            if group.symbols is None:
+                update = self.messages.update(
+                    changes, key.fmt, key.diff, key.channels, group.seq + 1, ts
+                )
+            else:
+                update = self._filtered_update(group, changes, group.seq + 1, ts, buckets)
             if update is not None:
                 group.seq += 1
-                result.deliveries.append(Delivery("update", update, text, members))
+                result.deliveries.append(members.delivery("update", update, text))
+
+    def _current_status(self, ts: int) -> Mapping[str, Any] | None:
+        """The status body now (``None``: no status source); a new one drops the encodings."""
+        if self._status is None:
+            return None
+        body = self._status()
+        if body is not self._status_body:
+            self._status_body = body
+            self._status_payloads = {}
+            self._status_ts = ts
+        return body
+
+    def _send_status(self, group: _Group[M], members: _Batch[M], result: Flush[M]) -> None:
+        fmt = group.key.fmt
+        payload = self._status_payloads.get(fmt)
+        if payload is None:
+            assert self._status_body is not None
+            payload = self.messages.status(fmt, self._status_ts, self._status_body)
+            self._status_payloads[fmt] = payload
+        result.deliveries.append(members.delivery("status", payload, fmt == "json"))
 
     def _send_snapshot(
-        self, group: _Group[M], ts: int, members: tuple[M, ...], result: Flush[M]
+        self, group: _Group[M], ts: int, members: _Batch[M], result: Flush[M]
     ) -> None:
         key = group.key
-        snapshot = self.messages.snapshot(key.fmt, key.channels, group.seq, ts)
+        if group.symbols is None:
+            snapshot = self.messages.snapshot(key.fmt, key.channels, group.seq, ts)
+        else:
+            snapshot = self.messages.filtered_snapshot(
+                key.fmt,
+                key.channels,
+                group.symbols,
+                self.symbol_fields,
+                self._index,
+                group.seq,
+                ts,
+            )
         result.snapshot_encodes += 1
         if self.metrics is not None:
             self.metrics.snapshot_encodes.inc()
-        result.deliveries.append(Delivery("snapshot", snapshot, key.fmt == "json", members))
-        if key.events and self._recent:
-            recent = self.messages.recent_events(
-                key.fmt, ts, [(e.channel, e.timestamp_ms, e.data) for e in self._recent]
-            )
-            result.deliveries.append(Delivery("events", recent, key.fmt == "json", members))
+        result.deliveries.append(members.delivery("snapshot", snapshot, key.fmt == "json"))
+        recent_events = [
+            (e.channel, e.timestamp_ms, e.data)
+            for e in self._recent
+            if group.symbols is None
+            or event_matches(self.symbol_fields, e.channel, e.data, group.symbols)
+        ]
+        if key.events and recent_events:
+            recent = self.messages.recent_events(key.fmt, ts, recent_events)
+            result.deliveries.append(members.delivery("events", recent, key.fmt == "json"))
 
     def _send_catch_up(
         self,
         group: _Group[M],
         since: int,
-        members: tuple[M, ...],
+        members: _Batch[M],
         ts: int,
         catch_ups: dict[int, ChangeSetEngine | None],
         result: Flush[M],
+        buckets: dict[tuple[int, Diff], Bucketed],
     ) -> None:
         """One catch-up update for the group's members resuming from ``since``."""
         key = group.key
         if since not in catch_ups:
             catch_ups[since] = self.doc.changes_since(since) if since != self.doc.version else None
-        payload = self.messages.catch_up(
-            catch_ups[since], key.fmt, key.diff, key.channels, group.seq, ts
-        )
-        result.deliveries.append(Delivery("update", payload, key.fmt == "json", members))
+        changes = catch_ups[since]
+        payload: bytes | None = None
+        if group.symbols is not None and changes is not None:
+            payload = self._filtered_update(group, changes, group.seq, ts, buckets, catch_up=True)
+        if payload is None:
+            payload = self.messages.catch_up(
+                changes if group.symbols is None else None,
+                key.fmt,
+                key.diff,
+                key.channels,
+                group.seq,
+                ts,
+            )
+        result.deliveries.append(members.delivery("update", payload, key.fmt == "json"))
         if self.metrics is not None:
             self.metrics.resumes.labels("catch_up").inc(len(members))
+
+    def _filtered_update(
+        self,
+        group: _Group[M],
+        changes: ChangeSetEngine,
+        seq: int,
+        ts: int,
+        buckets: dict[tuple[int, Diff], Bucketed],
+        *,
+        catch_up: bool = False,
+    ) -> bytes | None:
+        """The update of a filtered group: the change set decoded once per flush (per diff
+        form and start version), then filtered (core.symbols.filter_entries)."""
+        key = group.key
+        assert group.symbols is not None
+        cache_key = (changes.from_version, key.diff)
+        bucketed = buckets.get(cache_key)
+        if bucketed is None:
+            bucketed = buckets[cache_key] = bucket_entries(changes, key.diff, None)
+        entries = filter_entries(
+            bucketed,
+            self.sections if key.channels is None else key.channels,
+            self.symbol_fields,
+            group.symbols,
+            self._index,
+            self.doc,
+        )
+        return self.messages.filtered_update(
+            entries, key.fmt, key.diff, changes.to_version, seq, ts, catch_up=catch_up
+        )
 
     def _lagging_gauge(self, delta: int) -> None:
         if self.metrics is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 
@@ -51,7 +51,18 @@ class Fanout:
         self.writer = FrameWriter()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._stopped = False
+        self._latencies: dict[str, Any] = {}
+        self._bytes = {
+            True: metrics.bytes_sent.labels("json"),
+            False: metrics.bytes_sent.labels("msgpack"),
+        }
         hub.on_new_interval = self._start
+
+    def _latency(self, tier: str) -> Any:
+        child = self._latencies.get(tier)
+        if child is None:
+            child = self._latencies[tier] = self.metrics.broadcast_latency.labels(tier)
+        return child
 
     def _start(self, interval_ms: int) -> None:
         """Give ``interval_ms`` a flush task unless it has one (still winding down, say)."""
@@ -83,11 +94,16 @@ class Fanout:
                 async for deadline in deadlines:
                     if interval_ms not in self.hub.intervals():
                         break
+                    tiers: frozenset[str] = frozenset()
                     try:
-                        self.deliver(self.hub.flush(interval_ms))
+                        flush = self.hub.flush(interval_ms)
+                        tiers = flush.tiers
+                        self.deliver(flush)
                     except Exception:
                         log.exception("flush failed", extra={"interval_ms": interval_ms})
-                    self.metrics.broadcast_latency.observe(max(0.0, loop.time() - deadline))
+                    latency = max(0.0, loop.time() - deadline)
+                    for tier in tiers:
+                        self._latency(tier).observe(latency)
         finally:
             if self._tasks.get(interval_ms) is asyncio.current_task():
                 del self._tasks[interval_ms]
@@ -100,9 +116,8 @@ class Fanout:
                 delivery.payload,
                 delivery.text,
             )
-            self.metrics.messages_sent.labels(delivery.kind).inc(count)
-            self.metrics.bytes_sent.labels("json" if delivery.text else "msgpack").inc(
-                count * len(delivery.payload)
-            )
+            for tier, members in delivery.tiers:
+                self.metrics.sent(tier, delivery.kind).inc(members)
+            self._bytes[delivery.text].inc(count * len(delivery.payload))
         for member in flush.lagged_out:
             member.close_lagging()

@@ -88,10 +88,10 @@ class HttpPollFeed(TaskFeed):
         failures = 0
         async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
             while not stop.is_set():
+                self._wake.clear()  # before the poll: a request for one made during it stays
                 ok = await self._poll(client)
                 failures = 0 if ok else failures + 1
                 wait = min(self.backoff_max, self.source.interval_s * 2**failures)
-                self._wake.clear()
                 stop_wait = asyncio.ensure_future(stop.wait())
                 wake_wait = asyncio.ensure_future(self._wake.wait())
                 await asyncio.wait(
@@ -102,17 +102,17 @@ class HttpPollFeed(TaskFeed):
         self._set_state(FeedState.STOPPED, None)
 
     async def _poll(self, client: httpx.AsyncClient) -> bool:
+        label = self.router.label(self.source)
         try:
-            response = await client.get(self.url, headers={"Accept": "application/json"})
-            response.raise_for_status()
+            body = await self._get(client)
         except httpx.HTTPError as exc:
             self._set_state(FeedState.DOWN, describe_failure(exc))
             return False
-        body = response.content
-        label = self.router.label(self.source)
-        if len(body) > MAX_RESPONSE_BYTES:
+        if body is None:
             self.router.writer.received(label)
-            self.router.writer.malformed(label, self.url, f"response of {len(body)} bytes")
+            self.router.writer.malformed(
+                label, self.url, f"response larger than {MAX_RESPONSE_BYTES} bytes"
+            )
             self._set_state(FeedState.DOWN, "response too large")
             return False
         try:
@@ -128,3 +128,17 @@ class HttpPollFeed(TaskFeed):
         self.polls += 1
         self._set_state(FeedState.OK, None)
         return True
+
+    async def _get(self, client: httpx.AsyncClient) -> bytes | None:
+        """The body of one GET (``None``: larger than :data:`MAX_RESPONSE_BYTES`, not read on);
+        :class:`httpx.HTTPError` for a failed request or a status >= 400."""
+        async with client.stream("GET", self.url, headers={"Accept": "application/json"}) as r:
+            r.raise_for_status()
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in r.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    return None
+                chunks.append(chunk)
+            return b"".join(chunks)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -90,6 +91,7 @@ class NatsFeed(TaskFeed):
         self._pending_keys = 0
         self._flush_scheduled = False
         self._paths: dict[str, str] = {}
+        self._last_slow = 0.0
 
     def health(self) -> FeedHealth:
         """The connection state (a failure of the feed itself wins), its age and last error."""
@@ -160,8 +162,13 @@ class NatsFeed(TaskFeed):
             lost.set()
 
         async def on_error(exc: Exception) -> None:
+            if isinstance(exc, nats.errors.SlowConsumerError):
+                # messages were dropped on our side, the connection is fine: reload what can be
+                # reloaded (once per burst of drops) instead of reconnecting
+                self._slow_consumer(getattr(exc, "subject", "?"))
+                return
             self.last_error = describe_failure(exc)
-            if "stale" in str(exc).lower():
+            if isinstance(exc, nats.errors.StaleConnectionError) or "stale" in str(exc).lower():
                 self._set_state(FeedState.STALLED)
             lost.set()
 
@@ -177,6 +184,16 @@ class NatsFeed(TaskFeed):
             name="dashboard-server",
         )
         return client
+
+    def _slow_consumer(self, subject: str) -> None:
+        now = time.monotonic()
+        if now - self._last_slow < 1.0:
+            return
+        self._last_slow = now
+        log.warning("nats messages dropped (slow consumer)", extra={"subject": subject})
+        if self.resyncs is not None:
+            for source in self.sources:
+                self.resyncs.request(source.resync, f"nats slow consumer ({source.name})")
 
     async def _subscribe(self, client: Client) -> None:
         for source in self.sources:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 PayloadFormat = Literal["json", "msgpack"]
 
 DEDUPE_WINDOW_S: Final = 60.0
-"""An event equal in its ``dedupe`` field (and level) to one seen this recently is dropped."""
+"""An event equal in its ``dedupe`` field (and level) to one seen this recently is dropped; an
+event without the field is never dropped (an emergency stop has no ``policy_id``)."""
 _DEDUPE_KEPT: Final = 10_000
 
 
@@ -90,8 +92,8 @@ class SourceRouter:
                 self.writer.replace_bytes(join(out.section, key), payload, payload_format(payload))
             else:
                 self._apply_ops(source, self._ops(source, key, decode_payload(payload)))
-        except ValueError as exc:
-            self.writer.malformed(label, where or key, str(exc))
+        except Exception as exc:  # whatever the payload does, it is counted and the feed goes on
+            self.writer.malformed(label, where or key, _reason(exc))
             return False
         if live:
             self._live(source)
@@ -120,7 +122,10 @@ class SourceRouter:
         for path, payload, where in items:
             applied += 1
             if is_removal(payload):
-                writer.remove(path)
+                try:
+                    writer.remove(path)
+                except Exception as exc:  # e.g. the path goes through a leaf: counted, go on
+                    writer.malformed(label, where, _reason(exc))
                 continue
             fmt: PayloadFormat = "msgpack" if payload[0] >= 0x80 else "json"
             batch = batches.get(fmt)
@@ -141,8 +146,8 @@ class SourceRouter:
         self.writer.received(label)
         try:
             self._apply_ops(source, self._ops(source, key, value))
-        except ValueError as exc:
-            self.writer.malformed(label, where or key, str(exc))
+        except Exception as exc:
+            self.writer.malformed(label, where or key, _reason(exc))
             return False
         self._live(source)
         return True
@@ -155,7 +160,11 @@ class SourceRouter:
 
     def _ops(self, source: Source, key: str, value: Any) -> list[tuple[Output, Op]]:
         # every output's ops first: a message that fails anywhere changes nothing
-        return [(out, op) for out in source.outputs for op in out.apply(key, value)]
+        ops = [(out, op) for out in source.outputs for op in out.apply(key, value)]
+        if len(ops) > 1:  # the engine must not refuse the second op after taking the first
+            for _, op in ops:
+                check_value(op.value, op.path or op.channel)
+        return ops
 
     def _apply_ops(self, source: Source, ops: list[tuple[Output, Op]]) -> None:
         for out, op in ops:
@@ -170,7 +179,11 @@ class SourceRouter:
     def _first(self, out: Output, data: dict[str, Any]) -> bool:
         """Whether an event is new: not equal in ``dedupe`` and ``level`` to a recent one."""
         assert out.dedupe is not None
-        key = (out.source, data.get(out.dedupe), data.get("level"))
+        ident = data.get(out.dedupe)
+        if ident is None or not isinstance(ident, str | int | float | bool):
+            return True  # nothing to tell it apart by: never dropped
+        level = data.get("level")
+        key = (out.source, ident, level if isinstance(level, str | int) else None)
         now = time.monotonic()
         seen = self._seen.get(key)
         if seen is not None and now - seen < DEDUPE_WINDOW_S:
@@ -185,6 +198,38 @@ class SourceRouter:
         for out in source.outputs:
             if out.section is not None:
                 self.writer.note_section_update(out.section)
+
+
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+
+
+def check_value(value: Any, where: str) -> None:
+    """Raise :class:`ValueError` if the engine would refuse ``value`` (what a MessagePack payload
+    can hold and JSON cannot: NaN, bytes, non-string keys, integers beyond 64 bits)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for name, member in item.items():
+                if not isinstance(name, str):
+                    raise ValueError(f"{where}: non-string key {name!r}")
+                stack.append(member)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"{where}: non-finite number {item!r}")
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise ValueError(f"{where}: integer {item} out of range")
+        elif item is not None and not isinstance(item, str | bool):
+            raise ValueError(f"{where}: unsupported value of type {type(item).__name__}")
+
+
+def _reason(exc: Exception) -> str:
+    """A bad payload's reason: a ValueError says it all, anything else says what it was too."""
+    return str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
 
 
 Bootstrap = Callable[[], Awaitable[None]]

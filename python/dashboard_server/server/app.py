@@ -29,7 +29,8 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 
-from dashboard_server.config import Config, endpoint_url, source_specs
+from dashboard_server import __version__
+from dashboard_server.config import Config, endpoint_url, security_warnings, source_specs
 from dashboard_server.core.engine import Engine, StateDocEngine, load_engine
 from dashboard_server.core.messages import Messages
 from dashboard_server.core.protocol import (
@@ -49,7 +50,7 @@ from dashboard_server.ingest.redis.feed import RedisFeed
 from dashboard_server.ingest.router import Resyncs, SourceRouter
 from dashboard_server.ingest.writer import StateWriter
 from dashboard_server.server.auth import Authenticator, select_subprotocol
-from dashboard_server.server.gate import Gate, OriginPolicy, connection_class
+from dashboard_server.server.gate import Gate, OriginPolicy, ProxyPolicy, connection_class
 from dashboard_server.server.gcpolicy import GcPolicy
 from dashboard_server.server.history import (
     HistorySampler,
@@ -57,9 +58,11 @@ from dashboard_server.server.history import (
     MemoryHistory,
     RedisHistory,
     history_endpoint,
+    series_endpoint,
 )
 from dashboard_server.server.http import HttpFront
 from dashboard_server.server.session import Session, close_within
+from dashboard_server.server.status import SourceHealth, StatusBoard
 from dashboard_server.server.web import static_response
 from dashboard_server.telemetry.metrics import (
     HistoryMetrics,
@@ -81,6 +84,7 @@ class DashboardServer:
         self.clock: Clock = clock or SystemClock()
         self.metrics = ServerMetrics()
         self.engine: Engine = load_engine(config.engine)
+        self.metrics.set_build_info(__version__, self.engine.name)
         self.doc: StateDocEngine = self.engine.StateDoc(
             sections=config.sections, max_tombstones=config.max_tombstones
         )
@@ -96,6 +100,8 @@ class DashboardServer:
             max_pending_events=config.max_pending_events,
             events_kept=config.events_kept,
             metrics=self.metrics,
+            symbol_fields=dict(config.symbol_fields),
+            status=lambda: self.status_board.current(),
         )
         self.fanout = Fanout(self.hub, self.metrics)
         self.writer = StateWriter(
@@ -108,6 +114,14 @@ class DashboardServer:
         """The sources feeding the state (none: the demo feed)."""
         self.resyncs = Resyncs()
         """Who bootstraps which source, for the at-most-once transports' reconnects."""
+        self.status_board = StatusBoard(
+            feed=lambda: self.feed_name,
+            sources=self._source_health,
+            section_ages=self.writer.section_ages,
+            stale_after=config.stale_after(),
+            sections=config.sections,
+        )
+        """What the ``status`` message says (the feed, its sources, the stale sections)."""
         self._gc_policy = GcPolicy()
         self.gate = Gate(
             authenticator=Authenticator(
@@ -120,6 +134,7 @@ class DashboardServer:
             metrics_auth=config.metrics_auth,
             max_connections=config.max_connections,
             max_connections_per_address=config.max_connections_per_address,
+            proxies=ProxyPolicy(config.trusted_proxies),
         )
         self.http = HttpFront(
             parse_params=self._parse_params,
@@ -136,14 +151,19 @@ class DashboardServer:
         self._stopped = asyncio.Event()
         self._started_at = time.monotonic()
         history_metrics = HistoryMetrics(self.metrics.registry)
+        coarse = {
+            "coarse_ms": round(config.history_downsample_s * 1000),
+            "coarse_size": config.history_downsampled_size,
+        }
         self.history: HistoryStore = (
-            MemoryHistory(config.history_size, history_metrics)
+            MemoryHistory(config.history_size, history_metrics, **coarse)
             if config.redis_url is None
             else RedisHistory(
                 config.redis_url,
                 config.history_size,
                 history_metrics,
                 timeout=config.redis_health_timeout_s,
+                **coarse,
             )
         )
         self.history_sampler = HistorySampler(
@@ -196,6 +216,8 @@ class DashboardServer:
                 "feed": self.feed_name,
             },
         )
+        for warning in security_warnings(self.config):
+            log.warning(warning)
 
     def _configured_feeds(self) -> list[Feed]:
         """The feeds the configuration asks for: one per transport connection of the sources
@@ -305,6 +327,18 @@ class DashboardServer:
             return c.sources if isinstance(c.sources, str) else "custom" if c.sources else "generic"
         return "demo" if self.feeds else "none"
 
+    def _source_health(self) -> list[SourceHealth]:
+        """Every feed's health, for the ``status`` message."""
+        healths = []
+        for feed in self.feeds:
+            health = feed.health()
+            healths.append(
+                SourceHealth(
+                    feed.name, health.state.value, health.since_s, health.error, health.lag_s
+                )
+            )
+        return healths
+
     def _feeds_ok(self) -> bool:
         return all(f.health().state is FeedState.OK for f in self.feeds)
 
@@ -382,6 +416,7 @@ class DashboardServer:
             tier_intervals=self.config.tier_intervals(),
             min_interval_ms=self.config.min_interval_ms,
             max_interval_ms=self.config.max_interval_ms,
+            max_symbols=self.config.max_symbols,
         )
 
     async def _handle(self, connection: ServerConnection) -> None:
@@ -403,13 +438,14 @@ class DashboardServer:
             config=self.config,
             clock=self.clock,
             allowed_channels=principal.channels,
+            remote=self.gate.address(connection),
         )
         expiry = self.gate.watch_expiry(principal, session.close_expired)
         self._sessions.add(session)
         log.debug(
             "client connected",
             extra={
-                "remote": str(connection.remote_address),
+                "remote": session.remote,
                 "tier": params.tier,
                 "format": params.fmt,
                 "diff": params.diff,
@@ -426,7 +462,7 @@ class DashboardServer:
             log.debug(
                 "client disconnected",
                 extra={
-                    "remote": str(connection.remote_address),
+                    "remote": session.remote,
                     "close_code": connection.close_code,
                 },
             )
@@ -470,12 +506,19 @@ class DashboardServer:
         body["sections"] = self.writer.section_ages()
         return (503 if self._shutting_down else 200), body
 
-    async def _history_response(self, query: str) -> tuple[int, dict[str, Any]]:
+    async def _history_response(self, path: str, query: str) -> tuple[int, dict[str, Any]]:
+        if path == "/api/v1/history/series":
+            return await series_endpoint(
+                self.history,
+                query,
+                types=self.history_sampler.sections,
+                interval_ms=self.history_sampler.interval_ms,
+            )
         return await history_endpoint(
             self.history,
             query,
             types=self.history_sampler.sections,
-            max_limit=self.config.history_size,
+            max_limit=self.history.retention.max_points,
             interval_ms=self.history_sampler.interval_ms,
         )
 
@@ -490,5 +533,7 @@ class DashboardServer:
         return self.metrics.render()
 
     def _observe_encode(self, fmt: str, kind: str, seconds: float, size: int) -> None:
-        self.metrics.serialization.labels(fmt, kind).observe(seconds)
-        self.metrics.message_size.labels(fmt, kind).observe(size)
+        duration, by_type, message_size = self.metrics.encoded(fmt, kind)
+        duration.observe(seconds)
+        by_type.observe(seconds)
+        message_size.observe(size)

@@ -11,6 +11,9 @@
   and ``max_connections_per_address`` per client address (429). The slot is given back when the
   TCP connection is lost, whatever happened in between.
 
+The client address (per-address limit, logs) is the TCP peer's, unless that peer is one of
+``trusted_proxies`` (:class:`ProxyPolicy`): then it is taken from the forwarding headers.
+
 Every refusal increments ``dashboard_security_refusals_total{reason}`` and answers a JSON body.
 :class:`TokenBucket` is the per-connection inbound message rate limit used by the session, and
 :func:`connection_class` makes the connections count handshakes cut by ``open_timeout_s``.
@@ -21,13 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
+import re
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from dashboard_server.core.protocol import ConnectParams, Query
@@ -43,7 +49,7 @@ from dashboard_server.server.auth import (
 from dashboard_server.server.responses import http_response
 from dashboard_server.telemetry.metrics import ServerMetrics
 
-__all__ = ["Gate", "OriginPolicy", "connection_class"]
+__all__ = ["Gate", "OriginPolicy", "ProxyPolicy", "connection_class"]
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +100,73 @@ def _refusal(status: int, error: str, message: str, **headers: str) -> Response:
     return response
 
 
-def _address(connection: ServerConnection) -> str:
+def _peer(connection: ServerConnection) -> str:
     peer = connection.remote_address
     return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+
+_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+_FORWARDED_FOR: Final = re.compile(r'(?:^|[;,\s])for\s*=\s*("[^"]*"|[^;,\s]*)', re.I)
+
+
+def _ip(text: str) -> _IP | None:
+    """The address of one forwarded node (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``::1``);
+    ``None`` for ``unknown``, an obfuscated identifier or garbage."""
+    text = text.strip().strip('"').strip()
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class ProxyPolicy:
+    """Which client address to believe: the TCP peer's, or, when the peer is a trusted proxy,
+    the forwarding headers' (``X-Forwarded-For`` when present, else RFC 7239 ``Forwarded:
+    for=``).
+
+    The forwarded chain is read from the right (the hop the trusted proxy added last) and the
+    first address that is not itself a trusted proxy is the client: entries further left were
+    written by the client or by proxies we do not know and could be forged. When every entry is
+    trusted the leftmost is taken; an entry that is no address (``unknown``, garbage) stops the
+    walk at the last trusted hop. With no trusted proxies the headers are never read.
+    """
+
+    def __init__(self, trusted: Sequence[str]) -> None:
+        self.networks = tuple(ipaddress.ip_network(t.strip(), strict=False) for t in trusted)
+
+    def trusts(self, address: _IP | None) -> bool:
+        """Whether ``address`` is one of the trusted proxies."""
+        return address is not None and any(
+            address.version == net.version and address in net for net in self.networks
+        )
+
+    def client_address(self, peer: str, headers: Headers | None) -> str:
+        """The address to count and log for a request from ``peer`` with ``headers``."""
+        if not self.networks or headers is None or not self.trusts(_ip(peer)):
+            return peer
+        chain = [part for value in headers.get_all("X-Forwarded-For") for part in value.split(",")]
+        if not chain:
+            chain = [
+                m.group(1)
+                for value in headers.get_all("Forwarded")
+                for m in _FORWARDED_FOR.finditer(value)
+            ]
+        client = peer
+        for entry in reversed(chain):
+            address = _ip(entry)
+            if address is None:
+                break
+            client = str(address)
+            if not self.trusts(address):
+                break
+        return client
 
 
 class Gate:
@@ -111,8 +181,10 @@ class Gate:
         metrics_auth: bool,
         max_connections: int,
         max_connections_per_address: int,
+        proxies: ProxyPolicy | None = None,
     ) -> None:
         self.authenticator = authenticator
+        self.proxies = proxies or ProxyPolicy(())
         self.origins = origins
         self.metrics = metrics
         self.metrics_auth = metrics_auth
@@ -123,11 +195,27 @@ class Gate:
         self._principals: weakref.WeakKeyDictionary[ServerConnection, Principal] = (
             weakref.WeakKeyDictionary()
         )
+        self._addresses: weakref.WeakKeyDictionary[ServerConnection, str] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def address(self, connection: ServerConnection) -> str:
+        """The client's address (module doc), worked out once per connection."""
+        address = self._addresses.get(connection)
+        if address is None:
+            request = getattr(connection, "request", None)
+            address = self.proxies.client_address(
+                _peer(connection), request.headers if request is not None else None
+            )
+            self._addresses[connection] = address
+        return address
 
     def refuse(self, reason: str, connection: ServerConnection, path: str) -> None:
         """Count and log a refusal (never the query string: it may hold a token)."""
         self.metrics.security_refusals.labels(reason).inc()
-        log.info("refused", extra={"reason": reason, "remote": _address(connection), "path": path})
+        log.info(
+            "refused", extra={"reason": reason, "remote": self.address(connection), "path": path}
+        )
 
     def check(
         self, connection: ServerConnection, request: Request, path: str, query: Query
@@ -181,7 +269,7 @@ class Gate:
                 what = f"channel {forbidden[0]!r}" if forbidden else "none of the channels"
                 return _refusal(403, "forbidden", f"{what} not allowed for these credentials")
             params = dataclasses.replace(params, channels=allowed)
-        address = _address(connection)
+        address = self.address(connection)
         if self.connections >= self.max_connections:
             self.refuse("max_connections", connection, _WS_PATH)
             return _refusal(503, "too_many_connections", "server is full", Retry_After="5")

@@ -1,4 +1,4 @@
-"""Plain HTTP on the WebSocket port: ``/health``, ``/metrics``, ``/api/v1/history``, the
+"""Plain HTTP on the WebSocket port: ``/health``, ``/metrics``, ``/api/v1/history[/series]``, the
 dashboard's static files and the ``/ws`` gatekeeper.
 
 :class:`HttpFront` is the ``process_request`` hook of ``websockets.asyncio.server.serve``: it
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection
@@ -22,7 +22,10 @@ from dashboard_server.server.gate import Gate
 from dashboard_server.server.responses import http_response
 from dashboard_server.telemetry.logs import redact
 
-__all__ = ["HttpFront"]
+__all__ = ["HISTORY_PATHS", "HttpFront"]
+
+HISTORY_PATHS: Final = ("/api/v1/history", "/api/v1/history/series")
+"""The history endpoints (server/history.py); both take the ``/api/`` credentials."""
 
 
 class HttpFront:
@@ -37,7 +40,7 @@ class HttpFront:
         accepting: Callable[[], bool],
         static: Callable[[str], tuple[int, str, bytes] | None] | None = None,
         gate: Gate | None = None,
-        history: Callable[[str], Awaitable[tuple[int, dict[str, Any]]]] | None = None,
+        history: Callable[[str, str], Awaitable[tuple[int, dict[str, Any]]]] | None = None,
     ) -> None:
         self._parse_params = parse_params
         self._health = health
@@ -67,8 +70,8 @@ class HttpFront:
             return http_response(status, body)
         if url.path == "/metrics":
             return http_response(200, self._metrics(), "text/plain; version=0.0.4; charset=utf-8")
-        if url.path == "/api/v1/history" and self._history is not None:
-            return self._history_response(url.query)
+        if url.path in HISTORY_PATHS and self._history is not None:
+            return self._history_response(url.path, url.query)
         if url.path != "/ws":
             found = self._static(request.path) if self._static is not None else None
             if found is not None:
@@ -94,9 +97,9 @@ class HttpFront:
         self._params[connection] = params
         return None
 
-    async def _history_response(self, query: str) -> Response:
+    async def _history_response(self, path: str, query: str) -> Response:
         assert self._history is not None
-        status, body = await self._history(query)
+        status, body = await self._history(path, query)
         return http_response(status, body)
 
     def take_params(self, connection: ServerConnection) -> ConnectParams | None:

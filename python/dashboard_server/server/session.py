@@ -69,8 +69,11 @@ class Session:
         config: Config,
         clock: Clock,
         allowed_channels: frozenset[str] | None = None,
+        remote: str | None = None,
     ) -> None:
         self._connection = connection
+        self.remote = remote if remote is not None else str(connection.remote_address)
+        """The client's address for the logs (behind a trusted proxy, the forwarded one)."""
         self.params = params
         self.hub = hub
         self.metrics = metrics
@@ -119,12 +122,14 @@ class Session:
                 self.metrics.security_refusals.labels("rate_limit").inc()
                 log.info(
                     "closing a client that sends too fast",
-                    extra={"remote": str(self._connection.remote_address)},
+                    extra={"remote": self.remote},
                 )
                 self.close_soon(CLOSE_RATE_LIMITED, "message rate limit exceeded")
             return
         try:
-            message = parse_client_message(data, self.config.sections)
+            message = parse_client_message(
+                data, self.config.sections, max_symbols=self.config.max_symbols
+            )
         except MessageError as exc:
             self.reject(exc)
             return
@@ -135,11 +140,42 @@ class Session:
                 forbidden = sorted(message.channels - self.allowed_channels)[0]
                 self.reject(MessageError("forbidden_channel", f"channel {forbidden!r} not allowed"))
                 return
+            symbols = self.hub.symbols_of(self)
+            if message.symbols is not None:
+                # no filter yet: the first subscribe narrows "every symbol" to these
+                symbols = message.symbols if symbols is None else symbols | message.symbols
+                if len(symbols) > self.config.max_symbols:
+                    self.reject(
+                        MessageError(
+                            "bad_symbols",
+                            f"subscribe: at most {self.config.max_symbols} symbols in all",
+                        )
+                    )
+                    return
             self.metrics.messages_received.labels("subscribe").inc()
-            self.hub.set_channels(self, self.hub.channels_of(self) | message.channels)
+            self.hub.set_subscription(self, self.hub.channels_of(self) | message.channels, symbols)
         elif isinstance(message, Unsubscribe):
+            symbols = self.hub.symbols_of(self)
+            if message.symbols is not None:
+                if symbols is None:
+                    self.reject(
+                        MessageError(
+                            "bad_symbols", "unsubscribe: no symbol filter to remove symbols from"
+                        )
+                    )
+                    return
+                symbols = symbols - message.symbols
+                if not symbols:
+                    self.reject(
+                        MessageError(
+                            "bad_symbols",
+                            "unsubscribe: would leave no symbol (reconnect without symbols "
+                            "for every symbol)",
+                        )
+                    )
+                    return
             self.metrics.messages_received.labels("unsubscribe").inc()
-            self.hub.set_channels(self, self.hub.channels_of(self) - message.channels)
+            self.hub.set_subscription(self, self.hub.channels_of(self) - message.channels, symbols)
         elif isinstance(message, Refresh):
             self.metrics.messages_received.labels("refresh").inc()
             self.hub.refresh(self)
@@ -164,7 +200,7 @@ class Session:
             self.metrics.bad_message_closes.inc()
             log.info(
                 "closing a client that keeps sending bad messages",
-                extra={"remote": str(self._connection.remote_address)},
+                extra={"remote": self.remote},
             )
             self.close_soon(CLOSE_BAD_MESSAGES, "too many bad messages")
 
@@ -173,13 +209,13 @@ class Session:
         if self.buffered() > self.config.write_buffer_high:
             return
         broadcast([self._connection], payload, text=self.params.fmt == "json")
-        self.metrics.messages_sent.labels(kind).inc()
+        self.metrics.sent(self.params.tier, kind).inc()
 
     def close_lagging(self) -> None:
         """Close with :data:`CLOSE_LAGGING` (the hub has already dropped this member)."""
         log.info(
             "closing a client that stayed lagging",
-            extra={"remote": str(self._connection.remote_address)},
+            extra={"remote": self.remote},
         )
         self.close_soon(CLOSE_LAGGING, "lagging: not reading")
 
@@ -187,7 +223,7 @@ class Session:
         """Close with :data:`CLOSE_TOKEN_EXPIRED`: the client's credentials just expired."""
         log.info(
             "closing a client whose credentials expired",
-            extra={"remote": str(self._connection.remote_address)},
+            extra={"remote": self.remote},
         )
         self.close_soon(CLOSE_TOKEN_EXPIRED, "token expired")
 

@@ -3,16 +3,41 @@
 Each :class:`ServerMetrics` owns a :class:`~prometheus_client.CollectorRegistry`, so several
 servers (tests start many in one process) never share or clash; ``/metrics`` renders it. The
 groups a part of the server registers only when it runs (:class:`IngestMetrics`,
-:class:`RedisMetrics`, :class:`HistoryMetrics`) take that registry.
+:class:`RedisMetrics`, :class:`HistoryMetrics`) take that registry. The registry also has the
+standard process (``process_*``), platform (``python_info``) and garbage collector
+(``python_gc_*``) collectors and ``dashboard_build_info``.
+
+The first eight families keep the original service's names and labels exactly
+(``dashboard_connected_clients{client_type}``, ``dashboard_messages_sent_total{client_type,
+message_type}``, ``dashboard_messages_received_total{message_type}``,
+``dashboard_broadcast_latency_seconds{client_type}``,
+``dashboard_serialization_duration_seconds{format}``,
+``dashboard_message_size_bytes{format,message_type}``,
+``dashboard_client_subscriptions{channel}``, ``dashboard_active_connections``), so dashboards
+and alerts written for it keep working. No ``_created`` series are exported.
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 
 __all__ = ["HistoryMetrics", "IngestMetrics", "RedisMetrics", "ServerMetrics"]
+
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _SIZE_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 _SECONDS_BUCKETS = (
@@ -39,10 +64,19 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(
+            "dashboard_build_info",
+            "Always 1: the running version, diff engine and Python.",
+            ["version", "engine", "python"],
+            registry=r,
+        )
         self.connected_clients = Gauge(
             "dashboard_connected_clients",
-            "WebSocket clients connected, by tier.",
-            ["type"],
+            "WebSocket clients connected, by tier (tui, web).",
+            ["client_type"],
             registry=r,
         )
         self.active_connections = Gauge(
@@ -52,8 +86,8 @@ class ServerMetrics:
         )
         self.messages_sent = Counter(
             "dashboard_messages_sent",
-            "Messages written to clients, by message type.",
-            ["type"],
+            "Messages written to clients, by tier and message type.",
+            ["client_type", "message_type"],
             registry=r,
         )
         self.bytes_sent = Counter(
@@ -65,12 +99,20 @@ class ServerMetrics:
         self.messages_received = Counter(
             "dashboard_messages_received",
             "Client messages received, by type (invalid: could not be used).",
-            ["type"],
+            ["message_type"],
             registry=r,
         )
         self.broadcast_latency = Histogram(
             "dashboard_broadcast_latency_seconds",
-            "From a flush's scheduled time to the end of its writes.",
+            "From a flush's scheduled time to the end of its writes, by the tiers it served.",
+            ["client_type"],
+            registry=r,
+            buckets=_SECONDS_BUCKETS,
+        )
+        self.serialization_duration = Histogram(
+            "dashboard_serialization_duration_seconds",
+            "Time to encode one message, by format.",
+            ["format"],
             registry=r,
             buckets=_SECONDS_BUCKETS,
         )
@@ -84,12 +126,12 @@ class ServerMetrics:
         self.message_size = Histogram(
             "dashboard_message_size_bytes",
             "Size of encoded messages, by format and type.",
-            ["format", "type"],
+            ["format", "message_type"],
             registry=r,
             buckets=_SIZE_BUCKETS,
         )
         self.subscriptions = Gauge(
-            "dashboard_subscriptions",
+            "dashboard_client_subscriptions",
             "Connections subscribed to each channel.",
             ["channel"],
             registry=r,
@@ -154,6 +196,33 @@ class ServerMetrics:
             ["reason"],
             registry=r,
         )
+        self._encoded: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._sent: dict[tuple[str, str], Any] = {}
+
+    def set_build_info(self, version: str, engine: str) -> None:
+        """Publish ``dashboard_build_info`` (once the engine is known)."""
+        self.build_info.clear()
+        self.build_info.labels(version, engine, platform.python_version()).set(1)
+
+    def encoded(self, fmt: str, kind: str) -> tuple[Any, Any, Any]:
+        """The pre-bound children observing one encode of a ``kind`` message in ``fmt``:
+        (serialization duration by format, serialization by format and type, size)."""
+        key = (fmt, kind)
+        children = self._encoded.get(key)
+        if children is None:
+            children = self._encoded[key] = (
+                self.serialization_duration.labels(fmt),
+                self.serialization.labels(fmt, kind),
+                self.message_size.labels(fmt, kind),
+            )
+        return children
+
+    def sent(self, tier: str, kind: str) -> Any:
+        """The pre-bound ``dashboard_messages_sent_total`` child of ``tier`` and ``kind``."""
+        child = self._sent.get((tier, kind))
+        if child is None:
+            child = self._sent[tier, kind] = self.messages_sent.labels(tier, kind)
+        return child
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import msgpack
 import orjson
@@ -26,7 +26,7 @@ from dashboard_server.ingest.demo import DemoFeed
 from dashboard_server.ingest.feed import describe_failure
 from dashboard_server.ingest.redis.connection import close_quietly, connect_redis
 
-__all__ = ["RedisPublisher", "merge_patch", "publish_demo"]
+__all__ = ["Publisher", "RedisPublisher", "merge_patch", "publish_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,21 @@ class RedisPublisher:
         await close_quietly(self._client)
 
 
+class Publisher(Protocol):
+    """What :func:`publish_demo` drives: a state sink that is flushed, then closed."""
+
+    writes: int
+    events: int
+    failures: int
+
+    def merge(self, path: str, patch: Any) -> None: ...
+    def replace(self, path: str, value: Any) -> None: ...
+    def remove(self, path: str) -> None: ...
+    def publish_event(self, channel: str, data: dict[str, Any]) -> None: ...
+    async def flush(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
 async def publish_demo(
     url: str,
     *,
@@ -153,14 +168,24 @@ async def publish_demo(
     duration: float | None = None,
     flush_interval: float = 0.01,
     stop: asyncio.Event | None = None,
-) -> RedisPublisher:
-    """Run the demo feed into Redis at ``url`` until ``stop`` is set or ``duration`` passes.
+    sources: Literal["generic", "b25"] = "generic",
+    nats_url: str = "nats://127.0.0.1:4222",
+) -> Publisher:
+    """Run the demo feed into Redis at ``url`` until ``stop`` is set or ``duration`` passes:
+    through the generic contract (docs/redis.md), or with ``sources="b25"`` through the original
+    system's (Redis and the NATS server at ``nats_url``; :mod:`dashboard_server.tools.publish_b25`).
 
     Writes are flushed every ``flush_interval`` seconds; a flush that fails (Redis down) is
     retried at the next, with the newest data. Returns the (closed) publisher for its counters.
     """
     stop = stop or asyncio.Event()
-    publisher = RedisPublisher(url, fmt=fmt)
+    publisher: Publisher
+    if sources == "b25":
+        from dashboard_server.tools.publish_b25 import B25Publisher  # it imports merge_patch
+
+        publisher = B25Publisher(url, nats_url)
+    else:
+        publisher = RedisPublisher(url, fmt=fmt)
     feed = DemoFeed(publisher, symbols=symbols, updates_per_second=rate, seed=seed)
     loop = asyncio.get_running_loop()
     feed_task = loop.create_task(feed.run(stop))

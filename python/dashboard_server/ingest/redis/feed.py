@@ -123,7 +123,9 @@ class RedisFeed(TaskFeed):
         """The last PING's round trip through the message stream (None: not connected)."""
         self._fetch: set[str] = set()
         self._fetch_wanted = asyncio.Event()
-        self._touched: set[str] | None = None
+        self._touched: list[set[str]] = []
+        """One set per reload in progress (a periodic reload, a scan, a resync can overlap):
+        the keys pub/sub or a keyspace event touched since that reload started."""
         for source in self._keyed:
             if resyncs is not None:
                 resyncs.register(source.name, functools.partial(self.resync, source))
@@ -203,15 +205,23 @@ class RedisFeed(TaskFeed):
         try:
             self._keyspace = await self._keyspace_prefix(client) if self._watched else ""
             patterns = self._patterns()
-            sub = await Subscriber.connect(
-                self.url, self._on_batch, self._conflate, timeout=self.health_timeout
-            )
-            await sub.psubscribe(patterns, self.health_timeout)
+            if patterns:
+                sub = await Subscriber.connect(
+                    self.url, self._on_batch, self._conflate, timeout=self.health_timeout
+                )
+                await sub.psubscribe(patterns, self.health_timeout)
+            else:
+                await asyncio.wait_for(client.ping(), self.health_timeout)
             self.metrics.connects.inc()
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._read(sub))
+                # only keys that are only SET and no keyspace notifications: nothing to read,
+                # Redis is watched with PINGs on the command connection
+                if sub is not None:
+                    tasks.create_task(self._read(sub))
+                    tasks.create_task(self._backlog_loop(client, sub))
+                else:
+                    tasks.create_task(self._ping_loop(client))
                 tasks.create_task(self._reload_loop(client))
-                tasks.create_task(self._backlog_loop(client, sub))
                 if self._keyspace:
                     tasks.create_task(self._fetch_loop(client))
                 else:
@@ -332,8 +342,8 @@ class RedisFeed(TaskFeed):
                     bad += 1
                     continue
                 path, name = entry
-                if touched is not None:
-                    touched.add(name)
+                for keys in touched:
+                    keys.add(name)
                 items.append((path, payload, name))
             router.apply_conflated(source, items, batch.counts[pattern] - bad)
         for _, channel, payload in batch.ordered:
@@ -360,6 +370,15 @@ class RedisFeed(TaskFeed):
         entry = (self.router.item_path(source, ident), name)
         self._paths[channel] = entry
         return entry
+
+    async def _ping_loop(self, client: Redis) -> None:
+        """PING every ``health_interval``; stalled when one is unanswered for ``health_timeout``."""
+        while True:
+            await asyncio.sleep(self.health_interval)
+            try:
+                await asyncio.wait_for(client.ping(), self.health_timeout)
+            except TimeoutError:
+                raise RedisStalled(f"PING unanswered for {self.health_timeout} s") from None
 
     async def _reload_loop(self, client: Redis) -> None:
         await self.reload(client, "connect")
@@ -430,8 +449,8 @@ class RedisFeed(TaskFeed):
             self.router.writer.received(self.router.label(source))
             self.router.writer.malformed(self.router.label(source), name, "no id after the prefix")
             return
-        if self._touched is not None:
-            self._touched.add(name)
+        for touched in self._touched:
+            touched.add(name)
         self.router.apply_bytes(source, ident, payload, where=name)
 
     def _key_event(self, key: str, event: bytes) -> None:
@@ -439,8 +458,8 @@ class RedisFeed(TaskFeed):
         if found is None or not found[1]:
             return
         source, ident = found
-        if self._touched is not None:
-            self._touched.add(key)
+        for touched in self._touched:
+            touched.add(key)
         if event in _KEY_GONE:
             self.router.writer.received(self.router.label(source))
             self.router.remove(source, ident)
@@ -457,13 +476,13 @@ class RedisFeed(TaskFeed):
         for the race rule)."""
         started = time.perf_counter()
         touched: set[str] = set()
-        self._touched = touched
+        self._touched.append(touched)
         keys = 0
         try:
             for source in self._keyed if sources is None else sources:
                 keys += await self._reload_source(client, source, touched)
         finally:
-            self._touched = None
+            self._touched.remove(touched)
         self.metrics.reloads.labels(trigger).inc()
         self.metrics.reload_seconds.observe(time.perf_counter() - started)
         self.metrics.reload_keys.set(keys)

@@ -3,10 +3,13 @@
 // dashboard-protocol.js; this file only turns the state into tables.
 //
 // URL parameters: ws (WebSocket URL, default: same host /ws), token, format (json|msgpack),
-// diff (changes|json-patch), interval_ms, symbol (initially selected book), backoff_max_ms,
-// stale_ms.
+// diff (changes|json-patch), interval_ms, symbol (initially selected book), symbols (a server-side
+// symbol filter), backoff_max_ms, stale_ms. Charts are in charts.js; sorting, search and the flash
+// budget in tables.js.
 
-import { DashboardConnection } from "./dashboard-protocol.js";
+import { DashboardConnection, serverHealth } from "./dashboard-protocol.js";
+import { DeskCharts } from "./charts.js";
+import { FlashBudget, SymbolSearch, TableSort, tapeCounts } from "./tables.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -36,6 +39,7 @@ const connOptions = {
   diff: params.get("diff") === "json-patch" ? "json-patch" : "changes",
   token: params.get("token") || (sameOrigin ? storedToken() : null) || null,
   intervalMs: numParam("interval_ms") ?? null,
+  symbols: params.get("symbols") ? params.get("symbols").split(",").map((x) => x.trim()).filter(Boolean) : null,
 };
 if (numParam("backoff_max_ms") !== undefined) connOptions.backoffMaxMs = numParam("backoff_max_ms");
 if (numParam("stale_ms") !== undefined) connOptions.staleAfterMs = numParam("stale_ms");
@@ -67,7 +71,7 @@ const signed = (v, dp) => (isNum(v) ? (v > 0 ? "+" : "") + nf(dp).format(v) : "�
 const money = (v) => fixed(v, 2);
 const sgnClass = (v) => (!isNum(v) || v === 0 ? "flat" : v > 0 ? "up" : "down");
 const text = (v) => (v === undefined || v === null ? "–" : String(v));
-const timeOf = (iso) => (typeof iso === "string" && iso.length >= 23 ? iso.slice(11, 23) : text(iso));
+const timeOf = (iso) => (typeof iso === "string" && iso.length >= 19 && iso[10] === "T" ? iso.slice(11, 23).replace(/Z$/, "") : text(iso));
 
 // Per-symbol decimals: the most seen so far, so that a column stays aligned and shows values exactly.
 const priceDp = new Map();
@@ -84,13 +88,17 @@ const volText = (v) => (isNum(v) ? fixed(v, Math.abs(v) >= 1e5 ? 0 : 2) : "–")
 
 // --- keyed tables updated in place -------------------------------------------------------------
 
+const flashes = new FlashBudget();
+const search = new SymbolSearch();
+
 /**
  * A tbody whose rows are keyed by item id. `columns`: { k: field (dot path), fmt(v, item, id),
  * cls(v, item) -> class, flash: flash the cell when its number changes, l: left-aligned,
  * scale: data-scale attribute for values shown scaled (percentages) }.
  */
 class KeyedTable {
-  constructor(tbody, columns, { newestFirst = false, rowClass = null, onCreate = null } = {}) {
+  constructor(tbody, columns, { newestFirst = false, rowClass = null, onCreate = null, symbolOf = null } = {}) {
+    this.symbolOf = symbolOf; // (id, item) -> symbol, for the symbol search
     this.tbody = tbody;
     // Rows scrolled out of view are not flashed: a highlight nobody sees would cost repaints.
     this.visible = new WeakSet();
@@ -138,7 +146,7 @@ class KeyedTable {
       const cls = (c.l ? "l " : "") + (c.cls ? c.cls(v, item) : "");
       if (cls !== row.classes[i]) { td.className = cls; row.classes[i] = cls; }
       const prev = row.values[i];
-      if (c.flash && flash && isNum(v) && isNum(prev) && v !== prev) {
+      if (c.flash && flash && isNum(v) && isNum(prev) && v !== prev && flashes.allow(td)) {
         td.animate(
           [{ backgroundColor: v > prev ? "rgba(31,195,123,0.45)" : "rgba(240,80,110,0.45)" }, { backgroundColor: "transparent" }],
           { duration: 600, easing: "ease-out" },
@@ -149,6 +157,10 @@ class KeyedTable {
     if (this.rowClass) {
       const rc = this.rowClass(item);
       if (rc !== row.rowCls) { row.tr.className = rc; row.rowCls = rc; }
+    }
+    if (this.symbolOf) {
+      row.symbol = this.symbolOf(id, item);
+      search.applyRow(row.tr, row.symbol);
     }
   }
 
@@ -173,6 +185,11 @@ class KeyedTable {
 }
 
 function pick(obj, path) {
+  // "a|b": the first that is there (a desk's own schema may name a field its way)
+  if (path.includes("|")) {
+    for (const alt of path.split("|")) { const v = pick(obj, alt); if (v !== undefined && v !== null) return v; }
+    return undefined;
+  }
   if (!path.includes(".")) return obj ? obj[path] : undefined;
   let v = obj;
   for (const k of path.split(".")) v = v && typeof v === "object" ? v[k] : undefined;
@@ -182,14 +199,15 @@ function pick(obj, path) {
 // --- panels ------------------------------------------------------------------------------------
 
 let selected = params.get("symbol");
+let charts = null; // DeskCharts, below
 
 const market = new KeyedTable($("t-market").tBodies[0], [
   { k: "symbol", l: true, fmt: (v, it, id) => text(v ?? id), cls: () => "sym" },
   { k: "last_price", flash: true, fmt: (v, it, id) => pxText(v, id), cls: (v, it) => sgnClass(it.change_24h) },
   { k: "change_24h", fmt: (v, it, id) => (isNum(v) ? (v > 0 ? "+" : "") + pxText(v, id) : "–"), cls: sgnClass },
   { k: "change_pct_24h", fmt: (v) => (isNum(v) ? signed(v, 2) + "%" : "–"), cls: sgnClass },
-  { k: "bid", flash: true, fmt: (v, it, id) => pxText(v, id) },
-  { k: "ask", flash: true, fmt: (v, it, id) => pxText(v, id) },
+  { k: "bid|bid_price", flash: true, fmt: (v, it, id) => pxText(v, id) },
+  { k: "ask|ask_price", flash: true, fmt: (v, it, id) => pxText(v, id) },
   { k: "bid_size", fmt: (v, it, id) => qtyText(v, id), cls: () => "muted" },
   { k: "ask_size", fmt: (v, it, id) => qtyText(v, id), cls: () => "muted" },
   { k: "high_24h", fmt: (v, it, id) => pxText(v, id) },
@@ -197,41 +215,65 @@ const market = new KeyedTable($("t-market").tBodies[0], [
   { k: "volume_24h", flash: true, fmt: volText },
 ], {
   rowClass: (it) => (it.symbol === selected ? "selected" : ""),
-  onCreate: (tr, id) => tr.addEventListener("click", () => select(id)),
+  onCreate: (tr, id) => {
+    tr.addEventListener("click", () => select(id));
+    const spark = document.createElement("td");
+    spark.className = "spark-cell";
+    tr.appendChild(spark); // drawn by charts.js
+  },
+  symbolOf: (id, it) => it.symbol ?? id,
 });
 
+// Order states of the demo (status) and of the original system (state, upper case) alike.
+const lower = (v) => (typeof v === "string" ? v.toLowerCase() : v);
+const orderStatus = (it) => lower(it.status ?? it.state);
+const WORKING = new Set(["new", "submitted", "partially_filled", "pending", "open", "accepted"]);
+const DONE = new Set(["filled", "cancelled", "canceled", "rejected", "expired"]);
 const orders = new KeyedTable($("t-orders").tBodies[0], [
-  { k: "id", l: true, cls: () => "muted" },
+  { k: "id|order_id", l: true, fmt: (v) => (typeof v === "string" && v.length > 12 ? v.slice(0, 8) + "…" : text(v)), cls: () => "muted" },
   { k: "created_at", l: true, fmt: timeOf, cls: () => "muted" },
   { k: "symbol", l: true, cls: () => "sym" },
-  { k: "side", l: true, fmt: (v) => text(v).toUpperCase(), cls: (v) => (v === "buy" ? "buy" : "sell") },
+  { k: "side", l: true, fmt: (v) => text(v).toUpperCase(), cls: (v) => (lower(v) === "buy" ? "buy" : "sell") },
   { k: "type", l: true },
   { k: "price", fmt: (v, it) => pxText(v, it.symbol) },
   { k: "quantity", fmt: (v, it) => qtyText(v, it.symbol) },
   { k: "filled_quantity", flash: true, fmt: (v, it) => qtyText(v, it.symbol) },
-  { k: "avg_fill_price", fmt: (v, it) => (isNum(v) ? pxText(v, it.symbol) : "") },
-  { k: "status", l: true, fmt: (v) => (v === "partially_filled" ? "partial" : text(v)), cls: (v) => "st-" + v },
-  { k: "strategy", l: true, cls: () => "muted" },
+  { k: "avg_fill_price|average_price", fmt: (v, it) => (isNum(v) && v !== 0 ? pxText(v, it.symbol) : "") },
+  { k: "status|state", l: true, fmt: (v) => (lower(v) === "partially_filled" ? "partial" : text(lower(v))), cls: (v) => "st-" + lower(v) },
+  { k: "strategy|client_order_id", l: true, cls: () => "muted" },
 ], {
   newestFirst: true,
-  rowClass: (it) => (["filled", "cancelled", "rejected"].includes(it.status) ? "done" : ""),
+  rowClass: (it) => (DONE.has(orderStatus(it)) ? "done" : ""),
+  symbolOf: (id, it) => it.symbol,
 });
 const orderOrder = (items) => Object.keys(items).sort((a, b) => {
   const ta = items[a].created_at || "", tb = items[b].created_at || "";
   return ta < tb ? 1 : ta > tb ? -1 : (Number(b) || 0) - (Number(a) || 0);
 });
 
+// A position's side from its sign when it has none, and its mark from market data when its own is
+// missing or 0 (the original system's positions carry neither).
+function positionSide(it) {
+  if (typeof it.side === "string" && it.side) return it.side.toLowerCase();
+  return isNum(it.quantity) ? (it.quantity > 0 ? "long" : it.quantity < 0 ? "short" : "flat") : undefined;
+}
+function positionMark(it, id) {
+  const own = it.mark_price ?? (it.current_price || undefined);
+  if (isNum(own)) return own;
+  const md = (conn.state.data.market_data || {})[it.symbol ?? id];
+  return md ? md.last_price : undefined;
+}
 const positions = new KeyedTable($("t-positions").tBodies[0], [
-  { k: "symbol", l: true, cls: () => "sym" },
-  { k: "side", l: true, fmt: (v) => text(v).toUpperCase(), cls: (v) => (v === "long" ? "buy" : "sell") },
+  { k: "symbol", l: true, fmt: (v, it, id) => text(v ?? id), cls: () => "sym" },
+  { k: "side", l: true, fmt: (v, it) => text(positionSide(it)).toUpperCase(), cls: (v, it) => (positionSide(it) === "long" ? "buy" : "sell") },
   { k: "quantity", fmt: (v, it) => qtyText(v, it.symbol) },
   { k: "entry_price", fmt: (v, it) => pxText(v, it.symbol) },
-  { k: "mark_price", flash: true, fmt: (v, it) => pxText(v, it.symbol) },
-  { k: "notional", fmt: money },
+  { k: "mark_price", flash: true, fmt: (v, it, id) => pxText(positionMark(it, id), it.symbol) },
+  { k: "notional", fmt: (v, it, id) => money(isNum(v) ? v : isNum(it.quantity) && isNum(positionMark(it, id)) ? Math.abs(it.quantity) * positionMark(it, id) : undefined) },
   { k: "unrealized_pnl", flash: true, fmt: (v) => signed(v, 2), cls: sgnClass },
   { k: "realized_pnl", fmt: (v) => signed(v, 2), cls: sgnClass },
-  { k: "margin", fmt: money, cls: () => "muted" },
-]);
+  { k: "margin|total_fees", fmt: money, cls: () => "muted" },
+], { symbolOf: (id, it) => it.symbol ?? id });
 
 const strategies = new KeyedTable($("t-strategies").tBodies[0], [
   { k: "name", l: true, cls: () => "sym" },
@@ -255,11 +297,150 @@ const balances = new KeyedTable($("t-balances").tBodies[0], [
   { k: "free", fmt: (v) => fixed(v, Math.max(2, decimalsOf(v))) },
 ]);
 
+// --- sections the page has no layout for ------------------------------------------------------
+// Rendered from their items' fields (columns in first-seen order), so a desk's own schema shows
+// its values, never a row of dashes; a section with a single item shows as field: value pairs.
+
+const isScalar = (v) => v === null || ["string", "number", "boolean"].includes(typeof v);
+function genericKeys(items, limit = 12) {
+  const keys = [];
+  for (const it of Object.values(items).slice(0, 50)) {
+    if (!it || typeof it !== "object") continue;
+    for (const [k, v] of Object.entries(it)) if (isScalar(v) && !keys.includes(k)) keys.push(k);
+  }
+  return keys.slice(0, limit);
+}
+function cellText(v) {
+  if (isNum(v)) return fixed(v, Math.min(8, decimalsOf(v)));
+  if (typeof v === "boolean") return v ? "yes" : "no";
+  if (Array.isArray(v)) return `[${v.length}]`;
+  if (v && typeof v === "object") return "{…}";
+  return text(v);
+}
+
+class GenericTable {
+  constructor(table) {
+    this.table = table;
+    this.signature = null;
+    this.rows = null;
+    this.list = document.createElement("dl");
+    this.list.className = "kv";
+    this.list.hidden = true;
+    table.after(this.list);
+  }
+
+  get size() { return this.rows ? this.rows.size : 0; }
+
+  reset(items) {
+    items = items && typeof items === "object" ? items : {};
+    const ids = Object.keys(items);
+    const single = ids.length === 1 && items[ids[0]] && typeof items[ids[0]] === "object";
+    this.table.hidden = single;
+    this.list.hidden = !single;
+    if (single) { this.renderPairs(items[ids[0]]); return; }
+    const keys = genericKeys(items);
+    const signature = keys.join("\u0000");
+    if (signature !== this.signature) {
+      this.signature = signature;
+      const head = this.table.tHead || this.table.createTHead();
+      head.innerHTML = "";
+      const tr = head.insertRow();
+      for (const k of ["", ...keys]) { const th = document.createElement("th"); th.textContent = k; tr.appendChild(th); }
+      const body = this.table.tBodies[0] || this.table.createTBody();
+      body.innerHTML = "";
+      const numeric = (k) => Object.values(items).slice(0, 50).every((it) => !it || !(k in it) || isNum(it[k]));
+      this.rows = new KeyedTable(body, [
+        { k: "\u0000id", l: true, fmt: (v, it, id) => id, cls: () => "sym" },
+        ...keys.map((k) => ({ k, l: !numeric(k), flash: numeric(k), fmt: cellText })),
+      ]);
+    }
+    this.rows.reset(items);
+  }
+
+  update(id, item, items) { this.reset(items); }
+
+  renderPairs(item) {
+    const entries = Object.entries(item).filter(([, v]) => isScalar(v) || (v && typeof v === "object" && !Array.isArray(v)));
+    const flat = [];
+    for (const [k, v] of entries) {
+      if (isScalar(v)) flat.push([k, v]);
+      else for (const [k2, v2] of Object.entries(v)) if (isScalar(v2)) flat.push([`${k}.${k2}`, v2]);
+    }
+    const wanted = flat.map(([k]) => k).join("\u0000");
+    if (this.list.dataset.keys !== wanted) {
+      this.list.dataset.keys = wanted;
+      this.list.innerHTML = "";
+      for (const [k] of flat) {
+        const div = document.createElement("div");
+        const dt = document.createElement("dt"); dt.textContent = k;
+        const dd = document.createElement("dd"); dd.dataset.k = k;
+        div.append(dt, dd);
+        this.list.appendChild(div);
+      }
+    }
+    const dds = this.list.querySelectorAll("dd");
+    flat.forEach(([, v], i) => { setText(dds[i], cellText(v)); dds[i].className = isNum(v) ? "num" : ""; });
+  }
+}
+
+// The strategies panel shows the demo's columns, or the fields of a desk's own strategies.
+const STRATEGY_FIELDS = ["status", "pnl", "fills", "open_orders"];
+const strategiesGeneric = new GenericTable((() => {
+  const t = document.createElement("table");
+  t.className = "data"; t.id = "t-strategies-fields"; t.hidden = true;
+  $("t-strategies").after(t);
+  return t;
+})());
+function renderStrategies() {
+  const items = conn.state.data.strategies || {};
+  const fits = Object.values(items).some((s) => s && typeof s === "object" && STRATEGY_FIELDS.some((k) => k in s));
+  $("t-strategies").hidden = !fits && Object.keys(items).length > 0;
+  if ($("t-strategies").hidden) {
+    strategiesGeneric.table.hidden = false;
+    strategiesGeneric.reset(items);
+    return Object.keys(items).length;
+  }
+  strategiesGeneric.table.hidden = true;
+  strategiesGeneric.list.hidden = true;
+  return null;
+}
+
+// Sections without a panel of their own get one in the "more" row.
+const OWN_PANELS = new Set(["market_data", "orderbook", "orders", "positions", "strategies", "account", "balances"]);
+const extraPanels = new Map();
+function extraPanel(section) {
+  let panel = extraPanels.get(section);
+  if (panel) return panel;
+  const el = document.createElement("section");
+  el.className = "panel p-extra";
+  el.dataset.section = section;
+  el.innerHTML = `<h2>${esc(section.replace(/_/g, " "))} <span class="count"></span></h2><div class="scroll"><table class="data"><thead></thead><tbody></tbody></table></div>`;
+  $("more").appendChild(el);
+  panel = { el, table: new GenericTable(el.querySelector("table")), count: el.querySelector(".count") };
+  extraPanels.set(section, panel);
+  $("more").hidden = false;
+  document.body.classList.add("has-more");
+  return panel;
+}
+function renderExtras() {
+  const data = conn.state.data;
+  const shown = new Set(OWN_PANELS);
+  if (!data.account) shown.add("pnl"); // the account panel shows it
+  for (const [section, items] of Object.entries(data)) {
+    if (shown.has(section) || !items || typeof items !== "object") continue;
+    if (!(dirtyAll || dirty.has(section)) && extraPanels.has(section)) continue;
+    const panel = extraPanel(section);
+    panel.table.reset(items);
+    setText(panel.count, String(Object.keys(items).length));
+  }
+}
+
 function select(symbol) {
   selected = symbol;
   for (const [id, row] of market.rows) row.tr.classList.toggle("selected", id === symbol);
   for (const row of market.rows.values()) row.rowCls = row.tr.className;
   renderBook();
+  if (charts) charts.schedule();
 }
 
 // Order book: fixed rows per side, updated in place.
@@ -320,10 +501,24 @@ function renderBook() {
   }
 }
 
-function renderAccount() {
-  const accounts = conn.state.data.account || {};
+// The account panel: the demo's account section, or the original system's pnl and risk sections.
+function accountView() {
+  const data = conn.state.data;
+  const accounts = data.account || {};
   const id = Object.keys(accounts)[0];
-  const acct = (id && accounts[id]) || {};
+  if (id) return { id, acct: accounts[id], balances: data.balances || accounts[id].balances || {} };
+  const pnls = data.pnl || {};
+  const pid = Object.keys(pnls)[0];
+  const risk = Object.values(data.risk || {})[0] || {};
+  const p = (pid && pnls[pid]) || {};
+  // the risk manager's margin_ratio is equity over margin (10 = ten times covered), not a share: not shown as one
+  const acct = { ...p, equity: risk.total_equity, margin: { used: risk.total_margin_used }, fees_paid: p.total_fees, open_orders: risk.pending_orders };
+  return { id: pid, acct, balances: data.balances || {} };
+}
+function renderAccount() {
+  const view = accountView();
+  const id = view.id;
+  const acct = view.acct || {};
   setText($("acct-id"), id || "–");
   for (const dd of document.querySelectorAll("#acct-totals dd, #kpis dd")) {
     const k = dd.dataset.k;
@@ -336,7 +531,7 @@ function renderAccount() {
     setText(dd, t);
     if (k.endsWith("pnl")) dd.className = sgnClass(v);
   }
-  balances.reset(acct.balances || {});
+  balances.reset(view.balances);
 }
 
 // --- events list -------------------------------------------------------------------------------
@@ -351,19 +546,26 @@ function eventItem(msg) {
   const li = document.createElement("li");
   li.dataset.channel = msg.channel;
   li.dataset.seq = msg.seq;
+  if (msg.data && msg.data.symbol !== undefined) li.dataset.symbol = msg.data.symbol;
+  search.applyRow(li, msg.data && msg.data.symbol !== undefined ? msg.data.symbol : "");
   let tag, cls, body;
+  const extra = (...parts) => parts.filter((p) => p !== undefined && p !== null && p !== "").map((p) => " · " + esc(p)).join("");
   if (msg.channel === "fills") {
     tag = "FILL"; cls = "fill";
     const pnl = isNum(d.realized_pnl) && d.realized_pnl !== 0 ? ` · pnl ${signed(d.realized_pnl, 2)}` : "";
-    body = `<span class="${d.side === "buy" ? "buy" : "sell"}">${esc(text(d.side).toUpperCase())}</span> ${esc(qtyText(d.quantity, d.symbol))} ${esc(d.symbol)} @ ${esc(pxText(d.price, d.symbol))} · ${esc(d.liquidity)} · ${esc(d.strategy)} · order ${esc(d.order_id)}${pnl}`;
+    const order = d.order_id ? "order " + d.order_id : undefined;
+    body = `<span class="${lower(d.side) === "buy" ? "buy" : "sell"}">${esc(text(d.side).toUpperCase())}</span> ${esc(qtyText(d.quantity, d.symbol))} ${esc(d.symbol)} @ ${esc(pxText(d.price, d.symbol))}${extra(d.liquidity, d.strategy, order)}${pnl}`;
   } else if (msg.channel === "alerts") {
-    cls = ["info", "warning", "critical"].includes(d.level) ? d.level : "info";
-    tag = cls === "warning" ? "WARN" : cls.toUpperCase();
-    body = `${esc(d.message)} <span class="muted">${esc(d.source || "")}</span>`;
+    // the demo's level, the risk manager's level (emergency), the account monitor's severity
+    const level = lower(d.level ?? d.severity) === "emergency" ? "critical" : lower(d.level ?? d.severity);
+    cls = ["info", "warning", "critical"].includes(level) ? level : "info";
+    tag = cls === "warning" ? "WARN" : lower(d.level) === "emergency" ? "EMERG" : cls.toUpperCase();
+    body = `${esc(d.message ?? d.reason ?? d.type)} <span class="muted">${esc(d.source ?? d.policy_name ?? d.triggered_by ?? d.type ?? "")}</span>`;
     li.className = cls;
   } else {
     tag = "TRADE"; cls = "trade";
-    body = `${esc(d.symbol)} <span class="${d.side === "buy" ? "buy" : "sell"}">${esc(d.side)}</span> ${esc(qtyText(d.quantity, d.symbol))} @ ${esc(pxText(d.price, d.symbol))}`;
+    const side = d.side ?? (d.is_buyer_maker === undefined ? undefined : d.is_buyer_maker ? "sell" : "buy");
+    body = `${esc(d.symbol)} <span class="${lower(side) === "buy" ? "buy" : "sell"}">${esc(text(side))}</span> ${esc(qtyText(d.quantity, d.symbol))} @ ${esc(pxText(d.price, d.symbol))}`;
   }
   li.innerHTML = `<span class="t">${esc(timeOf(d.timestamp || msg.timestamp))}</span><span class="tag ${cls}">${tag}</span><span class="msg">${body}</span>`;
   return li;
@@ -384,7 +586,12 @@ function renderEvents() {
   pendingEvents = [];
   list.prepend(frag);
   while (list.childElementCount > MAX_EVENTS) list.lastElementChild.remove();
-  setText($("c-events"), `${eventCounts.fills} fills · ${eventCounts.alerts} alerts`);
+  renderEventCounts();
+}
+// The header counts what the tape shows (after a reconnect the backlog refills it).
+function renderEventCounts() {
+  const c = tapeCounts($("events"));
+  setText($("c-events"), `${c.fills} fills · ${c.alerts} alerts${showTrades.checked ? ` · ${c.trades} trades` : ""}`);
 }
 
 // --- render loop -------------------------------------------------------------------------------
@@ -413,10 +620,21 @@ function schedule() {
   }
 }
 
+// Sorted tables: re-ordered after a reset, on a click, and at most once a second otherwise.
+const sorts = new Map();
+let lastSortAt = 0;
+function applySorts(force) {
+  const now = performance.now();
+  if (!force && now - lastSortAt < 1000) return;
+  lastSortAt = now;
+  for (const sort of sorts.values()) sort.apply();
+}
+
 function renderSection(table, section, order) {
   const items = conn.state.data[section] || {};
   if (dirtyAll || dirty.get(section) === null) {
     table.reset(items, order);
+    if (sorts.has(table)) sorts.get(table).apply();
   } else {
     const ids = dirty.get(section);
     if (!ids) return false;
@@ -432,10 +650,16 @@ function render() {
   if (renderSection(orders, "orders", orderOrder)) setText($("c-orders"), `${orders.size} (${countOpen()} working)`);
   if (renderSection(positions, "positions")) setText($("c-positions"), String(positions.size));
   if (renderSection(strategies, "strategies")) setText($("c-strategies"), String(strategies.size));
-  if (dirtyAll || dirty.has("account")) renderAccount();
+  if (dirtyAll || dirty.has("strategies")) {
+    const n = renderStrategies();
+    if (n !== null) setText($("c-strategies"), String(n));
+  }
+  if (dirtyAll || dirty.has("account") || dirty.has("pnl") || dirty.has("risk") || dirty.has("balances")) renderAccount();
+  renderExtras();
   const bookDirty = dirty.get("orderbook");
   if (dirtyAll || bookDirty === null || (bookDirty && bookDirty.has(selected)) || dirty.has("market_data")) renderBook();
   renderEvents();
+  applySorts(false);
   dirtyAll = false;
   dirty.clear();
   ui.renderedSeq = appliedSeq;
@@ -444,16 +668,24 @@ function render() {
 }
 function countOpen() {
   let n = 0;
-  for (const o of Object.values(conn.state.data.orders || {})) if (o.status === "new" || o.status === "partially_filled") n++;
+  for (const o of Object.values(conn.state.data.orders || {})) if (WORKING.has(orderStatus(o))) n++;
   return n;
 }
 
 // --- status, header, banner -------------------------------------------------------------------
 
-const STATE_LABEL = { live: "LIVE", stale: "STALE", resync: "RESYNC", connecting: "CONNECTING", disconnected: "DISCONNECTED", refused: "REFUSED", closed: "CLOSED" };
+const STATE_LABEL = { live: "LIVE", stale: "STALE", resync: "RESYNC", connecting: "CONNECTING", disconnected: "DISCONNECTED", refused: "REFUSED", closed: "CLOSED", degraded: "DEGRADED", down: "FEED DOWN" };
 function viewState() {
   switch (conn.status) {
-    case "open": return conn.state.awaitingSnapshot ? "resync" : conn.stale ? "stale" : "live";
+    case "open": {
+      if (conn.state.awaitingSnapshot) return "resync";
+      if (conn.stale) return "stale";
+      // the connection is fine: what the server says about its own feed decides
+      const health = serverHealth(conn.serverStatus);
+      if (health.state === "down") return "down";
+      if (health.state === "degraded" || health.stale.length) return "degraded";
+      return "live";
+    }
     case "idle": case "connecting": return "connecting";
     case "reconnecting": return "disconnected";
     case "refused": return "refused";
@@ -464,14 +696,34 @@ function viewState() {
 function kb(n) { return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(0)} kB`; }
 let lastBytes = 0, lastBytesAt = performance.now();
 
+// The panel that shows each section (dimmed, and tagged STALE, while the server says the section
+// has had no update for longer than its staleness limit).
+const PANELS = { market_data: "p-market", orderbook: "p-book", account: "p-account", orders: "p-orders", positions: "p-positions", strategies: "p-strategies" };
+
+function renderFeed(health, st) {
+  const demo = $("demo-badge");
+  if (demo.hidden === health.demo) demo.hidden = !health.demo;
+  const stale = new Set(st === "live" || st === "degraded" ? health.stale : []);
+  for (const [section, cls] of Object.entries(PANELS)) {
+    const panel = document.querySelector(`.${cls}`);
+    if (panel && panel.classList.contains("stale-data") !== stale.has(section)) panel.classList.toggle("stale-data", stale.has(section));
+  }
+  for (const [section, { el }] of extraPanels) {
+    if (el.classList.contains("stale-data") !== stale.has(section)) el.classList.toggle("stale-data", stale.has(section));
+  }
+}
+
 function renderStatus() {
   const st = viewState();
+  const health = serverHealth(conn.serverStatus);
   const pill = $("status");
   pill.dataset.state = st;
   pill.className = `status status-${st === "live" ? "open" : st}`;
   setText($("status-text"), STATE_LABEL[st]);
-  document.body.classList.toggle("stale", st !== "live");
-  document.title = `${st === "live" ? "" : "⚠ "}Trading desk · ${STATE_LABEL[st]}`;
+  // degraded: only the stale panels are dimmed; anything worse dims them all
+  document.body.classList.toggle("stale", st !== "live" && st !== "degraded");
+  document.title = `${health.demo ? "DEMO · " : ""}${st === "live" ? "" : "⚠ "}Trading desk · ${STATE_LABEL[st]}`;
+  renderFeed(health, st);
 
   const s = conn.stats;
   const now = Date.now();
@@ -495,6 +747,15 @@ function renderStatus() {
     msg = `REFUSED — ${r.status ? `HTTP ${r.status}: ` : r.code ? `close ${r.code}: ` : ""}${r.message || s.lastError || "the server refused the connection"}`;
     showToken = r.status === 401 || r.status === 403 || r.code === 1008;
   } else if (st === "closed") { msg = "CLOSED"; }
+  else if (st === "down") {
+    msg = `FEED DOWN — ${health.problems.join("; ") || "the server has no live source"} · the numbers below are not being updated${asOf}`;
+  } else if (st === "degraded") {
+    const sources = health.problems.filter((p) => !p.startsWith("stale: "));
+    msg = sources.length
+      ? `DEGRADED — ${health.problems.join("; ")}`
+      : `STALE — no recent update for ${health.stale.join(", ")}; those panels are dimmed`;
+    warn = true;
+  }
   banner.hidden = msg === null;
   banner.classList.toggle("warn", warn);
   if (msg !== null) setText($("banner-text"), msg);
@@ -529,9 +790,54 @@ conn.on("recent-events", (list) => {
   // the backlog after a snapshot replaces what the list shows (it holds the latest events)
   $("events").replaceChildren();
   pendingEvents = list.slice(-MAX_EVENTS);
+  renderEventCounts();
   schedule();
 });
+showTrades.addEventListener("change", renderEventCounts);
+
+// --- desk: sorting, symbol search, charts -------------------------------------------------------
+
+for (const [table, id] of [[market, "t-market"], [orders, "t-orders"], [positions, "t-positions"], [strategies, "t-strategies"]]) {
+  sorts.set(table, new TableSort(table, $(id).tHead, { onChange: () => sortNow(table) }));
+}
+function sortNow(table) {
+  const sort = sorts.get(table);
+  if (sort.active) sort.apply();
+  else if (table === orders) table.reset(conn.state.data.orders || {}, orderOrder);
+  else table.reset(conn.state.data[table === market ? "market_data" : table === positions ? "positions" : "strategies"] || {});
+}
+
+const searchBox = $("search");
+function applySearch() {
+  search.set(searchBox.value);
+  for (const table of [market, orders, positions]) {
+    for (const row of table.rows.values()) search.applyRow(row.tr, row.symbol);
+  }
+  for (const li of $("events").children) search.applyRow(li, li.dataset.symbol ?? "");
+}
+searchBox.addEventListener("input", applySearch);
+searchBox.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape") { searchBox.value = ""; applySearch(); }
+  if (ev.key === "Enter") {
+    const want = searchBox.value.trim().toUpperCase();
+    const md = conn.state.data.market_data || {};
+    const hit = Object.keys(md).find((s) => s.toUpperCase() === want)
+      || [...market.rows.entries()].find(([, r]) => !r.tr.hidden)?.[0];
+    if (hit) select(hit);
+  }
+});
+
+charts = new DeskCharts(conn, {
+  priceBox: $("chart-price"),
+  equityBox: $("chart-equity"),
+  hooks: {
+    selected: () => selected,
+    sparkCell: (symbol) => market.rows.get(symbol)?.tr.lastElementChild ?? null,
+    format: (v, symbol) => pxText(v, symbol),
+  },
+});
 conn.on("status", renderStatus);
+conn.on("server-status", renderStatus);
 conn.on("tick", renderStatus);
 conn.on("error", (msg) => console.warn("dashboard-server error:", msg.code, msg.message));
 
@@ -551,8 +857,14 @@ const ui = {
   renders: 0,
   lastRenderMs: 0,
   get appliedSeq() { return appliedSeq; },
+  get serverStatus() { return conn.serverStatus; },
+  get view() { return viewState(); },
   get selected() { return selected; },
   select,
+  charts,
+  flashes,
+  sorts,
+  search: (textValue) => { searchBox.value = textValue; applySearch(); },
   /** {seq, appliedSeq, version, epoch, data} as plain JSON (a copy). */
   snapshot() {
     return JSON.parse(JSON.stringify({ seq: conn.state.seq, appliedSeq, version: conn.state.version, epoch: conn.state.epoch, data: conn.state.data }));

@@ -7,7 +7,9 @@
 //   DashboardConnection  a WebSocket connection that feeds a DashboardState, sends `refresh` on a
 //                        gap, measures round-trip latency with `ping`, detects staleness, and
 //                        reconnects with exponential backoff and jitter, resuming with
-//                        since=<version>&epoch=<epoch>.
+//                        since=<version>&epoch=<epoch>. `serverStatus` is the server's last
+//                        `status` message (its feed, sources and stale sections).
+//   serverHealth         what a `status` message means for a page: demo, ok, degraded, down.
 //   helpers              parsePointer, applyChanges, applyJsonPatch, setMember, touchedItems,
 //                        buildUrl.
 //
@@ -15,7 +17,7 @@
 
 import { decodeMsgpack } from "./msgpack.js";
 
-/** Message types that carry the group `seq`; `pong` and `error` do not. */
+/** Message types that carry the group `seq`; `pong`, `error`, `events` and `status` do not. */
 export const GROUP_TYPES = new Set(["snapshot", "update", "event"]);
 
 /** HTTP statuses of a refused handshake that retrying cannot fix (found by probing, see below). */
@@ -243,6 +245,8 @@ export class DashboardState {
     this.eventsReceived = 0;
     this.ignored = 0;
     this.lastProblem = null;
+    /** The server's last `status` message, or null (see serverHealth()). */
+    this.status = null;
     this._fresh = true;
   }
 
@@ -258,6 +262,13 @@ export class DashboardState {
   }
 
   connectionReset() { this._fresh = true; }
+
+  // The server's `status` message (no seq; sent after every snapshot and whenever it changes):
+  // kept as it is, the newest one wins.
+  serverStatus(msg) {
+    this.status = msg;
+    return msg;
+  }
 
   apply(msg) {
     const kind = msg && msg.type;
@@ -322,6 +333,25 @@ export class DashboardState {
   }
 }
 
+// --- server status ----------------------------------------------------------------------------
+
+/**
+ * What a `status` message (docs/protocol.md) means for a display:
+ *   { demo, state: "ok" | "degraded" | "down" | "unknown", stale: [sections], problems: [text] }
+ * `problems` names each source that is not ok (with its error) and the stale sections.
+ */
+export function serverHealth(status) {
+  if (!status || typeof status !== "object") return { demo: false, state: "unknown", stale: [], problems: [] };
+  const stale = Array.isArray(status.stale) ? status.stale.filter((s) => typeof s === "string") : [];
+  const problems = [];
+  for (const src of Array.isArray(status.sources) ? status.sources : []) {
+    if (src && src.state !== "ok") problems.push(`${src.name} ${src.state}${src.error ? `: ${src.error}` : ""}`);
+  }
+  if (stale.length) problems.push(`stale: ${stale.join(", ")}`);
+  const state = ["ok", "degraded", "down"].includes(status.state) ? status.state : "unknown";
+  return { demo: status.feed === "demo", state, stale, problems };
+}
+
 // --- DashboardConnection ----------------------------------------------------------------------
 
 /**
@@ -340,6 +370,7 @@ export class DashboardConnection {
       format: "json",
       diff: "changes",
       channels: null,
+      symbols: null,
       intervalMs: null,
       token: null,
       resume: true,
@@ -376,7 +407,13 @@ export class DashboardConnection {
     this._stopped = true;
     this._everOpened = false;
     this._lastPing = 0;
+    // a subscription change waits for its snapshot: until then the state is of the old
+    // subscription, and a reconnection must not resume from it
+    this._resubscribing = false;
   }
+
+  /** The server's last `status` message (null before the first). */
+  get serverStatus() { return this.state.status; }
 
   /** Subscribe to an event; returns an unsubscribe function. */
   on(name, fn) {
@@ -395,10 +432,12 @@ export class DashboardConnection {
   connectUrl() {
     const o = this.options;
     const st = this.state;
-    const resume = o.resume && st.synced && st.version !== null && st.epoch !== null;
+    const resume = o.resume && !this._resubscribing && st.synced && st.version !== null
+      && st.epoch !== null;
     return buildUrl(o.url, {
       type: o.type, format: o.format, diff: o.diff,
       channels: o.channels ? o.channels.join(",") : null,
+      symbols: o.symbols ? o.symbols.join(",") : null,
       interval_ms: o.intervalMs, token: o.token,
       since: resume ? st.version : null, epoch: resume ? st.epoch : null,
     });
@@ -441,6 +480,30 @@ export class DashboardConnection {
   refresh() { this.stats.refreshesSent++; return this.send({ type: "refresh" }); }
   subscribe(channels) { return this.send({ type: "subscribe", channels }); }
   unsubscribe(channels) { return this.send({ type: "unsubscribe", channels }); }
+
+  /**
+   * Change the symbol filter (docs/protocol.md, "Symbols"): an array of symbols, or null for
+   * every symbol. Sends `subscribe`/`unsubscribe` with `symbols` when connected (going back to
+   * every symbol needs a new connection: it reconnects); the next connections use the new filter.
+   */
+  setSymbols(symbols) {
+    const o = this.options;
+    const next = symbols === null ? null : [...new Set(symbols)];
+    if (next !== null && !next.length) throw new Error("setSymbols: empty (null: every symbol)");
+    const current = o.symbols;
+    o.symbols = next;
+    this._resubscribing = true;
+    if (next === null) {
+      if (current !== null) this.restart();
+      else this._resubscribing = false;
+      return;
+    }
+    const added = current === null ? next : next.filter((s) => !current.includes(s));
+    const removed = current === null ? [] : current.filter((s) => !next.includes(s));
+    if (added.length) this.send({ type: "subscribe", symbols: added });
+    if (removed.length) this.send({ type: "unsubscribe", symbols: removed });
+    if (!added.length && !removed.length) this._resubscribing = false;
+  }
 
   ping() {
     const id = ++this._pingId;
@@ -554,6 +617,7 @@ export class DashboardConnection {
       this.refresh();
       this._emit("gap", { msg, problem: this.state.lastProblem });
     } else if (msg.type === "snapshot" && outcome === Outcome.APPLIED) {
+      this._resubscribing = false;
       this.stats.snapshots++;
       this._emit("snapshot", { msg, touched: null });
     } else if (msg.type === "update" && outcome === Outcome.APPLIED) {
@@ -564,6 +628,8 @@ export class DashboardConnection {
       this._emit("event", msg);
     } else if (msg.type === "events") {
       this._emit("recent-events", this.state.recentEvents(msg));
+    } else if (msg.type === "status") {
+      this._emit("server-status", this.state.serverStatus(msg));
     } else if (msg.type === "pong") {
       const id = msg.payload && msg.payload.id;
       const sent = this._pings.get(id);
