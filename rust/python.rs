@@ -757,12 +757,26 @@ fn diff<'py>(
     Ok(list)
 }
 
+/// Test-only hook: panics with `msg`, which the binding raises as `PanicException` (a
+/// `BaseException`). The server's tests use it to check that an engine panic is caught and
+/// reported; nothing else calls it.
+#[pyfunction]
+fn _panic_for_tests(msg: &str) {
+    panic!("{msg}");
+}
+
 /// The Rust engine of dashboard-server: state document, change tracking, message encoding.
 #[pymodule]
 fn _fastdiff(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStateDoc>()?;
     m.add_class::<PyChangeSet>()?;
     m.add_function(wrap_pyfunction!(diff, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    // what a panic in the engine is raised as (test-only hook above; the server catches it)
+    m.add(
+        "PanicException",
+        m.py().get_type::<pyo3::panic::PanicException>(),
+    )?;
     m.add("MAX_DEPTH", MAX_DEPTH)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

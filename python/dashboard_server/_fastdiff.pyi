@@ -122,3 +122,9 @@ class ChangeSet:
 
 def diff(old: JSONValue, new: JSONValue) -> list[dict[str, Any]]:
     """Stateless structural diff as an RFC 6902 op list."""
+
+class PanicException(BaseException):
+    """A panic in the engine, raised by PyO3 (``pyo3_runtime.PanicException``)."""
+
+def _panic_for_tests(msg: str) -> None:
+    """Test-only hook: panics with ``msg`` (raised as :class:`PanicException`)."""

@@ -763,6 +763,16 @@ def _diff_into(a: Any, b: Any, ptr: str, ops: list[dict[str, Any]]) -> None:
         ops.append({"op": "replace", "path": ptr, "value": b})
 
 
+class PanicException(BaseException):
+    """What the native engine raises when it panics (a ``BaseException``, as PyO3's); this
+    engine never panics, it only raises this from :func:`_panic_for_tests`."""
+
+
+def _panic_for_tests(msg: str) -> None:
+    """Test-only hook: raise :class:`PanicException` (the native engine really panics)."""
+    raise PanicException(msg)
+
+
 if TYPE_CHECKING:  # mypy checks both engines against the one interface (core/engine.py)
     from dashboard_server import _fastdiff, _purediff
     from dashboard_server.core.engine import EngineModule

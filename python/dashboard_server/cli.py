@@ -247,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_level)
     for warning in warnings:
         log.warning("%s: ignored (strict_env refuses to start instead)", warning)
+    if config.workers > 1:
+        from dashboard_server.server.workers import run_workers
+
+        return run_workers(config)
     try:
         asyncio.run(_serve(config))
     except (ConfigError, EngineUnavailable, ValueError) as exc:

@@ -100,6 +100,8 @@ class Config:
     redis_health_timeout_s: float = 2.0
     redis_backoff_initial_s: float = 0.1
     redis_backoff_max_s: float = 5.0
+    max_item_bytes: int = 65_536
+    max_id_bytes: int = 256
     history_sections: tuple[str, ...] = ("market_data", "account")
     history_interval_s: float = 1.0
     history_size: int = 1000
@@ -115,7 +117,11 @@ class Config:
     web_interval_ms: int = 250
     min_interval_ms: int = 20
     max_interval_ms: int = 10_000
+    interval_steps_ms: tuple[int, ...] = (20, 50, 100, 250, 500, 1000, 2000, 5000, 10_000)
     max_message_size: int = 65_536
+    max_control_message_size: int = 4096
+    max_control_elements: int = 256
+    max_control_depth: int = 16
     write_buffer_high: int = 1_048_576
     write_buffer_low: int = 262_144
     lag_timeout_s: float = 10.0
@@ -138,6 +144,16 @@ class Config:
     max_message_rate: float = 20.0
     message_burst: int = 40
     open_timeout_s: float = 10.0
+    redis_cluster: str = "auto"
+    redis_sharded_channels: tuple[str, ...] = ()
+    replication_url: str | None = None
+    replication_role: str = "edge"
+    replication_partition: str = "main"
+    replication_flush_ms: int = 20
+    replication_lease_ms: int = 3000
+    replication_checkpoint_s: float = 10.0
+    workers: int = 1
+    reuse_port: bool = False
     symbol_fields: tuple[tuple[str, str | None], ...] = DEFAULT_SYMBOL_FIELDS
     max_symbols: int = 100
     trusted_proxies: tuple[str, ...] = ()
@@ -157,6 +173,14 @@ class Config:
     def tier_intervals(self) -> dict[str, int]:
         """The default interval of each tier, in milliseconds."""
         return {"tui": self.tui_interval_ms, "web": self.web_interval_ms}
+
+    def allowed_intervals(self) -> tuple[int, ...]:
+        """The intervals a client's ``interval_ms`` is rounded to: ``interval_steps_ms`` within
+        [``min_interval_ms``, ``max_interval_ms``] and the tiers' intervals, sorted."""
+        steps = {
+            s for s in self.interval_steps_ms if self.min_interval_ms <= s <= self.max_interval_ms
+        }
+        return tuple(sorted(steps | {self.tui_interval_ms, self.web_interval_ms}))
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed, validated again."""
@@ -219,8 +243,75 @@ def _list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(_int(part) for part in text.split(",") if part.strip())
+
+
 def _str(text: str) -> str:
     return text.strip()
+
+
+def _auto_bool(text: str) -> str:
+    lowered = text.strip().lower()
+    return "auto" if lowered == "auto" else "true" if _bool(lowered) else "false"
+
+
+SCALE_SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting(
+        "redis_cluster",
+        _auto_bool,
+        "Redis Cluster client for redis_url: auto (detected at connect), true or false.",
+        "AUTO|BOOL",
+    ),
+    Setting(
+        "redis_sharded_channels",
+        _list,
+        "Comma-separated sharded pub/sub channels (SPUBLISH) to SSUBSCRIBE in cluster mode.",
+        "LIST",
+    ),
+    Setting(
+        "replication_url",
+        _opt_str,
+        "Redis holding the shared version space (stream, checkpoints, writer lease); unset: "
+        "this instance is on its own.",
+        "URL",
+    ),
+    Setting(
+        "replication_role",
+        _str,
+        "With replication_url: edge (serves from the stream) or writer (also an ingest "
+        "candidate: the lease holder reads the backends and writes the stream).",
+        "ROLE",
+    ),
+    Setting(
+        "replication_partition",
+        _str,
+        "Name of the shared version space (its Redis keys); instances with the same name share it.",
+        "NAME",
+    ),
+    Setting("replication_flush_ms", _int, "The writer appends its changes this often (ms).", "MS"),
+    Setting(
+        "replication_lease_ms",
+        _int,
+        "Writer lease time to live (ms): a standby takes over at most about this long after "
+        "the writer stops renewing it.",
+        "MS",
+    ),
+    Setting(
+        "replication_checkpoint_s",
+        _float,
+        "The writer stores a full checkpoint this often (s); the stream keeps the entries since "
+        "the checkpoint before.",
+        "S",
+    ),
+    Setting(
+        "workers",
+        _int,
+        "serve: processes sharing the port (SO_REUSEPORT); above 1 needs replication_url.",
+        "N",
+    ),
+    Setting("reuse_port", _bool, "Bind the port with SO_REUSEPORT (set by --workers).", "BOOL"),
+)
 
 
 def _symbol_fields(text: str) -> tuple[tuple[str, str | None], ...]:
@@ -284,6 +375,18 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("redis_backoff_initial_s", _float, "First reconnect delay to Redis (s).", "S"),
     Setting("redis_backoff_max_s", _float, "Longest reconnect delay to Redis (s).", "S"),
     Setting(
+        "max_item_bytes",
+        _int,
+        "Largest payload taken from a source (a source may set its own); larger: malformed.",
+        "BYTES",
+    ),
+    Setting(
+        "max_id_bytes",
+        _int,
+        "Longest key (item id, subject, URL) taken from a source (a source may set its own).",
+        "BYTES",
+    ),
+    Setting(
         "history_sections",
         _list,
         "Comma-separated sections whose items' numeric fields are recorded (empty: none).",
@@ -313,7 +416,26 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("web_interval_ms", _int, "Flush interval of the web tier (ms).", "MS"),
     Setting("min_interval_ms", _int, "Smallest interval_ms a client may ask for.", "MS"),
     Setting("max_interval_ms", _int, "Largest interval_ms a client may ask for.", "MS"),
+    Setting(
+        "interval_steps_ms",
+        _int_list,
+        "Comma-separated intervals a client's interval_ms is rounded to (with the tiers').",
+        "LIST",
+    ),
     Setting("max_message_size", _int, "Largest client message accepted (bytes).", "BYTES"),
+    Setting(
+        "max_control_message_size",
+        _int,
+        "Largest client control message decoded (bytes); larger: error message_too_large.",
+        "BYTES",
+    ),
+    Setting(
+        "max_control_elements",
+        _int,
+        "Most values (containers, keys, scalars) in one client message; more: error.",
+        "N",
+    ),
+    Setting("max_control_depth", _int, "Deepest container nesting in one client message.", "N"),
     Setting(
         "write_buffer_high",
         _int,
@@ -382,6 +504,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
     Setting("message_burst", _int, "Client messages a connection may send at once.", "N"),
     Setting("open_timeout_s", _float, "Time allowed for a whole opening handshake (s).", "S"),
+    *SCALE_SETTINGS,
     Setting(
         "symbol_fields",
         _symbol_fields,
@@ -525,11 +648,16 @@ def _from_file(name: str, raw: Any, path: str | Path) -> Any:
         "auth_tokens",
         "allowed_origins",
         "history_sections",
+        "redis_sharded_channels",
         "trusted_proxies",
         "stale_sections",
     ) and isinstance(raw, list):
         if not all(isinstance(item, str) for item in raw):
             raise ConfigError(f"{where}: expected a list of strings")
+        return tuple(raw)
+    if _BY_NAME[name].parse is _int_list and isinstance(raw, list):
+        if not all(isinstance(item, int) and not isinstance(item, bool) for item in raw):
+            raise ConfigError(f"{where}: expected a list of integers")
         return tuple(raw)
     if name == "symbol_fields" and isinstance(raw, dict):
         pairs: list[tuple[str, str | None]] = []
@@ -562,6 +690,8 @@ def _validate_redis_and_history(
         "redis_health_timeout_s",
         "redis_backoff_initial_s",
         "redis_backoff_max_s",
+        "max_item_bytes",
+        "max_id_bytes",
         "history_size",
     ):
         if getattr(config, name) <= 0:
@@ -624,6 +754,9 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
         "min_interval_ms",
         "max_interval_ms",
         "max_message_size",
+        "max_control_message_size",
+        "max_control_elements",
+        "max_control_depth",
         "write_buffer_high",
         "max_bad_messages",
         "max_tombstones",
@@ -658,9 +791,12 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
     _validate_redis_and_history(config, "history_sections" in sources, fail)
     if config.min_interval_ms > config.max_interval_ms:
         raise fail("min_interval_ms", "must not exceed max_interval_ms")
+    if not config.interval_steps_ms or min(config.interval_steps_ms) <= 0:
+        raise fail("interval_steps_ms", "must list at least one interval, each > 0")
     if config.write_buffer_low >= config.write_buffer_high:
         raise fail("write_buffer_low", "must be below write_buffer_high")
     _validate_security(config, fail)
+    _validate_scale(config, fail)
     config = dataclasses.replace(config, redis_url=_redis_url(config.redis_url))
     config = _resolve_sources(config, "sections" in sources, fail)
     names = [name for name, _ in config.symbol_fields]
@@ -671,6 +807,10 @@ def _validate(config: Config, sources: Mapping[str, str]) -> Config:
             raise fail("symbol_fields", f"{name!r} is keyed by symbol but is not a section")
     _validate_staleness(config, fail)
     return dataclasses.replace(config, log_level=config.log_level.lower())
+
+
+_TOKEN_CHARS: Final = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+"""RFC 6750 ``b64token``: the same as ``dashboard_server.server.auth.TOKEN_CHARS``."""
 
 
 def _validate_staleness(config: Config, fail: Callable[[str, str], ConfigError]) -> None:
@@ -741,6 +881,28 @@ def endpoint_url(config: Config, endpoint: str) -> str | None:
     return url
 
 
+_PARTITION: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _validate_scale(config: Config, fail: Callable[[str, str], ConfigError]) -> None:
+    """The rules of the cluster, replication and worker settings."""
+    if config.replication_role not in ("edge", "writer"):
+        raise fail("replication_role", f"expected edge or writer, got {config.replication_role!r}")
+    if not _PARTITION.fullmatch(config.replication_partition):
+        raise fail("replication_partition", "expected 1-64 of A-Z a-z 0-9 _ . -")
+    for name in ("replication_flush_ms", "replication_lease_ms", "workers"):
+        if getattr(config, name) <= 0:
+            raise fail(name, f"must be > 0, got {getattr(config, name)}")
+    if config.replication_checkpoint_s <= 0:
+        raise fail(
+            "replication_checkpoint_s", f"must be > 0, got {config.replication_checkpoint_s}"
+        )
+    if config.workers > 1 and config.replication_url is None:
+        raise fail("workers", "more than 1 needs replication_url (one version space)")
+    if config.workers > 1 and config.port == 0:
+        raise fail("workers", "more than 1 needs a fixed port")
+
+
 _ORIGIN: Final = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
 
 
@@ -758,8 +920,12 @@ def _validate_security(config: Config, fail: Callable[[str, str], ConfigError]) 
                 "print(secrets.token_urlsafe(32))'`",
             )
     for token in config.auth_tokens:
-        if len(token) < 16 or any(c.isspace() or c == "," for c in token):
-            raise fail("auth_tokens", "each token needs 16+ characters, no spaces or commas")
+        if len(token) < 16 or not _TOKEN_CHARS.fullmatch(token):
+            raise fail(
+                "auth_tokens",
+                "each token needs 16+ characters among A-Z a-z 0-9 - . _ ~ + / "
+                "(then optional = padding)",
+            )
     if config.jwt_secret is not None and len(config.jwt_secret.encode()) < 32:
         raise fail("jwt_secret", "must be at least 32 bytes (HS256 key size)")
     if config.metrics_auth and not (config.auth_tokens or config.jwt_secret):

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from dashboard_server.client.watch import run_watch
+from dashboard_server.config import ConfigError, load_config
 from dashboard_server.server.auth import Authenticator, AuthError, sign_jwt
 from dashboard_server.telemetry.logs import configure_logging, redact
 
@@ -286,6 +287,60 @@ def test_tokens_never_reach_the_logs() -> None:
     assert "refused" in output and "[REDACTED]" in output
     assert TOKEN not in output and SECRET not in output
     assert "eyJ" not in output
+
+
+def test_obfuscated_tokens_never_reach_the_logs_at_debug_level() -> None:
+    """A percent-encoded parameter name is decoded by the query parser (``%74oken`` is
+    ``token``), so it is a valid token source and must be masked too; so must the whole of a
+    token once a JSON log line has escaped what is in it."""
+
+    async def scenario() -> None:
+        async with server(**AUTH) as srv:
+            for query in (f"%74oken={TOKEN}", f"t%6Fk%65n={TOKEN}", f"%74%6f%6b%65%6e={TOKEN}"):
+                async with open_ws(ws_url(srv, f"{query}&format=json")) as ws:
+                    assert decode(await ws.recv())["type"] == "snapshot"
+            await refusal(ws_url(srv, f"%74oken={TOKEN}zz"))
+            await wait_until(lambda: not srv._sessions)
+            logging.getLogger("test").info("path", extra={"p": f'/ws?token={TOKEN}"x\\y'})
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("websockets").level)
+    stream = io.StringIO()
+    configure_logging("debug", stream)
+    try:
+        run(scenario())
+    finally:
+        root.handlers[:], level, ws_level = saved
+        root.setLevel(level)
+        logging.getLogger("websockets").setLevel(ws_level)
+    output = stream.getvalue()
+    assert "%74oken=[REDACTED]" in output  # the debug lines of the request were there
+    assert TOKEN not in output
+    assert TOKEN[:8] not in output
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        'with"quote-0123456789',
+        "with'quote-0123456789",
+        "back\\slash-0123456789",
+        "amp&ersand-0123456789",
+    ],
+)
+def test_static_tokens_that_logs_could_not_mask_are_refused(token: str) -> None:
+    with pytest.raises(ConfigError, match="AUTH_TOKENS: each token needs") as info:
+        load_config(env={"DASHBOARD_AUTH_TOKENS": token})
+    assert token not in str(info.value)
+
+
+def test_redact_obfuscations() -> None:
+    assert redact("GET /ws?%74oken=s3cret&a=1") == "GET /ws?%74oken=[REDACTED]&a=1"
+    assert redact("GET /ws?%54%4F%4b%45%4e=s3cret") == "GET /ws?%54%4F%4b%45%4e=[REDACTED]"
+    assert (
+        redact('{"p": "/ws?token=ab\\"cd\\\\ef", "x": 1}')
+        == '{"p": "/ws?token=[REDACTED]", "x": 1}'
+    )
 
 
 def test_redact() -> None:

@@ -4,7 +4,9 @@ and its metric."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import time
 
 import orjson
 import pytest
@@ -216,3 +218,58 @@ def test_security_settings_parse() -> None:
     assert config.auth_tokens == ("a" * 16, "b" * 16)
     assert config.allowed_origins == (DESK, "null")
     assert "s" * 32 not in repr(config) and "a" * 16 not in repr(config)
+
+
+def test_refusal_log_lines_are_rate_limited() -> None:
+    """A flood of refused handshakes is counted in full but logs at most 10 lines a second,
+    and the next line logged says how many were held back."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "refused":
+                records.append(record)
+
+    handler = Keep()
+    gate_log = logging.getLogger("dashboard_server.server.gate")
+    gate_log.addHandler(handler)
+    level = gate_log.level
+    gate_log.setLevel(logging.INFO)
+
+    async def scenario() -> None:
+        async with server(allowed_origins=(DESK,)) as srv:
+            started = time.monotonic()
+            for _ in range(40):
+                await refusal(ws_url(srv), origin=Origin("https://evil.example"))
+            elapsed = time.monotonic() - started
+            assert refusals(srv, "origin") == 40
+            assert len(records) <= 10 * (int(elapsed) + 2)
+            if elapsed < 1.0:
+                assert len(records) <= 20
+            await asyncio.sleep(int(time.monotonic()) + 1.05 - time.monotonic())  # next second
+            await refusal(ws_url(srv), origin=Origin("https://evil.example"))
+            assert sum(getattr(r, "suppressed", 0) for r in records) + len(records) == 41
+
+    try:
+        run(scenario())
+    finally:
+        gate_log.removeHandler(handler)
+        gate_log.setLevel(level)
+
+
+def test_oversized_request_heads_get_414_or_431_and_are_counted() -> None:
+    async def scenario() -> None:
+        async with server() as srv:
+            heads = {
+                414: b"GET /ws?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                431: b"GET /ws HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)),
+            }
+            for status, head in heads.items():
+                reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+                writer.write(head)
+                line = await asyncio.wait_for(reader.readline(), 5)
+                assert line.split()[1] == str(status).encode(), line
+                writer.close()
+            await wait_until(lambda: refusals(srv, "request_head") == 2)
+
+    run(scenario())

@@ -42,7 +42,7 @@ def client_matrix(url: str) -> list[DashboardClient]:
                 format=("msgpack", "json")[(i // 2) % 2],
                 diff=("changes", "json-patch")[(i // 4) % 2],
                 channels=CHANNEL_SETS[i % 5],
-                interval_ms=60 if i == 19 else None,  # one group with its own interval
+                interval_ms=50 if i == 19 else None,  # one group with its own interval
                 reconnect=False,
                 max_events=1_000_000,
             )
@@ -66,7 +66,7 @@ def test_twenty_clients_converge_under_a_fast_feed(engine_name: str) -> None:
             for c in clients:
                 await c.connect()
             # one scheduler task per distinct interval: tui, web and the client's own
-            await wait_until(lambda: server.fanout.running_intervals() == {60, 100, 250})
+            await wait_until(lambda: server.fanout.running_intervals() == {50, 100, 250})
             flushes_before = flushes(server, 100)
             events_before = len(published)
             started = asyncio.get_running_loop().time()

@@ -530,8 +530,12 @@ def test_events_are_copied_and_checked_at_publish(engine: Any) -> None:
     data: dict[str, Any] = {"qty": 1}
     rig.hub.publish_event("fills", data)
     data["qty"] = 2  # the caller reuses its dict: the event keeps what was published
-    with pytest.raises(ValueError, match="not JSON data"):
+    with pytest.raises(ValueError, match="event on 'fills': /when: unsupported type: object"):
         rig.hub.publish_event("fills", {"when": object()})
+    with pytest.raises(ValueError, match="/px/0: non-finite float"):  # would have become null
+        rig.hub.publish_event("fills", {"px": [float("nan")]})
+    with pytest.raises(ValueError, match="/n: out of range"):
+        rig.hub.publish_event("fills", {"n": 2**64})
     rig.flush()
     assert [(x["type"], x.get("data")) for x in m.received[1:]] == [("event", {"qty": 1})]
 

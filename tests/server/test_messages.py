@@ -25,7 +25,9 @@ MALFORMED: list[tuple[str | bytes, str]] = [
     ('{"type": "subscribe", "channels": "orders"}', "bad_message"),
     ('{"type": "subscribe", "channels": ["nope"]}', "unknown_channel"),
     (msgpack.packb({"type": "unsubscribe", "channels": [1]}), "bad_message"),
-    ("[" * 3000 + "]" * 3000, "bad_message"),
+    ("[" * 3000 + "]" * 3000, "message_too_large"),
+    ("[" * 100 + "]" * 100, "message_too_complex"),
+    (msgpack.packb({"type": "ping", "payload": [0] * 300}), "message_too_complex"),
 ]
 BIN_PING = msgpack.packb({"type": "ping", "payload": b"\x00bin"})
 """A ping whose payload (MessagePack bin) a JSON connection cannot echo."""

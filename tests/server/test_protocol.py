@@ -124,7 +124,16 @@ def test_client_messages(wire: str) -> None:
         ('{"type": "subscribe", "channels": []}', "bad_message"),
         ('{"type": "subscribe", "channels": ["nope"]}', "unknown_channel"),
         ('{"type": "unsubscribe", "channels": ["orders"], "x": 1}', "bad_message"),
-        ("[" * 5000 + "]" * 5000, "bad_message"),
+        ("[" * 5000 + "]" * 5000, "message_too_large"),
+        ('{"type": "ping", "payload": "' + "x" * 5000 + '"}', "message_too_large"),
+        ("é" * 2049, "message_too_large"),  # 4098 bytes in UTF-8
+        ("[" * 17 + "]" * 17, "message_too_complex"),
+        ('{"type": "ping", "payload": [' + ",".join(["0"] * 255) + "]}", "message_too_complex"),
+        (msgpack.packb({"type": "ping", "payload": [[]] * 300}), "message_too_complex"),
+        (
+            msgpack.packb({"type": "ping", "payload": {str(i): 0 for i in range(200)}}),
+            "message_too_complex",
+        ),
         (msgpack.packb({1: 2}), "bad_message"),
         (b"", "bad_message"),
         ("", "bad_message"),
@@ -212,7 +221,13 @@ def test_arbitrary_frames_parse_or_raise_message_error(data: str | bytes) -> Non
     try:
         parse_client_message(data, DEFAULT_SECTIONS)
     except MessageError as exc:
-        assert exc.code in ("bad_message", "unknown_type", "unknown_channel")
+        assert exc.code in (
+            "bad_message",
+            "unknown_type",
+            "unknown_channel",
+            "message_too_large",
+            "message_too_complex",
+        )
 
 
 @given(messages, st.booleans())
@@ -221,6 +236,12 @@ def test_arbitrary_objects_parse_or_raise_message_error(obj: dict[str, Any], pac
     try:
         parsed = parse_client_message(data, DEFAULT_SECTIONS)
     except MessageError as exc:
-        assert exc.code in ("bad_message", "unknown_type", "unknown_channel")
+        assert exc.code in (
+            "bad_message",
+            "unknown_type",
+            "unknown_channel",
+            "message_too_large",
+            "message_too_complex",
+        )
     else:
         assert parsed.__class__.__name__.lower() == obj["type"]

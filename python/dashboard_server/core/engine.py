@@ -27,8 +27,11 @@ __all__ = [
     "ChangeSetEngine",
     "Engine",
     "EngineModule",
+    "EnginePanic",
     "EngineUnavailable",
     "StateDocEngine",
+    "engine_panics",
+    "is_recoverable",
     "load_engine",
 ]
 
@@ -105,6 +108,9 @@ class EngineModule(Protocol):
     @property
     def MAX_DEPTH(self) -> int: ...
     def diff(self, old: Any, new: Any) -> list[dict[str, Any]]: ...
+    @property
+    def PanicException(self) -> type[BaseException]: ...
+    def _panic_for_tests(self, msg: str) -> None: ...
 
 
 class EngineUnavailable(ImportError):
@@ -130,6 +136,41 @@ class Engine:
     def MAX_DEPTH(self) -> int:
         return int(self.module.MAX_DEPTH)
 
+    @property
+    def PanicException(self) -> type[BaseException]:
+        """What a panic inside the engine is raised as (a ``BaseException``)."""
+        return self.module.PanicException
+
+
+class EnginePanic(RuntimeError):
+    """An engine panic, caught and reported, raised on as an ordinary exception (the
+    document may be inconsistent: ``/health`` says degraded until a restart)."""
+
+
+_PANICS: list[type[BaseException]] = []
+
+
+def engine_panics() -> tuple[type[BaseException], ...]:
+    """The panic exception types of the engines loaded so far (catch these next to
+    ``Exception`` where an engine call may run: PyO3's ``PanicException`` is a
+    ``BaseException``). Evaluated in an ``except`` clause only when something is raised."""
+    return tuple(_PANICS)
+
+
+def _loaded(engine: Engine) -> Engine:
+    if engine.PanicException not in _PANICS:
+        _PANICS.append(engine.PanicException)
+    return engine
+
+
+def is_recoverable(exc: BaseException) -> bool:
+    """Whether a failure may be caught and survived: an :class:`Exception` or an engine
+    panic, or a group of only those (never ``CancelledError``, ``KeyboardInterrupt`` or
+    ``SystemExit``)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_recoverable(e) for e in exc.exceptions)
+    return isinstance(exc, (Exception, *engine_panics()))
+
 
 def _import(name: str) -> EngineModule:
     return cast(EngineModule, importlib.import_module(_MODULES[name]))
@@ -147,13 +188,13 @@ def load_engine(name: str | None = None) -> Engine:
         if chosen not in _MODULES:
             raise ValueError(f"engine {chosen!r}: expected one of {', '.join(ENGINE_NAMES)}")
         try:
-            return Engine(chosen, _import(chosen))
+            return _loaded(Engine(chosen, _import(chosen)))
         except ImportError as exc:
             raise EngineUnavailable(
                 f"engine {chosen!r} is not available ({exc}); build it with `make build`"
             ) from exc
     try:
-        return Engine("native", _import("native"))
+        return _loaded(Engine("native", _import("native")))
     except ImportError:
         warnings.warn(
             "native engine dashboard_server._fastdiff is not built; using the pure-Python engine "
@@ -161,4 +202,4 @@ def load_engine(name: str | None = None) -> Engine:
             RuntimeWarning,
             stacklevel=2,
         )
-    return Engine("pure", _import("pure"))
+    return _loaded(Engine("pure", _import("pure")))

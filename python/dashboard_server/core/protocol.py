@@ -30,6 +30,7 @@ __all__ = [
     "TIERS",
     "ClientMessage",
     "ConnectParams",
+    "ControlLimits",
     "MessageError",
     "ParamError",
     "Ping",
@@ -41,6 +42,7 @@ __all__ = [
     "parse_client_message",
     "parse_connect_query",
     "parse_symbols",
+    "quantise_interval",
     "split_query",
 ]
 
@@ -141,10 +143,13 @@ def parse_connect_query(
     tier_intervals: Mapping[str, int],
     min_interval_ms: int,
     max_interval_ms: int,
+    interval_steps: Sequence[int] = (),
     max_symbols: int = DEFAULT_MAX_SYMBOLS,
 ) -> ConnectParams:
     """Validate the query of a ``/ws`` request (a string without the ``?``, or already split).
 
+    A valid ``interval_ms`` is rounded to the nearest of ``interval_steps`` (the slower one on a
+    tie; none given: kept as it is), so that clients cannot make one flush task each.
     Raises :class:`ParamError` naming the first bad parameter.
     """
     values: dict[str, str] = {}
@@ -180,6 +185,7 @@ def parse_connect_query(
                 "interval_ms",
                 f"must be between {min_interval_ms} and {max_interval_ms}, got {interval_ms}",
             )
+        interval_ms = quantise_interval(interval_ms, interval_steps)
 
     since: int | None = None
     epoch: str | None = None
@@ -213,6 +219,13 @@ def parse_connect_query(
         channels_named="channels" in values,
         symbols=symbols,
     )
+
+
+def quantise_interval(interval_ms: int, steps: Sequence[int]) -> int:
+    """The step nearest to ``interval_ms`` (the larger on a tie); ``interval_ms`` if no steps."""
+    if not steps:
+        return interval_ms
+    return min(steps, key=lambda step: (abs(step - interval_ms), -step))
 
 
 def parse_channels(names: Sequence[str], sections: Sequence[str]) -> frozenset[str]:
@@ -303,22 +316,91 @@ class Ping:
 ClientMessage = Subscribe | Unsubscribe | Refresh | Ping
 
 
+@dataclass(frozen=True, slots=True)
+class ControlLimits:
+    """The limits of one client (control) message, checked before and right after decoding.
+
+    ``size``: bytes of the message (UTF-8 for a text frame), checked before decoding;
+    ``elements``: values in the decoded message, containers and scalars, the message itself
+    included; ``depth``: nesting of containers (the message object is depth 1). A ``ping``
+    payload is echoed in the ``pong``, so these bound the pong too.
+    """
+
+    size: int = 4096
+    elements: int = 256
+    depth: int = 16
+
+
+DEFAULT_CONTROL_LIMITS: Final = ControlLimits()
+
+
+def _check_shape(obj: Any, limits: ControlLimits) -> None:
+    """Raise ``message_too_complex`` if ``obj`` has too many values or nests too deep."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            count += len(value)  # the keys
+            children: Any = value.values()
+        elif isinstance(value, list | tuple):
+            children = value
+        else:
+            children = None
+        if count > limits.elements:
+            raise MessageError(
+                "message_too_complex", f"more than {limits.elements} values in one message"
+            )
+        if children is not None:
+            if depth > limits.depth:
+                raise MessageError(
+                    "message_too_complex", f"containers nested deeper than {limits.depth}"
+                )
+            stack.extend((child, depth + 1) for child in children)
+
+
 def parse_client_message(
-    data: str | bytes, sections: Sequence[str], *, max_symbols: int = DEFAULT_MAX_SYMBOLS
+    data: str | bytes,
+    sections: Sequence[str],
+    limits: ControlLimits = DEFAULT_CONTROL_LIMITS,
+    *,
+    max_symbols: int = DEFAULT_MAX_SYMBOLS,
 ) -> ClientMessage:
     """Decode one client message: JSON in a text frame, MessagePack in a binary frame.
 
-    Raises :class:`MessageError` with code ``bad_message`` (undecodable, not an object, bad
-    fields), ``unknown_type``, ``unknown_channel`` or ``bad_symbols``.
+    Raises :class:`MessageError` with code ``message_too_large`` (over ``limits.size`` bytes,
+    not decoded at all), ``message_too_complex`` (over ``limits.elements`` values or
+    ``limits.depth`` levels), ``bad_message`` (undecodable, not an object, bad fields),
+    ``unknown_type``, ``unknown_channel`` or ``bad_symbols``.
     """
+    size = len(data)
+    if size <= limits.size and isinstance(data, str):
+        size = len(data.encode("utf-8", "surrogatepass"))
+    if size > limits.size:
+        raise MessageError(
+            "message_too_large", f"a client message may have at most {limits.size} bytes"
+        )
     try:
         if isinstance(data, str):
             obj = orjson.loads(data)
         else:
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+            obj = msgpack.unpackb(
+                data,
+                raw=False,
+                strict_map_key=True,
+                max_array_len=limits.elements,
+                max_map_len=limits.elements,
+                max_str_len=limits.size,
+                max_bin_len=limits.size,
+                max_ext_len=limits.size,
+            )
     except Exception as exc:  # msgpack raises several unrelated types
+        if "exceeds max_" in str(exc):  # a declared length over a limit: not even allocated
+            raise MessageError("message_too_complex", str(exc)) from None
         syntax = "JSON" if isinstance(data, str) else "MessagePack"
         raise MessageError("bad_message", f"invalid {syntax}: {exc}") from None
+    _check_shape(obj, limits)
     if not isinstance(obj, dict):
         raise MessageError("bad_message", f"expected an object, got {type(obj).__name__}")
     kind = obj.get("type")

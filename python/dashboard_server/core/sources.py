@@ -72,7 +72,18 @@ _ENDPOINTS_OF: Final = {
 }
 """The endpoints each transport can read from."""
 _SOURCE_KEYS: Final = frozenset(
-    {"name", "transport", "pattern", "endpoint", "interval_s", "resync", "bootstrap", "outputs"}
+    {
+        "name",
+        "transport",
+        "pattern",
+        "endpoint",
+        "interval_s",
+        "resync",
+        "bootstrap",
+        "outputs",
+        "max_item_bytes",
+        "max_id_bytes",
+    }
 )
 _OUTPUT_KEYS: Final = frozenset(
     {"section", "events", "select", "id", "transforms", "mode", "dedupe", "raw"}
@@ -188,6 +199,10 @@ class Source:
     """Sources whose bootstrap runs again after this one (re)connects (at-most-once transports)."""
     bootstrap: bool = True
     """redis-pubsub: also SCAN + GET the keys of the same pattern (SET + PUBLISH contracts)."""
+    max_item_bytes: int | None = None
+    """Largest payload taken from this source (unset: the ``max_item_bytes`` setting)."""
+    max_id_bytes: int | None = None
+    """Longest key (id part, subject, URL) taken from this source (unset: ``max_id_bytes``)."""
     prefix: str = field(default="", compare=False)
     """redis: the pattern without its trailing ``*``."""
 
@@ -541,6 +556,13 @@ def _source(raw: Any, i: int, sections: Sequence[str]) -> Source:
     bootstrap = raw.get("bootstrap", transport == "redis-pubsub")
     if not isinstance(bootstrap, bool):
         raise SourceError(f"{where}.bootstrap: expected true or false")
+    limits: dict[str, int] = {}
+    for limit in ("max_item_bytes", "max_id_bytes"):
+        value = raw.get(limit)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise SourceError(f"{where}.{limit}: must be an integer > 0")
+            limits[limit] = value
     if "outputs" in raw:
         if set(raw) & _OUTPUT_KEYS:
             raise SourceError(f"{where}: give the output fields inside outputs, or no outputs")
@@ -571,6 +593,7 @@ def _source(raw: Any, i: int, sections: Sequence[str]) -> Source:
         interval_s=float(interval),
         resync=tuple(resync),
         bootstrap=bootstrap,
+        **limits,
         prefix=prefix,
     )
 

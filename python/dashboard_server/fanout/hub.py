@@ -50,6 +50,7 @@ from dashboard_server.core.symbols import (
     filter_entries,
 )
 from dashboard_server.core.timefmt import now_ms
+from dashboard_server.core.values import check_value
 from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = ["Clock", "Delivery", "Flush", "GroupKey", "Hub", "Member", "Phase", "SystemClock"]
@@ -449,12 +450,18 @@ class Hub(Generic[M]):
 
         ``data`` is copied through JSON (so later changes by the caller do not show, and
         anything that is not JSON data is rejected here with :class:`ValueError`, not at a
-        flush). The last ``events_kept`` are kept for joiners; nothing is queued when no interval
+        flush); it must follow the state document's value rules
+        (:func:`~dashboard_server.core.values.check_value`: the error names the path). The last
+        ``events_kept`` are kept for joiners; nothing is queued when no interval
         is scheduled. The log is capped at ``max_pending_events``; the oldest are dropped (and
         counted) beyond it.
         """
         if not self._intervals and not self._recent.maxlen:
             return
+        try:
+            check_value(data)  # the state's value rules: no 65-bit int, no NaN, no bytes
+        except ValueError as exc:
+            raise ValueError(f"event on {channel!r}: {exc}") from None
         try:
             copy = orjson.loads(orjson.dumps(data))
         except TypeError as exc:

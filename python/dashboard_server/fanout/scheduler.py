@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 
+from dashboard_server.core.engine import engine_panics
 from dashboard_server.core.ticker import periodic
 from dashboard_server.fanout.hub import Flush, Hub, Member
 from dashboard_server.fanout.writer import FrameWriter
@@ -99,6 +100,8 @@ class Fanout:
                         flush = self.hub.flush(interval_ms)
                         tiers = flush.tiers
                         self.deliver(flush)
+                    except engine_panics() as exc:  # a BaseException: it would end this task
+                        self.metrics.engine_panic("flush", exc)
                     except Exception:
                         log.exception("flush failed", extra={"interval_ms": interval_ms})
                     latency = max(0.0, loop.time() - deadline)

@@ -247,12 +247,19 @@ class NatsFeed(TaskFeed):
             if not count[0]:
                 continue
             items = []
+            received = count[0]
             for subject, payload in latest.items():
                 path = paths.get(subject)
                 if path is None:
-                    path = paths[subject] = self.router.item_path(source, subject)
+                    try:
+                        path = paths[subject] = self.router.item_path(source, subject)
+                    except ValueError as exc:  # a subject over max_id_bytes
+                        label = self.router.label(source)
+                        self.router.writer.received(label)
+                        self.router.writer.malformed(label, subject[:256], str(exc))
+                        received -= 1
+                        continue
                 items.append((path, payload, subject))
-            received = count[0]
             latest.clear()
             count[0] = 0
             self.router.apply_conflated(source, items, received)

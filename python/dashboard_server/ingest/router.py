@@ -21,11 +21,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Literal
 
-import msgpack
-import orjson
-
+from dashboard_server.core.engine import EnginePanic
 from dashboard_server.core.pointer import join
 from dashboard_server.core.sources import Op, Output, Source
+from dashboard_server.core.values import decode_payload as check_and_decode
 from dashboard_server.ingest.writer import WriteSide
 
 __all__ = ["DEDUPE_WINDOW_S", "Resyncs", "SourceRouter", "decode_payload", "is_removal"]
@@ -51,19 +50,26 @@ def is_removal(payload: bytes) -> bool:
 
 
 def decode_payload(payload: bytes) -> Any:
-    """A JSON or MessagePack payload as Python values; :class:`ValueError` if it is neither."""
+    """A JSON or MessagePack payload as Python values, held to the state's value rules (no
+    integer beyond 64 bits, no NaN or infinity, ...: :mod:`dashboard_server.core.values`, so
+    an event cannot carry what the state would refuse); :class:`ValueError` naming the path
+    otherwise."""
     try:
-        if payload_format(payload) == "msgpack":
-            return msgpack.unpackb(payload, raw=False, strict_map_key=True)
-        return orjson.loads(payload)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        return check_and_decode(payload, payload_format(payload))
+    except ValueError as exc:
         raise ValueError(f"undecodable payload: {exc}") from None
 
 
 class SourceRouter:
     """Applies messages of any source to the write side (see the module doc)."""
 
-    def __init__(self, writer: WriteSide) -> None:
+    def __init__(
+        self, writer: WriteSide, *, max_item_bytes: int = 65_536, max_id_bytes: int = 256
+    ) -> None:
+        self.max_item_bytes = max_item_bytes
+        """Larger payloads are malformed, unless the source sets its own ``max_item_bytes``."""
+        self.max_id_bytes = max_id_bytes
+        """Longer keys (UTF-8) are malformed, unless the source sets its own ``max_id_bytes``."""
         self.writer = writer
         self._seen: OrderedDict[tuple[str, Any, Any], float] = OrderedDict()
 
@@ -83,6 +89,7 @@ class SourceRouter:
             self.writer.received(label)
         out = source.outputs[0]
         try:
+            self._check_sizes(source, key, payload)
             if is_removal(payload):
                 if out.section is None or out.id != "key":
                     raise ValueError("an empty payload removes an item: only for id 'key'")
@@ -92,17 +99,21 @@ class SourceRouter:
                 self.writer.replace_bytes(join(out.section, key), payload, payload_format(payload))
             else:
                 self._apply_ops(source, self._ops(source, key, decode_payload(payload)))
+        except EnginePanic:  # logged and counted by the write side; the next messages go on
+            return False
         except Exception as exc:  # whatever the payload does, it is counted and the feed goes on
-            self.writer.malformed(label, where or key, _reason(exc))
+            self.writer.malformed(label, (where or key)[:256], _reason(exc))
             return False
         if live:
             self._live(source)
         return True
 
     def item_path(self, source: Source, key: str) -> str:
-        """The state path of a raw source's item ``key``."""
+        """The state path of a raw source's item ``key``; :class:`ValueError` if the key is over
+        the source's ``max_id_bytes``."""
         section = source.outputs[0].section
         assert section is not None
+        self._check_sizes(source, key, b"")
         return join(section, key)
 
     def apply_conflated(
@@ -119,13 +130,23 @@ class SourceRouter:
         writer.received(label, received)
         batches: dict[PayloadFormat, tuple[list[tuple[str, bytes]], list[str]]] = {}
         applied = 0
+        max_item = source.max_item_bytes or self.max_item_bytes
         for path, payload, where in items:
             applied += 1
+            if len(payload) > max_item:
+                writer.malformed(
+                    label,
+                    where[:256],
+                    f"payload of {len(payload)} bytes over max_item_bytes ({max_item})",
+                )
+                continue
             if is_removal(payload):
                 try:
                     writer.remove(path)
+                except EnginePanic:  # logged and counted by the write side
+                    pass
                 except Exception as exc:  # e.g. the path goes through a leaf: counted, go on
-                    writer.malformed(label, where, _reason(exc))
+                    writer.malformed(label, where[:256], _reason(exc))
                 continue
             fmt: PayloadFormat = "msgpack" if payload[0] >= 0x80 else "json"
             batch = batches.get(fmt)
@@ -134,11 +155,25 @@ class SourceRouter:
             batch[0].append((path, payload))
             batch[1].append(where)
         for fmt, (pairs, wheres) in batches.items():
-            for result, where in zip(writer.replace_many(pairs, fmt), wheres, strict=True):
+            try:
+                results = writer.replace_many(pairs, fmt)
+            except EnginePanic:  # logged and counted by the write side; the next batch goes on
+                continue
+            for result, where in zip(results, wheres, strict=True):
                 if type(result) is str:
-                    writer.malformed(label, where, result)
+                    writer.malformed(label, where[:256], result)
         writer.conflated(label, received - applied)
         self._live(source)
+
+    def _check_sizes(self, source: Source, key: str, payload: bytes) -> None:
+        """:class:`ValueError` if ``payload`` or ``key`` is over the source's size limits."""
+        max_id = source.max_id_bytes or self.max_id_bytes
+        id_bytes = len(key) if key.isascii() else len(key.encode("utf-8", "replace"))
+        if id_bytes > max_id:
+            raise ValueError(f"key of {id_bytes} bytes over max_id_bytes ({max_id})")
+        max_item = source.max_item_bytes or self.max_item_bytes
+        if len(payload) > max_item:
+            raise ValueError(f"payload of {len(payload)} bytes over max_item_bytes ({max_item})")
 
     def apply_value(self, source: Source, key: str, value: Any, *, where: str = "") -> bool:
         """Apply one decoded message (an HTTP response); False if it was malformed."""
@@ -146,6 +181,8 @@ class SourceRouter:
         self.writer.received(label)
         try:
             self._apply_ops(source, self._ops(source, key, value))
+        except EnginePanic:
+            return False
         except Exception as exc:
             self.writer.malformed(label, where or key, _reason(exc))
             return False

@@ -25,12 +25,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import msgpack
 
-from dashboard_server.core.engine import StateDocEngine
+from dashboard_server.core.engine import EnginePanic, StateDocEngine, engine_panics
 from dashboard_server.core.protocol import EVENT_CHANNELS, Format
 from dashboard_server.core.ratelimit import LogLimiter
 from dashboard_server.telemetry.metrics import IngestMetrics
@@ -95,8 +95,11 @@ class StateWriter:
         metrics: IngestMetrics,
         *,
         sections: Sequence[str],
+        on_panic: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.doc = doc
+        self.on_panic = on_panic
+        """Told of an engine panic during a state op (the server logs, counts, degrades)."""
         self.events = events
         self.metrics = metrics
         self.sections = tuple(sections)
@@ -116,26 +119,26 @@ class StateWriter:
         and True)."""
         if self._queued is not None:
             return self._queue("merge", path, patch)
-        return self._changed(path, self.doc.merge(path, patch))
+        return self._changed(path, self._engine(self.doc.merge, path, patch))
 
     def replace(self, path: str, value: Any) -> bool:
         """Make the value at ``path`` equal to ``value``; True if something changed (inside
         :meth:`batch`: queued, and True)."""
         if self._queued is not None:
             return self._queue("replace", path, value)
-        return self._changed(path, self.doc.replace(path, value))
+        return self._changed(path, self._engine(self.doc.replace, path, value))
 
     def remove(self, path: str) -> bool:
         """Remove the value at ``path``; True if there was one (inside :meth:`batch`: queued,
         and True)."""
         if self._queued is not None and path:
             return self._queue("merge", path, None)  # merge(path, None) is remove(path)
-        return self._changed(path, self.doc.remove(path))
+        return self._changed(path, self._engine(self.doc.remove, path))
 
     def replace_many(self, items: Sequence[tuple[str, bytes]], fmt: Format) -> list[bool | str]:
         """``replace_bytes`` of each ``(path, payload)`` in one engine call; per item whether it
         changed something, or why it was refused (that item changed nothing)."""
-        results = self.doc.replace_many(items, fmt)
+        results = self._engine_many(self.doc.replace_many, items, fmt)
         now = time.monotonic()
         for (path, _), changed in zip(items, results, strict=True):
             if changed is True:
@@ -178,7 +181,7 @@ class StateWriter:
                 end += 1
             items = [(path, payload) for _, path, payload in queued[start:end]]
             apply = self.doc.merge_many if kind == "merge" else self.doc.replace_many
-            results = apply(items, "msgpack")
+            results = self._engine_many(apply, items, "msgpack")
             now = time.monotonic()
             for (path, _), changed in zip(items, results, strict=True):
                 if changed is True:
@@ -192,7 +195,7 @@ class StateWriter:
     def replace_bytes(self, path: str, payload: bytes, fmt: Format) -> bool:
         """Make the value at ``path`` equal to a JSON or MessagePack ``payload``, decoded by the
         engine (no Python objects are built); True if something changed."""
-        return self._changed(path, self.doc.replace_bytes(path, payload, fmt))
+        return self._changed(path, self._engine(self.doc.replace_bytes, path, payload, fmt))
 
     def section_ids(self, section: str) -> list[str]:
         """The ids of the items in ``section`` (names only: no item is copied)."""
@@ -200,6 +203,33 @@ class StateWriter:
             return self.doc.keys(f"/{section}")
         except (KeyError, ValueError):
             return []
+
+    def _engine(self, op: Callable[..., bool], path: str, *args: Any) -> bool:
+        """``op(path, *args)``; an engine panic (a ``BaseException``, which would stop a feed
+        silently) is reported to :attr:`on_panic` and raised on as :class:`EnginePanic`."""
+        try:
+            return op(path, *args)
+        except engine_panics() as exc:
+            if self.on_panic is not None:
+                self.on_panic("ingest", exc)
+            raise EnginePanic(f"engine panic at {path[:200]}: {exc}") from None
+
+    def _engine_many(
+        self,
+        op: Callable[[Sequence[tuple[str, bytes]], Format], list[bool | str]],
+        items: Sequence[tuple[str, bytes]],
+        fmt: Format,
+    ) -> list[bool | str]:
+        """A batch op, with an engine panic handled as :meth:`_engine` does."""
+        try:
+            return op(items, fmt)
+        except engine_panics() as exc:
+            if self.on_panic is not None:
+                self.on_panic("ingest", exc)
+            first = items[0][0][:200] if items else ""
+            raise EnginePanic(
+                f"engine panic in a batch of {len(items)} at {first}: {exc}"
+            ) from None
 
     def _changed(self, path: str, changed: bool) -> bool:
         if changed:  # a section's name has no "/" or "~": no unescaping needed

@@ -31,7 +31,7 @@ from websockets.frames import CloseCode
 
 from dashboard_server import __version__
 from dashboard_server.config import Config, endpoint_url, security_warnings, source_specs
-from dashboard_server.core.engine import Engine, StateDocEngine, load_engine
+from dashboard_server.core.engine import Engine, StateDocEngine, engine_panics, load_engine
 from dashboard_server.core.messages import Messages
 from dashboard_server.core.protocol import (
     CLOSE_GOING_AWAY,
@@ -39,6 +39,7 @@ from dashboard_server.core.protocol import (
     Query,
     parse_connect_query,
 )
+from dashboard_server.core.shifted import ShiftedDoc
 from dashboard_server.fanout.hub import Clock, Hub, SystemClock
 from dashboard_server.fanout.scheduler import Fanout, Peer
 from dashboard_server.fanout.writer import LISTEN_BACKLOG, deflate_extensions
@@ -46,6 +47,7 @@ from dashboard_server.ingest.demo import DemoFeed
 from dashboard_server.ingest.feed import Feed, FeedState
 from dashboard_server.ingest.http_poll import HttpPollFeed
 from dashboard_server.ingest.nats_feed import NatsFeed
+from dashboard_server.ingest.redis.cluster import redis_feed
 from dashboard_server.ingest.redis.feed import RedisFeed
 from dashboard_server.ingest.router import Resyncs, SourceRouter
 from dashboard_server.ingest.writer import StateWriter
@@ -61,6 +63,7 @@ from dashboard_server.server.history import (
     series_endpoint,
 )
 from dashboard_server.server.http import HttpFront
+from dashboard_server.server.replica import replication_feeds, replication_health
 from dashboard_server.server.session import Session, close_within
 from dashboard_server.server.status import SourceHealth, StatusBoard
 from dashboard_server.server.web import static_response
@@ -88,6 +91,8 @@ class DashboardServer:
         self.doc: StateDocEngine = self.engine.StateDoc(
             sections=config.sections, max_tombstones=config.max_tombstones
         )
+        if config.replication_url is not None:  # versions of the shared version space
+            self.doc = ShiftedDoc(self.doc)
         self.epoch = uuid.uuid4().hex[:16]
         self.hub: Hub[Peer] = Hub(
             self.doc,
@@ -105,7 +110,11 @@ class DashboardServer:
         )
         self.fanout = Fanout(self.hub, self.metrics)
         self.writer = StateWriter(
-            self.doc, self.hub, IngestMetrics(self.metrics.registry), sections=config.sections
+            self.doc,
+            self.hub,
+            IngestMetrics(self.metrics.registry),
+            sections=config.sections,
+            on_panic=self.metrics.engine_panic,
         )
         """The write side: every feed (and a test, or code embedding the server) writes here."""
         self.feeds: list[Feed] = []
@@ -151,15 +160,16 @@ class DashboardServer:
         self._stopped = asyncio.Event()
         self._started_at = time.monotonic()
         history_metrics = HistoryMetrics(self.metrics.registry)
+        history_url = config.replication_url or config.redis_url
         coarse = {
             "coarse_ms": round(config.history_downsample_s * 1000),
             "coarse_size": config.history_downsampled_size,
         }
         self.history: HistoryStore = (
             MemoryHistory(config.history_size, history_metrics, **coarse)
-            if config.redis_url is None
+            if history_url is None
             else RedisHistory(
-                config.redis_url,
+                history_url,
                 config.history_size,
                 history_metrics,
                 timeout=config.redis_health_timeout_s,
@@ -195,8 +205,11 @@ class DashboardServer:
             server_header=None,
             open_timeout=self.config.open_timeout_s,
             select_subprotocol=select_subprotocol,
-            create_connection=connection_class(self.gate.handshake_timeout),
+            create_connection=connection_class(
+                self.gate.handshake_timeout, self.gate.oversized_head
+            ),
             backlog=LISTEN_BACKLOG,
+            reuse_port=self.config.reuse_port or None,
         )
         self._gc_policy.install()
         self._started_at = time.monotonic()
@@ -221,29 +234,45 @@ class DashboardServer:
 
     def _configured_feeds(self) -> list[Feed]:
         """The feeds the configuration asks for: one per transport connection of the sources
-        whose endpoint is set (Redis, NATS, each HTTP source), else the demo feed."""
+        whose endpoint is set (Redis, NATS, each HTTP source), else the demo feed; in a shared
+        version space the stream's follower (and the writer candidate) instead."""
+        if self.config.replication_url is not None:
+            return replication_feeds(self, self._source_feeds)
+        return self._source_feeds(self.writer)
+
+    def set_epoch(self, epoch: str) -> None:
+        """Serve in version space ``epoch`` from now on (a new lineage of the shared stream)."""
+        self.epoch = epoch
+        self.hub.epoch = epoch
+        self.hub.messages.epoch = epoch
+        log.info("epoch changed", extra={"epoch": epoch, "version": self.doc.version})
+
+    def _source_feeds(self, writer: StateWriter) -> list[Feed]:
+        """The feeds of the sources (or the demo feed), writing into ``writer``."""
         c = self.config
         if not self.source_specs:
             if not c.demo:
                 return []
             demo = DemoFeed(
-                self.writer,
+                writer,
                 symbols=c.demo_symbols,
                 updates_per_second=c.demo_rate,
                 seed=c.demo_seed,
             )
             return [demo]
-        router = SourceRouter(self.writer)
+        router = SourceRouter(writer, max_item_bytes=c.max_item_bytes, max_id_bytes=c.max_id_bytes)
         on = [s for s in self.source_specs if endpoint_url(c, s.endpoint) is not None]
         feeds: list[Feed] = []
         if c.redis_url is not None and any(s.transport.startswith("redis") for s in on):
             feeds.append(
-                RedisFeed(
+                redis_feed(
                     router,
                     url=c.redis_url,
                     sources=on,
                     resyncs=self.resyncs,
                     metrics=RedisMetrics(self.metrics.registry, RedisFeed.STATES),
+                    mode=c.redis_cluster,
+                    sharded_channels=c.redis_sharded_channels,
                     reload_interval=c.redis_reload_interval_s,
                     health_interval=c.redis_health_interval_s,
                     health_timeout=c.redis_health_timeout_s,
@@ -283,7 +312,7 @@ class DashboardServer:
         not set)."""
         by_transport: dict[str, Feed] = {}
         for feed in self.feeds:
-            if isinstance(feed, RedisFeed):
+            if isinstance(feed, RedisFeed) or feed.name == "redis":
                 by_transport["redis"] = feed
             elif isinstance(feed, NatsFeed):
                 by_transport["nats"] = feed
@@ -323,6 +352,8 @@ class DashboardServer:
         """What feeds the state: ``demo``, the sources' preset (``generic``, ``b25``),
         ``custom`` for a list of sources, or ``none``."""
         c = self.config
+        if c.replication_url is not None and c.replication_role == "edge":
+            return "replica"
         if self.source_specs:
             return c.sources if isinstance(c.sources, str) else "custom" if c.sources else "generic"
         return "demo" if self.feeds else "none"
@@ -416,6 +447,7 @@ class DashboardServer:
             tier_intervals=self.config.tier_intervals(),
             min_interval_ms=self.config.min_interval_ms,
             max_interval_ms=self.config.max_interval_ms,
+            interval_steps=self.config.allowed_intervals(),
             max_symbols=self.config.max_symbols,
         )
 
@@ -476,6 +508,8 @@ class DashboardServer:
             clients[session.params.tier] += 1
         feeds = {f.name: f.health() for f in self.feeds}
         ok = all(h.state is FeedState.OK for h in feeds.values())
+        panics = self.metrics.engine_panic_count()  # the document may be inconsistent
+        ok = ok and not panics
         status = "shutting_down" if self._shutting_down else "ok" if ok else "degraded"
         body: dict[str, Any] = {
             "status": status,
@@ -497,12 +531,15 @@ class DashboardServer:
                 for name, h in feeds.items()
             },
             "redis": feeds["redis"].state.value if "redis" in feeds else "disabled",
+            "engine_panics": panics,
         }
         if "redis" in feeds:  # the keys of the first release, kept for existing probes
             body["redis_since_s"] = round(feeds["redis"].since_s, 3)
             body["redis_error"] = feeds["redis"].error
         if self.source_specs:
             body["sources"] = self.source_states()
+        if self.config.replication_url is not None:
+            body["replication"] = replication_health(self)
         body["sections"] = self.writer.section_ages()
         return (503 if self._shutting_down else 200), body
 
@@ -526,6 +563,9 @@ class DashboardServer:
         try:
             return self.doc.get(f"/{section}")
         except KeyError:
+            return None
+        except engine_panics() as exc:
+            self.metrics.engine_panic("history", exc)
             return None
 
     def _render_metrics(self) -> bytes:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ __all__ = [
     "SCOPE_METRICS",
     "SCOPE_READ",
     "SUBPROTOCOL",
+    "TOKEN_CHARS",
     "AuthError",
     "Authenticator",
     "Principal",
@@ -74,6 +76,9 @@ SCOPE_METRICS: Final = "metrics"
 """Scope needed for ``/metrics`` when ``metrics_auth`` is on."""
 MAX_TOKEN_LENGTH: Final = 4096
 """Longer tokens are refused without being decoded."""
+TOKEN_CHARS: Final = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+"""What a static token may be made of: RFC 6750's ``b64token`` (no quote, backslash, comma,
+space or ``&``, so a log line can never hold part of one unmasked)."""
 
 
 @dataclass(frozen=True, slots=True)

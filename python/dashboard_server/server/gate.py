@@ -34,9 +34,12 @@ from typing import Any, Final
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
+from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from dashboard_server.core.protocol import ConnectParams, Query
+from dashboard_server.core.ratelimit import LogLimiter
 from dashboard_server.server.auth import (
     ANONYMOUS,
     SCOPE_METRICS,
@@ -49,10 +52,16 @@ from dashboard_server.server.auth import (
 from dashboard_server.server.responses import http_response
 from dashboard_server.telemetry.metrics import ServerMetrics
 
-__all__ = ["Gate", "OriginPolicy", "ProxyPolicy", "connection_class"]
+__all__ = ["Gate", "GuardedConnection", "OriginPolicy", "ProxyPolicy", "connection_class"]
 
 log = logging.getLogger(__name__)
 
+REFUSAL_LOG_BURST: Final = 10
+"""``refused`` log lines per second at most (every refusal is still counted)."""
+READ_SIZE: Final = 4096
+"""Bytes a connection's transport reads from its socket at once (see
+:meth:`GuardedConnection.connection_made`)."""
+_HEAD_TOO_LARGE: Final = (RequestLineTooLong, HeaderLineTooLong, TooManyHeaders)
 _WS_PATH: Final = "/ws"
 _API_PREFIX: Final = "/api/"
 
@@ -78,17 +87,77 @@ class OriginPolicy:
         return len(origins) == 1 and origins[0] in self._allowed
 
 
-def connection_class(on_handshake_timeout: Callable[[], None]) -> type[ServerConnection]:
-    """A :class:`ServerConnection` subclass that calls ``on_handshake_timeout`` when its opening
-    handshake is cancelled (``open_timeout`` expired: slowloris, a stalled client)."""
+class GuardedConnection(ServerConnection):
+    """A :class:`ServerConnection` whose answers to WebSocket pings can be refused.
 
-    class TimedConnection(ServerConnection):
+    The library answers every ping frame with a pong on its own, whatever the write buffer
+    holds. While :attr:`ping_guard` is set (the session sets it), it is asked first and the pong
+    is not written when it returns ``False``: pings then count against the session's message
+    rate, and pongs against its write-buffer cap.
+    """
+
+    ping_guard: Callable[[], bool] | None = None
+
+    def __init__(self, protocol: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(protocol, *args, **kwargs)
+        send_frame = protocol.send_frame
+        me = weakref.ref(self)  # no reference cycle through the protocol
+
+        def guarded_send_frame(frame: Frame) -> None:
+            connection = me()
+            guard = None if connection is None else connection.ping_guard
+            if frame.opcode is Opcode.PONG and guard is not None and not guard():
+                return
+            send_frame(frame)
+
+        protocol.send_frame = guarded_send_frame
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Read at most :data:`READ_SIZE` bytes at a time (asyncio reads 256 KiB): every frame
+        of one read is parsed before the library can pause reading, so a read of 256 KiB of
+        empty fragments would queue ~43,000 frame objects (11 MB) before the fragment limit
+        (4096) is even looked at."""
+        super().connection_made(transport)
+        if isinstance(getattr(transport, "max_size", None), int):
+            transport.max_size = READ_SIZE  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Drop the guard (a session's bound method: no reference cycle outlives the TCP
+        connection); until then pongs stay guarded, while closing too."""
+        self.ping_guard = None
+        super().connection_lost(exc)
+
+    def send_data(self) -> None:
+        """Once the server has half-closed the TCP connection (after a close frame it sent or
+        answered), read again even if the library paused reading for a full queue: the parser
+        discards everything from then on, and the peer's FIN ends the connection at once
+        instead of after ``close_timeout`` (a client closed for too many fragments would
+        otherwise keep thousands of queued frames alive that long)."""
+        super().send_data()
+        if self.protocol.eof_sent and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+
+def connection_class(
+    on_handshake_timeout: Callable[[], None],
+    on_oversized_head: Callable[[], None] | None = None,
+) -> type[ServerConnection]:
+    """A :class:`GuardedConnection` subclass that calls ``on_handshake_timeout`` when its opening
+    handshake is cancelled (``open_timeout`` expired: slowloris, a stalled client), and
+    ``on_oversized_head`` when the library refused a request head over its limits (414/431)."""
+
+    class TimedConnection(GuardedConnection):
         async def handshake(self, *args: Any, **kwargs: Any) -> None:
             try:
                 await super().handshake(*args, **kwargs)
             except asyncio.CancelledError:
                 on_handshake_timeout()
                 raise
+            finally:
+                if on_oversized_head is not None and isinstance(
+                    self.protocol.handshake_exc, _HEAD_TOO_LARGE
+                ):
+                    on_oversized_head()
 
     return TimedConnection
 
@@ -192,6 +261,7 @@ class Gate:
         self.max_connections_per_address = max_connections_per_address
         self.connections = 0
         self.per_address: Counter[str] = Counter()
+        self._log_limiter = LogLimiter(REFUSAL_LOG_BURST)
         self._principals: weakref.WeakKeyDictionary[ServerConnection, Principal] = (
             weakref.WeakKeyDictionary()
         )
@@ -211,11 +281,20 @@ class Gate:
         return address
 
     def refuse(self, reason: str, connection: ServerConnection, path: str) -> None:
-        """Count and log a refusal (never the query string: it may hold a token)."""
+        """Count and log a refusal (never the query string: it may hold a token); at most
+        :data:`REFUSAL_LOG_BURST` lines a second, the next one saying how many were held."""
         self.metrics.security_refusals.labels(reason).inc()
-        log.info(
-            "refused", extra={"reason": reason, "remote": self.address(connection), "path": path}
-        )
+        allowed, held = self._log_limiter.allow()
+        if allowed:
+            log.info(
+                "refused",
+                extra={
+                    "reason": reason,
+                    "remote": self.address(connection),
+                    "path": path,
+                    "suppressed": held,
+                },
+            )
 
     def check(
         self, connection: ServerConnection, request: Request, path: str, query: Query
@@ -316,3 +395,7 @@ class Gate:
     def handshake_timeout(self) -> None:
         """Count a handshake cut by ``open_timeout_s``."""
         self.metrics.security_refusals.labels("handshake_timeout").inc()
+
+    def oversized_head(self) -> None:
+        """Count a request head refused by the library (414 line too long, 431 headers)."""
+        self.metrics.security_refusals.labels("request_head").inc()

@@ -11,6 +11,7 @@ Closing never awaits a peer that does not read: after ``close_timeout`` the tran
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from websockets.asyncio.server import ServerConnection, broadcast
@@ -18,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from dashboard_server.config import Config
+from dashboard_server.core.engine import engine_panics
 from dashboard_server.core.messages import error_message, pong_message
 from dashboard_server.core.protocol import (
     CLOSE_BAD_MESSAGES,
@@ -25,6 +27,7 @@ from dashboard_server.core.protocol import (
     CLOSE_RATE_LIMITED,
     CLOSE_TOKEN_EXPIRED,
     ConnectParams,
+    ControlLimits,
     MessageError,
     Ping,
     Refresh,
@@ -35,6 +38,7 @@ from dashboard_server.core.protocol import (
 from dashboard_server.core.ratelimit import StrikeCounter, TokenBucket
 from dashboard_server.fanout.hub import Clock, Hub
 from dashboard_server.fanout.scheduler import Peer
+from dashboard_server.server.gate import GuardedConnection
 from dashboard_server.telemetry.metrics import ServerMetrics
 
 __all__ = ["Session", "close_within"]
@@ -43,17 +47,25 @@ log = logging.getLogger(__name__)
 
 
 async def close_within(
-    connection: ServerConnection, code: int, reason: str, timeout: float
+    connection: ServerConnection, code: int, reason: str, timeout: float, drain: float = 0.0
 ) -> None:
     """Close ``connection`` with ``code``; abort the transport if that takes over ``timeout``.
 
     ``ServerConnection.close`` waits for the write buffer to drain, which never happens with a
-    peer that does not read, so it is bounded here.
+    peer that does not read, so it is bounded here. With ``drain`` > 0 the transport is first
+    closed gracefully (what is buffered, the close frame last, then FIN: a peer that reads
+    again still gets the close code rather than a reset) and aborted only if that has not
+    finished ``drain`` seconds later; nothing is added to the buffer meanwhile.
     """
     try:
         await asyncio.wait_for(connection.close(code, reason), timeout)
     except (TimeoutError, OSError):
-        connection.transport.abort()
+        if drain > 0 and not connection.transport.is_closing():
+            connection.transport.close()
+            with contextlib.suppress(TimeoutError, OSError):
+                await asyncio.wait_for(asyncio.shield(connection.connection_lost_waiter), drain)
+        if not connection.connection_lost_waiter.done():
+            connection.transport.abort()
 
 
 class Session:
@@ -83,6 +95,11 @@ class Session:
         self.allowed_channels = allowed_channels
         """The channels the client's credentials allow (``None``: all)."""
         self.rate = TokenBucket(config.max_message_rate, config.message_burst)
+        self.limits = ControlLimits(
+            config.max_control_message_size,
+            config.max_control_elements,
+            config.max_control_depth,
+        )
         self._closing: asyncio.Task[None] | None = None
 
     @property
@@ -98,12 +115,19 @@ class Session:
         """Join the hub, handle client messages until the connection closes, then leave."""
         self.hub.add(self, self.params)
         self.metrics.active_connections.inc()
+        if isinstance(self._connection, GuardedConnection):
+            self._connection.ping_guard = self.answer_ping
         try:
             async for message in self._connection:
                 try:
                     self.handle(message)
+                except engine_panics() as exc:
+                    self.metrics.engine_panic("session", exc)
                 except Exception:  # a bug must not take the connection (or server) down
                     log.exception("failed to handle a client message")
+                # recv() returns at once while messages are queued: let flushes, /health and
+                # the other connections run between two messages of this one
+                await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         finally:
@@ -118,17 +142,11 @@ class Session:
     def handle(self, data: str | bytes) -> None:
         """Act on one client message (never raises, never awaits)."""
         if not self.rate.take(self.clock.monotonic()):
-            if self._closing is None:
-                self.metrics.security_refusals.labels("rate_limit").inc()
-                log.info(
-                    "closing a client that sends too fast",
-                    extra={"remote": self.remote},
-                )
-                self.close_soon(CLOSE_RATE_LIMITED, "message rate limit exceeded")
+            self._over_rate()
             return
         try:
             message = parse_client_message(
-                data, self.config.sections, max_symbols=self.config.max_symbols
+                data, self.config.sections, self.limits, max_symbols=self.config.max_symbols
             )
         except MessageError as exc:
             self.reject(exc)
@@ -192,6 +210,29 @@ class Session:
             self.metrics.messages_received.labels("ping").inc()
             self.reply("pong", pong)
 
+    def answer_ping(self) -> bool:
+        """Whether to answer a WebSocket ping frame (the connection's ping guard).
+
+        A ping counts against the message rate like a message (beyond it: close 4029), and its
+        pong is not written while the write buffer is over the cap, like any direct reply.
+        """
+        if not self.rate.take(self.clock.monotonic()):
+            self._over_rate()
+            return False
+        if self.buffered() > self.config.write_buffer_high:
+            self.metrics.security_refusals.labels("pong_dropped").inc()
+            return False
+        return True
+
+    def _over_rate(self) -> None:
+        if self._closing is None:
+            self.metrics.security_refusals.labels("rate_limit").inc()
+            log.info(
+                "closing a client that sends too fast",
+                extra={"remote": self.remote},
+            )
+            self.close_soon(CLOSE_RATE_LIMITED, "message rate limit exceeded")
+
     def reject(self, problem: MessageError) -> None:
         """Answer an unusable message with ``error``; close a client that keeps doing it."""
         self.metrics.messages_received.labels("invalid").inc()
@@ -217,7 +258,8 @@ class Session:
             "closing a client that stayed lagging",
             extra={"remote": self.remote},
         )
-        self.close_soon(CLOSE_LAGGING, "lagging: not reading")
+        # it may read again: let its buffer drain (it no longer grows) so that it finds 4001
+        self.close_soon(CLOSE_LAGGING, "lagging: not reading", drain=self.config.lag_timeout_s)
 
     def close_expired(self) -> None:
         """Close with :data:`CLOSE_TOKEN_EXPIRED`: the client's credentials just expired."""
@@ -227,9 +269,10 @@ class Session:
         )
         self.close_soon(CLOSE_TOKEN_EXPIRED, "token expired")
 
-    def close_soon(self, code: int, reason: str) -> None:
-        """Start closing with ``code`` in the background (once)."""
+    def close_soon(self, code: int, reason: str, drain: float = 0.0) -> None:
+        """Start closing with ``code`` in the background (once); ``drain``: see
+        :func:`close_within`."""
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(
-                close_within(self._connection, code, reason, self.config.close_timeout_s)
+                close_within(self._connection, code, reason, self.config.close_timeout_s, drain)
             )

@@ -57,9 +57,17 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     )
 
 
+_TOKEN_NAME: Final = "".join(f"(?:{c}|%{ord(c):02x}|%{ord(c.upper()):02x})" for c in "token")
+"""``token`` with any of its letters percent-encoded (``%74oken`` is decoded to ``token`` by
+the query parser, so it is accepted as the token: it must be redacted as well)."""
+
 _REDACTIONS: Final = (
-    # token=... in query strings (raw or inside a repr)
-    (re.compile(r"(?i)(\btoken=)[^&\s\"'\\]+"), r"\1[REDACTED]"),
+    # token=... in query strings (raw, inside a repr or a JSON string: \" and \\ escapes are
+    # part of the value; an unescaped quote, whitespace or & ends it)
+    (
+        re.compile(rf"(?i)(?<![\w%])({_TOKEN_NAME}=)(?:\\.|[^&\s\"\\])+"),
+        r"\1[REDACTED]",
+    ),
     # Authorization: Bearer xyz / 'authorization': 'Basic xyz'
     (
         re.compile(r"(?i)(authorization[\"']?\s*[:=,]\s*[\"']?)(\w+\s+)?[^\s\"',\\]+"),
@@ -72,8 +80,10 @@ _REDACTIONS: Final = (
 
 
 def redact(text: str) -> str:
-    """``text`` with tokens removed: ``token=`` values, ``Authorization`` credentials,
-    ``bearer.`` subprotocol entries and anything shaped like a JWT."""
+    """``text`` with tokens removed: ``token=`` values (the name percent-encoded or not),
+    ``Authorization`` credentials, ``bearer.`` subprotocol entries and anything shaped like a
+    JWT. Static tokens are restricted to characters none of these patterns stops at
+    (``dashboard_server.server.auth.TOKEN_CHARS``), so a valid token is always masked whole."""
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
     return text

@@ -19,6 +19,7 @@ and alerts written for it keep working. No ``_created`` series are exported.
 
 from __future__ import annotations
 
+import logging
 import platform
 from collections.abc import Iterable
 from typing import Any
@@ -37,6 +38,7 @@ from prometheus_client import (
 
 __all__ = ["HistoryMetrics", "IngestMetrics", "RedisMetrics", "ServerMetrics"]
 
+log = logging.getLogger(__name__)
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _SIZE_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
@@ -189,6 +191,13 @@ class ServerMetrics:
         self.state_version = Gauge(
             "dashboard_state_version", "Current version of the state document.", registry=r
         )
+        self.engine_panics = Counter(
+            "dashboard_engine_panics",
+            "Panics of the engine caught (the process goes on, /health says degraded), by "
+            "where (ingest, flush, session, feed, history).",
+            ["where"],
+            registry=r,
+        )
         self.security_refusals = Counter(
             "dashboard_security_refusals",
             "Requests refused and connections closed by a security check or limit, by reason "
@@ -223,6 +232,27 @@ class ServerMetrics:
         if child is None:
             child = self._sent[tier, kind] = self.messages_sent.labels(tier, kind)
         return child
+
+    def engine_panic(self, where: str, exc: BaseException) -> None:
+        """Log and count an engine panic caught at ``where`` (ingest, flush, session, feed,
+        history)."""
+        self.engine_panics.labels(where).inc()
+        log.error(
+            "engine panic caught",
+            extra={"where": where, "panic": str(exc)[:500]},
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+
+    def engine_panic_count(self) -> int:
+        """Engine panics caught so far, everywhere."""
+        return int(
+            sum(
+                sample.value
+                for metric in self.engine_panics.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            )
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -40,6 +40,7 @@ from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
 
+from dashboard_server.core.engine import is_recoverable
 from dashboard_server.core.sources import Source
 from dashboard_server.ingest.feed import FeedHealth, FeedState, TaskFeed, describe_failure
 from dashboard_server.ingest.redis.connection import close_quietly, connect_redis, glob_escape
@@ -55,6 +56,9 @@ PayloadFormat = Literal["json", "msgpack"]
 
 SCAN_COUNT: Final = 1000
 """COUNT hint of each SCAN call; the keys of one call are read with one MGET."""
+YIELD_EVERY: Final = 256
+"""Messages handled in a row before yielding to the event loop, where a feed reads one message
+at a time (the Redis Cluster feed's per-node readers)."""
 PATHS_KEPT: Final = 100_000
 """Channels whose state path is remembered (the cache starts over beyond this)."""
 
@@ -186,7 +190,9 @@ class RedisFeed(TaskFeed):
         while True:
             try:
                 await self._session()
-            except Exception as exc:
+            except BaseException as exc:  # an engine panic is a BaseException (and a group)
+                if not is_recoverable(exc):
+                    raise  # cancelled, KeyboardInterrupt, SystemExit
                 self.last_error = describe_failure(exc)
                 stalled = isinstance(exc, RedisStalled) or (
                     isinstance(exc, BaseExceptionGroup) and exc.subgroup(RedisStalled) is not None
@@ -367,7 +373,12 @@ class RedisFeed(TaskFeed):
             self.router.writer.received(label)
             self.router.writer.malformed(label, name, "no id after the prefix")
             return None
-        entry = (self.router.item_path(source, ident), name)
+        try:
+            entry = (self.router.item_path(source, ident), name)
+        except ValueError as exc:  # an id over max_id_bytes
+            self.router.writer.received(label)
+            self.router.writer.malformed(label, name[:256], str(exc))
+            return None
         self._paths[channel] = entry
         return entry
 
