@@ -210,7 +210,7 @@ fn channels_arg(channels: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<Stri
     names_arg("channels", channels)
 }
 
-/// The items of `merge_many`: an iterable of `(str, bytes-like)` pairs (tuples or lists), checked
+/// The items of `merge_many` / `replace_many`: an iterable of `(str, bytes-like)` pairs (tuples or lists), checked
 /// (and bytes-like payloads turned into `bytes`) before anything is applied.
 fn batch_arg<'py>(
     items: &Bound<'py, PyAny>,
@@ -279,7 +279,7 @@ fn touch_items(list: &Bound<'_, PyList>) {
     }
 }
 
-/// Item `i` of `merge_many`: a `(str, bytes-like)` pair.
+/// Item `i` of a batch: a `(str, bytes-like)` pair.
 fn batch_item<'py>(
     i: usize,
     item: &Bound<'py, PyAny>,
@@ -320,22 +320,57 @@ fn batch_item<'py>(
     Ok((path, payload))
 }
 
-/// One item of `merge_many`: `merge_bytes` with its `ValueError` as a message.
-fn merge_one(
+/// One item of `merge_many` / `replace_many`: `merge_bytes` / `replace_bytes` with its
+/// `ValueError` as a message.
+fn apply_one(
     doc: &mut doc::StateDoc,
     path: &Bound<'_, PyString>,
     bytes: &[u8],
     json: bool,
+    merge: bool,
 ) -> Result<bool, String> {
     let path = path.to_str().map_err(|e| e.value(path.py()).to_string())?;
     let ptr = pointer::parse(path)?;
-    if json {
-        return doc.merge_json_at(ptr, bytes).map_err(|e| e.0);
+    let res = match (json, merge) {
+        (true, true) => doc.merge_json_at(ptr, bytes),
+        (true, false) => doc.replace_json_at(ptr, bytes),
+        (false, _) => match msgpack::parse(bytes) {
+            Ok(v) if merge => doc.merge_at(ptr, v),
+            Ok(v) => doc.replace_at(ptr, v),
+            Err(e) => return Err(e.render(path)),
+        },
+    };
+    res.map_err(|e| e.0)
+}
+
+/// `fmt` of a batch: true for JSON, false for MessagePack.
+fn batch_fmt(fmt: &str) -> PyResult<bool> {
+    match fmt {
+        "json" => Ok(true),
+        "msgpack" => Ok(false),
+        other => Err(value_error(format!(
+            "unknown payload format {other:?}: expected \"json\" or \"msgpack\""
+        ))),
     }
-    match msgpack::parse(bytes) {
-        Ok(v) => doc.merge_at(ptr, v).map_err(|e| e.0),
-        Err(e) => Err(e.render(path)),
-    }
+}
+
+/// `merge_many` / `replace_many`: every item checked first, then applied in order.
+fn apply_many<'py>(
+    doc: &mut doc::StateDoc,
+    py: Python<'py>,
+    items: &Bound<'py, PyAny>,
+    fmt: &str,
+    merge: bool,
+) -> PyResult<Bound<'py, PyList>> {
+    let json = batch_fmt(fmt)?;
+    let batch = batch_arg(items)?;
+    let results = batch.iter().map(|(path, payload)| {
+        match apply_one(doc, path, payload.as_bytes(), json, merge) {
+            Ok(changed) => PyBool::new(py, changed).to_owned().into_any(),
+            Err(msg) => PyString::new(py, &msg).into_any(),
+        }
+    });
+    PyList::new(py, results)
 }
 
 // -- Value -> Python --------------------------------------------------------------------------
@@ -492,24 +527,21 @@ impl PyStateDoc {
         items: &Bound<'py, PyAny>,
         fmt: &str,
     ) -> PyResult<Bound<'py, PyList>> {
-        let json = match fmt {
-            "json" => true,
-            "msgpack" => false,
-            other => {
-                return Err(value_error(format!(
-                    "unknown payload format {other:?}: expected \"json\" or \"msgpack\""
-                )))
-            }
-        };
-        let batch = batch_arg(items)?;
-        let doc = &mut self.doc;
-        let results = batch.iter().map(|(path, payload)| {
-            match merge_one(doc, path, payload.as_bytes(), json) {
-                Ok(changed) => PyBool::new(py, changed).to_owned().into_any(),
-                Err(msg) => PyString::new(py, &msg).into_any(),
-            }
-        });
-        PyList::new(py, results)
+        apply_many(&mut self.doc, py, items, fmt, true)
+    }
+
+    /// `replace_bytes` of each `(path, payload)` of `items`, in order, each atomic on its own,
+    /// exactly as `merge_many` does for `merge_bytes`: the result of each, or the message of the
+    /// `ValueError` it would have raised. Raises only for a wrongly shaped argument (`TypeError`,
+    /// checked before anything is applied) or an unknown `fmt` (`ValueError`).
+    #[pyo3(signature = (items, fmt = "json"))]
+    fn replace_many<'py>(
+        &mut self,
+        py: Python<'py>,
+        items: &Bound<'py, PyAny>,
+        fmt: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        apply_many(&mut self.doc, py, items, fmt, false)
     }
 
     /// `replace` with the value given as a JSON or MessagePack payload.

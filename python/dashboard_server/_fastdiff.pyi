@@ -56,6 +56,13 @@ class StateDoc:
         its result, or the message of the ``ValueError`` it would raise (it changes nothing).
         ``TypeError`` (before anything is applied) for a wrongly shaped ``items``."""
 
+    def replace_many(
+        self, items: Iterable[tuple[str, Payload]], fmt: Format = "json"
+    ) -> list[bool | str]:
+        """``replace_bytes`` of each ``(path, payload)`` in order, each atomic on its own: per
+        item its result, or the message of the ``ValueError`` it would raise (it changes
+        nothing). ``TypeError`` (before anything is applied) for a wrongly shaped ``items``."""
+
     def replace_bytes(self, path: str, payload: Payload, fmt: Format = "json") -> bool:
         """``replace`` with a JSON or MessagePack payload decoded natively."""
 

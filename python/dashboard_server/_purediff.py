@@ -76,7 +76,8 @@ def _check_utf8(text: str, ptr: str) -> None:
 
 
 def _batch_items(items: object) -> list[tuple[str, bytes]]:
-    """The items of ``merge_many``, checked before anything is applied (``TypeError``)."""
+    """The items of ``merge_many`` / ``replace_many``, checked before anything is applied
+    (``TypeError``)."""
     if isinstance(items, str | bytes | bytearray):
         raise TypeError(
             f"items must be an iterable of (path, payload) pairs, not {type(items).__name__}"
@@ -386,6 +387,20 @@ class StateDoc:
         for path, payload in batch:
             try:
                 results.append(self.merge_bytes(path, payload, fmt))
+            except ValueError as exc:
+                results.append(str(exc))
+        return results
+
+    def replace_many(self, items: Iterable[Any], fmt: str = "json") -> list[bool | str]:
+        """``replace_bytes`` of each ``(path, payload)``, in order; per item its result or the
+        message of the ``ValueError`` it raised (that item changes nothing)."""
+        if fmt not in ("json", "msgpack"):
+            raise ValueError(f"unknown payload format {fmt!r}: expected 'json' or 'msgpack'")
+        batch = _batch_items(items)
+        results: list[bool | str] = []
+        for path, payload in batch:
+            try:
+                results.append(self.replace_bytes(path, payload, fmt))
             except ValueError as exc:
                 results.append(str(exc))
         return results

@@ -425,6 +425,16 @@ def sequential(doc: Any, items: list[tuple[str, bytes]], fmt: str = "json") -> l
     return results
 
 
+def sequential_replace(doc: Any, items: list[tuple[str, bytes]], fmt: str = "json") -> list[Any]:
+    results: list[Any] = []
+    for path, payload in items:
+        try:
+            results.append(doc.replace_bytes(path, payload, fmt))
+        except ValueError as exc:
+            results.append(str(exc))
+    return results
+
+
 def test_merge_many_equals_sequential_merge_bytes(engine: Engine) -> None:
     one, many = new_doc(engine), new_doc(engine)
     expected = sequential(one, BATCH)
@@ -495,6 +505,86 @@ def test_merge_many_wrong_shape_raises_before_applying(engine: Engine, items: An
     assert doc.version == 0
     with pytest.raises(ValueError, match="format"):
         doc.merge_many([("/orders/9", b"1")], "xml")
+    assert doc.version == 0
+
+
+# -- batch ingest (replace_many) -------------------------------------------------------------
+
+
+def test_replace_many_equals_sequential_replace_bytes(engine: Engine) -> None:
+    one, many = new_doc(engine), new_doc(engine)
+    expected = sequential_replace(one, BATCH)
+    results = many.replace_many(BATCH)
+    assert results == expected
+    assert [type(r) for r in results] == [type(r) for r in expected]
+    # replace: the second {"q": 1} removes "s" (absent members go), so "/orders/1/s/deeper"
+    # creates it again; null is a value, not a removal
+    assert results[:4] == [True, True, True, True]
+    assert all(isinstance(r, str) for r in (*results[4:7], results[8]))
+    assert results[7] is True
+    assert results[9:11] == [True, False]
+    assert results[4].startswith("/orders/1/q")
+    assert results[6].startswith("invalid JSON pointer")
+    assert many.version == one.version
+    assert canon(many.get("")) == canon(one.get(""))
+    for v in range(one.version + 1):
+        a, b = one.changes_since(v), many.changes_since(v)
+        assert a.encode("json", "changes", None, 1, 0) == b.encode("json", "changes", None, 1, 0)
+
+
+def test_replace_many_latest_wins_and_unchanged_items(engine: Engine) -> None:
+    doc = new_doc(engine)
+    assert doc.replace_many([("/market_data/BTC", b'{"p": 1, "q": 2}')]) == [True]
+    version = doc.version
+    # the same item again changes nothing; a new value of one field changes only that field
+    assert doc.replace_many([("/market_data/BTC", b'{"q": 2, "p": 1}')]) == [False]
+    assert doc.version == version
+    assert doc.replace_many([("/market_data/BTC", b'{"p": 3, "q": 2}')]) == [True]
+    assert doc.changes_since(version).changes() == {"/market_data/BTC/p": 3}
+
+
+def test_replace_many_msgpack_and_payload_types(engine: Engine) -> None:
+    one, many = new_doc(engine), new_doc(engine)
+    items = [
+        ("/orders/1", msgpack.packb({"q": 1, "r": 2})),
+        ("/orders/2", b"\xc1"),  # never used in MessagePack
+        ("/orders/1", msgpack.packb({"q": 2})),
+    ]
+    assert many.replace_many(items, "msgpack") == sequential_replace(one, items, "msgpack")
+    assert canon(many.get("")) == canon(one.get(""))
+    assert many.get("/orders/1") == {"q": 2}
+    mixed: list[Any] = [
+        ["/orders/3", bytearray(b'{"a": 1}')],
+        ("/orders/4", memoryview(b'{"b": 2}')),
+    ]
+    assert many.replace_many(iter(mixed)) == [True, True]
+    assert many.replace_many(()) == []
+    assert many.get("/orders/3") == {"a": 1}
+    assert many.get("/orders/4") == {"b": 2}
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        None,
+        1,
+        "/orders/1",
+        b"{}",
+        [("/orders/1",)],
+        [("/orders/1", b"1", "json")],
+        ["/orders/1"],
+        [(1, b"1")],
+        [("/orders/1", "1")],
+        [("/orders/1", None)],
+    ],
+)
+def test_replace_many_wrong_shape_raises_before_applying(engine: Engine, items: Any) -> None:
+    doc = new_doc(engine)
+    with pytest.raises(TypeError):
+        doc.replace_many([("/orders/9", b"1"), *items] if isinstance(items, list) else items)
+    assert doc.version == 0
+    with pytest.raises(ValueError, match="format"):
+        doc.replace_many([("/orders/9", b"1")], "xml")
     assert doc.version == 0
 
 

@@ -54,6 +54,7 @@ ops = st.one_of(
     st.tuples(st.just("merge_msgpack"), paths, values | objects),
     st.tuples(st.just("replace_msgpack"), paths, objects),
     st.tuples(st.just("merge_many"), paths, values | objects),
+    st.tuples(st.just("replace_many"), paths, values | objects),
     st.tuples(st.just("bad"), paths, st.sampled_from([float("nan"), {"k": {1: 2}}, 2**64])),
 )
 histories = st.tuples(st.lists(ops, min_size=1, max_size=25), st.sampled_from([3, 10, 100_000]))
@@ -80,6 +81,9 @@ def apply_op(doc: Any, op: tuple[str, str, Any]) -> Any:
             # ValueError (engines word their messages differently).
             items = [(path, orjson.dumps(value)), (path, b"[1,"), (path, b'{"n": 1}')]
             return [r if type(r) is bool else ValueError for r in doc.merge_many(items)]
+        if kind == "replace_many":
+            items = [(path, orjson.dumps(value)), (path, b"[1,"), (path, b'{"n": 1}')]
+            return [r if type(r) is bool else ValueError for r in doc.replace_many(items)]
         return doc.merge(path, {"ok": 1, "bad": value})
     except ValueError:
         return ValueError

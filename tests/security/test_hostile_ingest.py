@@ -140,8 +140,8 @@ def test_value_rules_unit() -> None:
 
 
 class Poisoned:
-    """The server's document, with ``replace_bytes`` panicking in the engine on a payload
-    holding ``poison`` (through the engine's test-only hook)."""
+    """The server's document, with ``replace_bytes`` and ``replace_many`` panicking in the engine
+    on a payload holding ``poison`` (through the engine's test-only hook)."""
 
     def __init__(self, doc: Any, panic: Any) -> None:
         self._doc = doc
@@ -154,6 +154,12 @@ class Poisoned:
         if b"poison" in payload:
             self._panic("poisoned payload")
         return bool(self._doc.replace_bytes(path, payload, fmt))
+
+    def replace_many(self, items: list[tuple[str, bytes]], fmt: str) -> list[bool | str]:
+        # the live ingest's batches (a raw source's conflated items)
+        if any(b"poison" in payload for _, payload in items):
+            self._panic("poisoned payload")
+        return list(self._doc.replace_many(items, fmt))
 
 
 class PanicOnce:

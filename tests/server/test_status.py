@@ -80,3 +80,18 @@ def test_several_sources_and_none() -> None:
     fake.sources = []
     body = fake.board().current()
     assert body["feed"] == "none" and body["state"] == "ok" and body["sources"] == []
+
+
+def test_a_lagging_source_shows_its_lag_in_steps() -> None:
+    fake = Fake()
+    board = fake.board()
+    fake.sources = [SourceHealth("redis", "ok", 0.0, None, 0.01)]
+    quiet = board.current()
+    assert "lag_s" not in quiet["sources"][0]
+    fake.sources = [SourceHealth("redis", "ok", 0.0, None, 0.2)]
+    assert board.current() is quiet  # below the threshold: nothing changes
+    fake.sources = [SourceHealth("redis", "ok", 0.0, None, 1.7)]
+    behind = board.current()
+    assert behind["sources"][0]["lag_s"] == 1.5
+    fake.sources = [SourceHealth("redis", "ok", 0.0, None, 1.9)]
+    assert board.current() is behind  # the same step

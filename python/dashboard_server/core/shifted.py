@@ -191,6 +191,12 @@ class ShiftedDoc:
         """As the engine's."""
         return self.inner.merge_many(items, fmt)
 
+    def replace_many(
+        self, items: Iterable[tuple[str, bytes]], fmt: Format = "json"
+    ) -> list[bool | str]:
+        """As the engine's."""
+        return self.inner.replace_many(items, fmt)
+
     def replace_bytes(self, path: str, payload: bytes, fmt: Format = "json") -> bool:
         """As the engine's."""
         return self.inner.replace_bytes(path, payload, fmt)

@@ -49,6 +49,9 @@ class FeedHealth:
     state: FeedState
     since_s: float
     error: str | None = None
+    lag_s: float | None = None
+    """How far behind its source the feed is (a PING's round trip through the message stream),
+    when the feed knows."""
 
 
 class Feed(Protocol):

@@ -10,6 +10,12 @@ subscription it asks for the bootstrap of the sources each source names in ``res
 ``order:*`` keys, the account monitor's HTTP), and a lost connection is retried with jittered
 exponential backoff. The client PINGs every ``health_interval``; two unanswered pings end the
 connection (``stalled``).
+
+Messages of raw sources are conflated per flush: the latest payload per subject wins, and each
+flush (scheduled right after the messages that are ready have been received) applies them with
+one ``replace_many``; every other message is applied as it comes, in order. Every
+``health_interval`` the round trip of a PING is measured (the feed's lag, ``/health`` and
+``dashboard_ingest_lag_seconds``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import nats
 import nats.errors
@@ -34,6 +40,9 @@ from dashboard_server.ingest.router import Resyncs, SourceRouter
 __all__ = ["NatsFeed", "nats_url"]
 
 log = logging.getLogger(__name__)
+
+MAX_PENDING: Final = 20_000
+"""Distinct subjects pending in one flush before it is applied at once."""
 
 
 def nats_url(url: str) -> str:
@@ -74,6 +83,14 @@ class NatsFeed(TaskFeed):
         """Successful (re)connections so far."""
         self._state = FeedState.CONNECTING
         self._state_since = time.monotonic()
+        self.lag_s: float | None = None
+        """The round trip of the last PING (None: not connected)."""
+        self._pending: dict[str, tuple[Source, dict[str, bytes], list[int]]] = {}
+        """Per raw source: the latest payload per subject, and how many messages, since the
+        last flush."""
+        self._pending_keys = 0
+        self._flush_scheduled = False
+        self._paths: dict[str, str] = {}
         self._last_slow = 0.0
 
     def health(self) -> FeedHealth:
@@ -81,7 +98,9 @@ class NatsFeed(TaskFeed):
         failed = super().health()
         if failed.state is FeedState.DOWN:
             return failed
-        return FeedHealth(self._state, time.monotonic() - self._state_since, self.last_error)
+        return FeedHealth(
+            self._state, time.monotonic() - self._state_since, self.last_error, self.lag_s
+        )
 
     def _set_state(self, state: FeedState) -> None:
         if state is not self._state:
@@ -111,9 +130,13 @@ class NatsFeed(TaskFeed):
                         self.resyncs.request(source.resync, f"nats connected ({source.name})")
                 stop_wait = asyncio.ensure_future(stop.wait())
                 lost_wait = asyncio.ensure_future(lost.wait())
+                lag = asyncio.ensure_future(self._lag_loop(client))
                 await asyncio.wait([stop_wait, lost_wait], return_when=asyncio.FIRST_COMPLETED)
                 stop_wait.cancel()
                 lost_wait.cancel()
+                lag.cancel()
+                self.lag_s = None
+                self.router.writer.lag(self.name, None)
                 if not stop.is_set():
                     raise ConnectionError(self.last_error or "connection lost")
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
@@ -177,10 +200,69 @@ class NatsFeed(TaskFeed):
             await client.subscribe(source.pattern, cb=self._handler(source))
         await client.flush(timeout=max(1, round(self.timeout)))  # every subscription is in
 
+    async def _lag_loop(self, client: Client) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval)
+            try:
+                self.lag_s = await client.rtt()
+            except Exception as exc:  # the connection's own checks report a lost one
+                log.debug("nats rtt failed", extra={"error": str(exc)})
+                continue
+            self.router.writer.lag(self.name, self.lag_s)
+
     def _handler(self, source: Source) -> Any:
         router = self.router
+        if source.raw:
+            latest: dict[str, bytes] = {}
+            count = [0]
+            self._pending[source.name] = (source, latest, count)
+
+            async def on_raw(msg: Msg) -> None:
+                latest[msg.subject] = msg.data
+                count[0] += 1
+                self._pending_keys += 1
+                if self._pending_keys >= MAX_PENDING:
+                    self.flush()
+                elif not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    asyncio.get_running_loop().call_soon(self.flush)
+
+            return on_raw
 
         async def on_message(msg: Msg) -> None:
             router.apply_bytes(source, msg.subject, msg.data, where=msg.subject)
 
         return on_message
+
+    def flush(self) -> None:
+        """Apply the raw sources' pending messages: the latest payload per subject, one
+        ``replace_many`` per source and payload format."""
+        self._flush_scheduled = False
+        self._pending_keys = 0
+        applied = False
+        paths = self._paths
+        if len(paths) > 100_000:
+            paths.clear()
+        for source, latest, count in self._pending.values():
+            if not count[0]:
+                continue
+            items = []
+            received = count[0]
+            for subject, payload in latest.items():
+                path = paths.get(subject)
+                if path is None:
+                    try:
+                        path = paths[subject] = self.router.item_path(source, subject)
+                    except ValueError as exc:  # a subject over max_id_bytes
+                        label = self.router.label(source)
+                        self.router.writer.received(label)
+                        self.router.writer.malformed(label, subject[:256], str(exc))
+                        received -= 1
+                        continue
+                items.append((path, payload, subject))
+            latest.clear()
+            count[0] = 0
+            self.router.apply_conflated(source, items, received)
+            applied = True
+        if applied:
+            self.router.writer.batch_applied(self.name)

@@ -108,6 +108,63 @@ class SourceRouter:
             self._live(source)
         return True
 
+    def item_path(self, source: Source, key: str) -> str:
+        """The state path of a raw source's item ``key``; :class:`ValueError` if the key is over
+        the source's ``max_id_bytes``."""
+        section = source.outputs[0].section
+        assert section is not None
+        self._check_sizes(source, key, b"")
+        return join(section, key)
+
+    def apply_conflated(
+        self, source: Source, items: Iterable[tuple[str, bytes, str]], received: int
+    ) -> None:
+        """Apply the latest payload per key of a raw source, as a transport conflated them
+        within one read: ``items`` are ``(path, payload, where)`` with distinct paths (from
+        :meth:`item_path`), ``received`` how many messages they stand for (the others were
+        superseded: counted as conflated, never decoded). The replacements go to the engine in
+        one ``replace_many`` call per payload format; a bad payload is counted and logged as
+        malformed and changes nothing, the others still apply."""
+        label = self.label(source)
+        writer = self.writer
+        writer.received(label, received)
+        batches: dict[PayloadFormat, tuple[list[tuple[str, bytes]], list[str]]] = {}
+        applied = 0
+        max_item = source.max_item_bytes or self.max_item_bytes
+        for path, payload, where in items:
+            applied += 1
+            if len(payload) > max_item:
+                writer.malformed(
+                    label,
+                    where[:256],
+                    f"payload of {len(payload)} bytes over max_item_bytes ({max_item})",
+                )
+                continue
+            if is_removal(payload):
+                try:
+                    writer.remove(path)
+                except EnginePanic:  # logged and counted by the write side
+                    pass
+                except Exception as exc:  # e.g. the path goes through a leaf: counted, go on
+                    writer.malformed(label, where[:256], _reason(exc))
+                continue
+            fmt: PayloadFormat = "msgpack" if payload[0] >= 0x80 else "json"
+            batch = batches.get(fmt)
+            if batch is None:
+                batch = batches[fmt] = ([], [])
+            batch[0].append((path, payload))
+            batch[1].append(where)
+        for fmt, (pairs, wheres) in batches.items():
+            try:
+                results = writer.replace_many(pairs, fmt)
+            except EnginePanic:  # logged and counted by the write side; the next batch goes on
+                continue
+            for result, where in zip(results, wheres, strict=True):
+                if type(result) is str:
+                    writer.malformed(label, where[:256], result)
+        writer.conflated(label, received - applied)
+        self._live(source)
+
     def _check_sizes(self, source: Source, key: str, payload: bytes) -> None:
         """:class:`ValueError` if ``payload`` or ``key`` is over the source's size limits."""
         max_id = source.max_id_bytes or self.max_id_bytes

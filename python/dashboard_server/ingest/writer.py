@@ -3,13 +3,17 @@
 :class:`StateWriter` takes what a feed produces and nothing else reaches the state:
 
 - state ops at a JSON Pointer path (``merge``, ``replace``, ``remove``, and ``replace_bytes``,
-  decoded by the engine so a Redis payload never becomes Python objects);
+  decoded by the engine so a Redis payload never becomes Python objects), and their batches:
+  ``replace_many`` (a read's conflated raw items, one engine call) and :meth:`StateWriter.batch`
+  (the ops of a block of code queued and applied with a few ``merge_many``/``replace_many``
+  calls: the demo feed's many small merges);
 - never-conflated events (``publish_event``), handed to whatever sends them (the hub);
 - liveness: :meth:`StateWriter.note_section_update` says a section got a live update even if it
   changed nothing, and :meth:`StateWriter.section_ages` is how stale each section is;
-- ingest metrics: :meth:`StateWriter.received` counts a message, :meth:`StateWriter.malformed`
-  counts and logs (rate-limited) one that could not be used. A feed calls ``malformed`` once for
-  a bad payload, so one bad payload is one count.
+- ingest metrics: :meth:`StateWriter.received` counts messages, :meth:`StateWriter.malformed`
+  counts and logs (rate-limited) one that could not be used (a feed calls it once for a bad
+  payload, so one bad payload is one count), :meth:`StateWriter.conflated` counts messages
+  superseded within a read, :meth:`StateWriter.lag` says how far behind its source a feed is.
 
 Every op is atomic (the engine applies it whole or raises ``ValueError`` and changes nothing).
 :class:`StateSink` is the narrow part a producer of state needs (the demo feed writes through it,
@@ -18,10 +22,13 @@ into a :class:`StateWriter` or, for ``publish-demo``, into Redis).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
+
+import msgpack
 
 from dashboard_server.core.engine import EnginePanic, StateDocEngine, engine_panics
 from dashboard_server.core.protocol import EVENT_CHANNELS, Format
@@ -68,9 +75,13 @@ class WriteSide(StateSink, Protocol):
     """What a transport needs of the write side (:class:`StateWriter` is it)."""
 
     def replace_bytes(self, path: str, payload: bytes, fmt: Format) -> bool: ...
+    def replace_many(self, items: Sequence[tuple[str, bytes]], fmt: Format) -> list[bool | str]: ...
     def section_ids(self, section: str) -> list[str]: ...
     def note_section_update(self, section: str) -> None: ...
-    def received(self, section: str) -> None: ...
+    def received(self, section: str, count: int = 1) -> None: ...
+    def conflated(self, section: str, count: int) -> None: ...
+    def batch_applied(self, feed: str) -> None: ...
+    def lag(self, feed: str, seconds: float | None, backlog_bytes: int | None = None) -> None: ...
     def malformed(self, section: str, name: str, reason: str) -> None: ...
 
 
@@ -96,20 +107,90 @@ class StateWriter:
         self._received: dict[str, Any] = {}
         self._malformed: dict[str, Any] = {}
         self._log_limiter = LogLimiter(LOG_BURST)
+        self._conflated: dict[str, Any] = {}
+        self._batches: dict[str, Any] = {}
+        self._queued: list[tuple[str, str, bytes]] | None = None
+        """While a :meth:`batch` is open: the ops queued, as (kind, path, MessagePack value)."""
 
     # --- state ops -------------------------------------------------------------------------
 
     def merge(self, path: str, patch: Any) -> bool:
-        """RFC 7386 merge at ``path``; True if something changed."""
+        """RFC 7386 merge at ``path``; True if something changed (inside :meth:`batch`: queued,
+        and True)."""
+        if self._queued is not None:
+            return self._queue("merge", path, patch)
         return self._changed(path, self._engine(self.doc.merge, path, patch))
 
     def replace(self, path: str, value: Any) -> bool:
-        """Make the value at ``path`` equal to ``value``; True if something changed."""
+        """Make the value at ``path`` equal to ``value``; True if something changed (inside
+        :meth:`batch`: queued, and True)."""
+        if self._queued is not None:
+            return self._queue("replace", path, value)
         return self._changed(path, self._engine(self.doc.replace, path, value))
 
     def remove(self, path: str) -> bool:
-        """Remove the value at ``path``; True if there was one."""
+        """Remove the value at ``path``; True if there was one (inside :meth:`batch`: queued,
+        and True)."""
+        if self._queued is not None and path:
+            return self._queue("merge", path, None)  # merge(path, None) is remove(path)
         return self._changed(path, self._engine(self.doc.remove, path))
+
+    def replace_many(self, items: Sequence[tuple[str, bytes]], fmt: Format) -> list[bool | str]:
+        """``replace_bytes`` of each ``(path, payload)`` in one engine call; per item whether it
+        changed something, or why it was refused (that item changed nothing)."""
+        results = self._engine_many(self.doc.replace_many, items, fmt)
+        now = time.monotonic()
+        for (path, _), changed in zip(items, results, strict=True):
+            if changed is True:
+                self._updated[path[1:].split("/", 1)[0]] = now
+        return results
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Queue the ``merge``/``replace``/``remove`` calls made inside the block and apply them
+        at its end, in order, with one ``merge_many`` or ``replace_many`` call per run of ops of
+        one kind (a removal is a merge of ``null``). The ops return True while queued; an op the
+        engine refuses changes nothing, the others still apply, and the first refusal is raised
+        as :class:`ValueError` when the block ends. Blocks nest (the outermost one applies)."""
+        if self._queued is not None:
+            yield
+            return
+        self._queued = []
+        try:
+            yield
+        finally:
+            queued, self._queued = self._queued, None
+            self._apply_queued(queued)
+
+    def _queue(self, kind: str, path: str, value: Any) -> bool:
+        assert self._queued is not None
+        try:
+            payload = msgpack.packb(value, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:  # not representable: refused
+            raise ValueError(f"{path}: {exc}") from None
+        self._queued.append((kind, path, payload))
+        return True
+
+    def _apply_queued(self, queued: list[tuple[str, str, bytes]]) -> None:
+        first_error: str | None = None
+        start = 0
+        while start < len(queued):
+            kind = queued[start][0]
+            end = start
+            while end < len(queued) and queued[end][0] == kind:
+                end += 1
+            items = [(path, payload) for _, path, payload in queued[start:end]]
+            apply = self.doc.merge_many if kind == "merge" else self.doc.replace_many
+            results = self._engine_many(apply, items, "msgpack")
+            now = time.monotonic()
+            for (path, _), changed in zip(items, results, strict=True):
+                if changed is True:
+                    self._updated[path[1:].split("/", 1)[0]] = now
+                elif changed is not False and first_error is None:
+                    first_error = changed
+            start = end
+        if first_error is not None:
+            raise ValueError(first_error)
 
     def replace_bytes(self, path: str, payload: bytes, fmt: Format) -> bool:
         """Make the value at ``path`` equal to a JSON or MessagePack ``payload``, decoded by the
@@ -132,6 +213,23 @@ class StateWriter:
             if self.on_panic is not None:
                 self.on_panic("ingest", exc)
             raise EnginePanic(f"engine panic at {path[:200]}: {exc}") from None
+
+    def _engine_many(
+        self,
+        op: Callable[[Sequence[tuple[str, bytes]], Format], list[bool | str]],
+        items: Sequence[tuple[str, bytes]],
+        fmt: Format,
+    ) -> list[bool | str]:
+        """A batch op, with an engine panic handled as :meth:`_engine` does."""
+        try:
+            return op(items, fmt)
+        except engine_panics() as exc:
+            if self.on_panic is not None:
+                self.on_panic("ingest", exc)
+            first = items[0][0][:200] if items else ""
+            raise EnginePanic(
+                f"engine panic in a batch of {len(items)} at {first}: {exc}"
+            ) from None
 
     def _changed(self, path: str, changed: bool) -> bool:
         if changed:  # a section's name has no "/" or "~": no unescaping needed
@@ -162,12 +260,34 @@ class StateWriter:
 
     # --- ingest metrics --------------------------------------------------------------------
 
-    def received(self, section: str) -> None:
-        """Count one message from a backend for ``section`` (or an event channel)."""
+    def received(self, section: str, count: int = 1) -> None:
+        """Count ``count`` messages from a backend for ``section`` (or an event channel)."""
         counter = self._received.get(section)
         if counter is None:
             counter = self._received[section] = self.metrics.messages.labels(section)
+        counter.inc(count)
+
+    def conflated(self, section: str, count: int) -> None:
+        """Count ``count`` messages of ``section`` superseded within a read (never applied)."""
+        if count <= 0:
+            return
+        counter = self._conflated.get(section)
+        if counter is None:
+            counter = self._conflated[section] = self.metrics.conflated.labels(section)
+        counter.inc(count)
+
+    def batch_applied(self, feed: str) -> None:
+        """Count one batch applied by ``feed`` (a read's items in a few engine calls)."""
+        counter = self._batches.get(feed)
+        if counter is None:
+            counter = self._batches[feed] = self.metrics.batches.labels(feed)
         counter.inc()
+
+    def lag(self, feed: str, seconds: float | None, backlog_bytes: int | None = None) -> None:
+        """How far behind its source ``feed`` is (``None``: not known, e.g. disconnected)."""
+        self.metrics.lag.labels(feed).set(float("nan") if seconds is None else seconds)
+        if backlog_bytes is not None:
+            self.metrics.backlog.labels(feed).set(backlog_bytes)
 
     def malformed(self, section: str, name: str, reason: str) -> None:
         """Count and log (rate-limited) a message that could not be used; ``name`` says where

@@ -364,7 +364,9 @@ class DashboardServer:
         for feed in self.feeds:
             health = feed.health()
             healths.append(
-                SourceHealth(feed.name, health.state.value, health.since_s, health.error)
+                SourceHealth(
+                    feed.name, health.state.value, health.since_s, health.error, health.lag_s
+                )
             )
         return healths
 
@@ -520,7 +522,12 @@ class DashboardServer:
             "groups": self.hub.group_count(),
             "feed": self.feed_name,
             "feeds": {
-                name: {"state": h.state.value, "since_s": round(h.since_s, 3), "error": h.error}
+                name: {
+                    "state": h.state.value,
+                    "since_s": round(h.since_s, 3),
+                    "error": h.error,
+                    **({} if h.lag_s is None else {"lag_s": round(h.lag_s, 4)}),
+                }
                 for name, h in feeds.items()
             },
             "redis": feeds["redis"].state.value if "redis" in feeds else "disabled",

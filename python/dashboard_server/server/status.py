@@ -3,7 +3,8 @@
 :class:`StatusBoard` is sans-I/O: it is given a way to read each source's health and each
 section's age, and :meth:`StatusBoard.current` returns the status body (docs/protocol.md,
 "``status``"): ``feed``, the overall ``state``, every source's ``state``/``error``/``since`` and the
-``stale`` sections; ``feed`` is what feeds the state (``demo``, the sources' preset, ...). The
+``stale`` sections (and a source's ``lag_s`` while it is 0.5 s or more behind); ``feed`` is what
+feeds the state (``demo``, the sources' preset, ...). The
 body is the same object for as long as nothing in it changes, so the hub
 can tell a change by identity and encode a ``status`` message only once per change and format.
 """
@@ -21,6 +22,9 @@ __all__ = ["SourceHealth", "StatusBoard"]
 
 LIVE: Final = "ok"
 """The source state that means live data."""
+LAG_SHOWN_S: Final = 0.5
+"""A source this far behind (or more) shows its lag, in steps of this size (so the body changes
+a few times a second at most under overload, and not at all while the feed keeps up)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,8 @@ class SourceHealth:
     since_s: float
     """Seconds it has been in ``state``."""
     error: str | None = None
+    lag_s: float | None = None
+    """How far behind its source the feed is, when it knows."""
 
 
 class StatusBoard:
@@ -87,7 +93,13 @@ class StatusBoard:
             if since is None or since[:2] != (source.state, source.error):
                 since = (source.state, source.error, now_ms - round(source.since_s * 1000))
                 self._since[source.name] = since
-            rows.append((source.name, source.state, source.error, since[2]))
+            lag = source.lag_s
+            shown = (
+                None
+                if lag is None or lag < LAG_SHOWN_S
+                else round(lag // LAG_SHOWN_S * LAG_SHOWN_S, 1)
+            )
+            rows.append((source.name, source.state, source.error, since[2], shown))
         stale = self.stale_sections()
         live = [r for r in rows if r[1] == LIVE]
         if rows and not live:
@@ -104,8 +116,14 @@ class StatusBoard:
                 "feed": feed,
                 "state": state,
                 "sources": [
-                    {"name": name, "state": st, "error": error, "since": rfc3339_ms(since_ms)}
-                    for name, st, error, since_ms in rows
+                    {
+                        "name": name,
+                        "state": st,
+                        "error": error,
+                        "since": rfc3339_ms(since_ms),
+                        **({} if lag is None else {"lag_s": lag}),
+                    }
+                    for name, st, error, since_ms, lag in rows
                 ],
                 "stale": stale,
             }

@@ -275,6 +275,33 @@ class IngestMetrics:
             ["section"],
             registry=registry,
         )
+        self.conflated = Counter(
+            "dashboard_ingest_conflated",
+            "Messages of raw sources superseded by a newer payload for the same key within one "
+            "read, so never applied (counted in dashboard_ingest_messages too), by section.",
+            ["section"],
+            registry=registry,
+        )
+        self.batches = Counter(
+            "dashboard_ingest_batches",
+            "Batches applied to the engine by the feeds (one per read or flush), by feed.",
+            ["feed"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "dashboard_ingest_lag_seconds",
+            "How far behind its source a feed is: the round trip of its last PING through the "
+            "message stream (or the age of a PING still pending, if larger), by feed.",
+            ["feed"],
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "dashboard_ingest_backlog_bytes",
+            "Bytes a feed's source holds for it, not yet read: Redis's output buffer for the "
+            "subscriber (CLIENT LIST omem), by feed.",
+            ["feed"],
+            registry=registry,
+        )
 
 
 class RedisMetrics:

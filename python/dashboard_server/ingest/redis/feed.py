@@ -39,12 +39,12 @@ from collections.abc import Sequence
 from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
 from dashboard_server.core.engine import is_recoverable
 from dashboard_server.core.sources import Source
 from dashboard_server.ingest.feed import FeedHealth, FeedState, TaskFeed, describe_failure
 from dashboard_server.ingest.redis.connection import close_quietly, connect_redis, glob_escape
+from dashboard_server.ingest.redis.subscriber import Batch, Subscriber
 from dashboard_server.ingest.router import Resyncs, SourceRouter, is_removal
 from dashboard_server.telemetry.metrics import RedisMetrics
 
@@ -57,7 +57,10 @@ PayloadFormat = Literal["json", "msgpack"]
 SCAN_COUNT: Final = 1000
 """COUNT hint of each SCAN call; the keys of one call are read with one MGET."""
 YIELD_EVERY: Final = 256
-"""Pub/sub messages handled in a row before yielding to the event loop (flushes keep running)."""
+"""Messages handled in a row before yielding to the event loop, where a feed reads one message
+at a time (the Redis Cluster feed's per-node readers)."""
+PATHS_KEPT: Final = 100_000
+"""Channels whose state path is remembered (the cache starts over beyond this)."""
 
 
 class RedisStalled(ConnectionError):
@@ -114,6 +117,14 @@ class RedisFeed(TaskFeed):
         self._watched = {s.prefix: s for s in self.sources if s.transport == "redis-keys"}
         self._keyspace = ""
         """``__keyspace@{db}__:`` while keyspace notifications are on, else empty."""
+        self._by_pattern = {
+            (glob_escape(prefix) + "*").encode(): source for prefix, source in self._pubsub.items()
+        }
+        self._conflate = [p for p, source in self._by_pattern.items() if source.raw]
+        self._paths: dict[bytes, tuple[str, str]] = {}
+        """Channel -> (state path, channel name) of the raw sources' channels."""
+        self.lag_s: float | None = None
+        """The last PING's round trip through the message stream (None: not connected)."""
         self._fetch: set[str] = set()
         self._fetch_wanted = asyncio.Event()
         self._touched: list[set[str]] = []
@@ -141,7 +152,7 @@ class RedisFeed(TaskFeed):
         failed = super().health()
         if failed.state is FeedState.DOWN:
             return failed
-        return FeedHealth(self._state, self.state_age, self.last_error)
+        return FeedHealth(self._state, self.state_age, self.last_error, self.lag_s)
 
     def _set_state(self, state: FeedState) -> None:
         if state is self._state:
@@ -196,20 +207,26 @@ class RedisFeed(TaskFeed):
     async def _session(self) -> None:
         """One connection: subscribe, reload, then read and reload until something fails."""
         client = connect_redis(self.url, self.health_timeout)
-        pubsub = client.pubsub()
+        sub: Subscriber | None = None
         try:
             self._keyspace = await self._keyspace_prefix(client) if self._watched else ""
             patterns = self._patterns()
             if patterns:
-                await pubsub.psubscribe(*patterns)
-                await self._await_subscribed(pubsub, len(patterns))
+                sub = await Subscriber.connect(
+                    self.url, self._on_batch, self._conflate, timeout=self.health_timeout
+                )
+                await sub.psubscribe(patterns, self.health_timeout)
             else:
                 await asyncio.wait_for(client.ping(), self.health_timeout)
             self.metrics.connects.inc()
             async with asyncio.TaskGroup() as tasks:
                 # only keys that are only SET and no keyspace notifications: nothing to read,
                 # Redis is watched with PINGs on the command connection
-                tasks.create_task(self._read(pubsub) if patterns else self._ping_loop(client))
+                if sub is not None:
+                    tasks.create_task(self._read(sub))
+                    tasks.create_task(self._backlog_loop(client, sub))
+                else:
+                    tasks.create_task(self._ping_loop(client))
                 tasks.create_task(self._reload_loop(client))
                 if self._keyspace:
                     tasks.create_task(self._fetch_loop(client))
@@ -217,7 +234,11 @@ class RedisFeed(TaskFeed):
                     for source in self._watched.values():
                         tasks.create_task(self._scan_loop(client, source))
         finally:
-            await close_quietly(pubsub, client, timeout=self.health_timeout)
+            self.lag_s = None
+            self.router.writer.lag(self.name, None)
+            if sub is not None:
+                sub.close()
+            await close_quietly(client, timeout=self.health_timeout)
 
     def _patterns(self) -> list[str]:
         patterns = [glob_escape(prefix) + "*" for prefix in self._pubsub]
@@ -250,55 +271,116 @@ class RedisFeed(TaskFeed):
         db = client.connection_pool.connection_kwargs.get("db", 0)
         return f"__keyspace@{db}__:"
 
-    async def _await_subscribed(self, pubsub: PubSub, pending: int) -> None:
-        """Read until Redis has confirmed every pattern (so a reload cannot miss a message)."""
-        async with asyncio.timeout(self.health_timeout):
-            while pending:
-                message = await pubsub.get_message(timeout=self.health_timeout)
-                if message is None:
-                    continue
-                if message["type"] == "psubscribe":
-                    pending -= 1
-                elif message["type"] == "pmessage":
-                    self.handle(message["channel"], message["data"])
-
-    async def _read(self, pubsub: PubSub) -> None:
-        """Apply pub/sub messages; PING every ``health_interval``; fail when a PING is pending
-        and nothing at all arrived for ``health_timeout``.
+    async def _read(self, sub: Subscriber) -> None:
+        """Watch the pub/sub connection (its messages are applied by :meth:`_on_batch` as they
+        are read): PING every ``health_interval``, fail when a PING is pending and nothing at
+        all arrived for ``health_timeout``, or when the connection closes.
 
         The PONG comes after every message published before it, so under a burst it can take
-        longer than ``health_timeout``: as long as messages keep arriving, Redis is alive.
+        longer than ``health_timeout``: as long as messages keep arriving, Redis is alive. Its
+        round trip is the lag.
         """
         loop = asyncio.get_running_loop()
+        closed = asyncio.ensure_future(sub.wait_closed())
+        writer = self.router.writer
         next_ping = loop.time() + self.health_interval
-        ping_sent: float | None = None
-        last_data = loop.time()
-        handled = 0
+        pong: asyncio.Future[float] | None = None
+        ping_sent = 0.0
+        try:
+            while not closed.done():
+                now = loop.time()
+                if pong is not None and pong.done():
+                    self.lag_s = pong.result()
+                    pong = None
+                    next_ping = now + self.health_interval
+                if pong is None and now >= next_ping:
+                    pong = sub.ping()
+                    ping_sent = now
+                if pong is None:
+                    wait = next_ping - now
+                else:
+                    silent_since = max(ping_sent, sub.last_data)
+                    if now - silent_since > self.health_timeout:
+                        raise RedisStalled(
+                            f"PING unanswered and no data for {self.health_timeout} s"
+                        )
+                    wait = min(silent_since + self.health_timeout - now, self.health_interval)
+                    # a PING still pending says the lag is at least its age
+                    self.lag_s = max(self.lag_s or 0.0, now - ping_sent)
+                writer.lag(self.name, self.lag_s)
+                waiting: list[asyncio.Future[Any]] = [closed] if pong is None else [closed, pong]
+                await asyncio.wait(waiting, timeout=max(wait, 0.001))
+            await closed  # raises why the connection closed
+        finally:
+            closed.cancel()
+
+    async def _backlog_loop(self, client: Redis, sub: Subscriber) -> None:
+        """Every ``health_interval``: Redis's output buffer for the subscriber (``CLIENT LIST``
+        ``omem``), the distance to Redis's ``client-output-buffer-limit pubsub``."""
+        if sub.client_id is None:
+            return
         while True:
-            now = loop.time()
-            if ping_sent is None and now >= next_ping:
-                await pubsub.ping()
-                ping_sent = now
-            if ping_sent is None:
-                wait = next_ping - now
-            else:
-                silent_since = max(ping_sent, last_data)
-                if now - silent_since > self.health_timeout:
-                    raise RedisStalled(f"PING unanswered and no data for {self.health_timeout} s")
-                wait = silent_since + self.health_timeout - now
-            message = await pubsub.get_message(timeout=max(wait, 0.001))
-            if message is None:
-                continue
-            last_data = loop.time()
-            kind = message["type"]
-            if kind == "pmessage":
-                self.handle(message["channel"], message["data"])
-                handled += 1
-                if handled % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-            elif kind == "pong":
-                ping_sent = None
-                next_ping = loop.time() + self.health_interval
+            await asyncio.sleep(self.health_interval)
+            try:
+                found = await client.client_list(client_id=[sub.client_id])
+            except Exception as exc:  # CLIENT may be renamed or forbidden: not a failure
+                log.info("subscriber backlog unknown", extra={"error": str(exc)})
+                return
+            if found:
+                backlog = int(found[0].get("omem", 0))
+                self.router.writer.lag(self.name, self.lag_s, backlog)
+
+    def _on_batch(self, batch: Batch) -> None:
+        """Apply one batch read from the pub/sub connection: the raw sources' latest payload
+        per channel with one ``replace_many`` each, then every other message in order."""
+        paths = self._paths
+        router = self.router
+        touched = self._touched
+        for pattern, latest in batch.conflated.items():
+            source = self._by_pattern[pattern]
+            items: list[tuple[str, bytes, str]] = []
+            bad = 0
+            for channel, payload in latest.items():
+                entry = paths.get(channel)  # a channel naming no item is never remembered
+                if entry is None:
+                    entry = self._raw_path(source, channel)
+                if entry is None:
+                    bad += 1
+                    continue
+                path, name = entry
+                for keys in touched:
+                    keys.add(name)
+                items.append((path, payload, name))
+            router.apply_conflated(source, items, batch.counts[pattern] - bad)
+        for _, channel, payload in batch.ordered:
+            self.handle(channel, payload)
+        router.writer.batch_applied(self.name)
+
+    def _raw_path(self, source: Source, channel: bytes) -> tuple[str, str] | None:
+        """The (path, name) of a raw source's channel, remembered; None (and counted as
+        malformed, once per batch) if the channel names no item."""
+        if len(self._paths) >= PATHS_KEPT:
+            self._paths.clear()
+        label = self.router.label(source)
+        try:
+            name = channel.decode("utf-8")
+        except UnicodeDecodeError:
+            self.router.writer.received(label)
+            self.router.writer.malformed(label, repr(channel), "channel name is not UTF-8")
+            return None
+        ident = name[len(source.prefix) :]
+        if not ident:
+            self.router.writer.received(label)
+            self.router.writer.malformed(label, name, "no id after the prefix")
+            return None
+        try:
+            entry = (self.router.item_path(source, ident), name)
+        except ValueError as exc:  # an id over max_id_bytes
+            self.router.writer.received(label)
+            self.router.writer.malformed(label, name[:256], str(exc))
+            return None
+        self._paths[channel] = entry
+        return entry
 
     async def _ping_loop(self, client: Redis) -> None:
         """PING every ``health_interval``; stalled when one is unanswered for ``health_timeout``."""
