@@ -19,6 +19,8 @@ from typing import Any, Final, Literal
 import msgpack
 import orjson
 
+from dashboard_server.core.pointer import escape_token
+
 __all__ = ["INT_MAX", "INT_MIN", "MAX_DEPTH", "check_value", "decode_payload"]
 
 MAX_DEPTH: Final = 128
@@ -26,10 +28,6 @@ MAX_DEPTH: Final = 128
 INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**64 - 1
 _BIG: Final = float(2**63)
-
-
-def _token(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 def check_value(value: Any, path: str = "") -> bool:
@@ -64,7 +62,7 @@ def check_value(value: Any, path: str = "") -> bool:
                         raise ValueError(
                             f"{where or '(root)'}: non-string key: {type(key).__name__} key {key!r}"
                         )
-                    stack.append((child, f"{where}/{_token(key)}", depth + 1))
+                    stack.append((child, f"{where}/{escape_token(key)}", depth + 1))
             else:
                 stack.extend((child, f"{where}/{i}", depth + 1) for i, child in enumerate(item))
             continue

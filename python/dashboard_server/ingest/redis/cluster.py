@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -232,13 +233,16 @@ class ClusterRedisFeed(RedisFeed):
             async with asyncio.TaskGroup() as tasks:
                 for pubsub in pubsubs:
                     tasks.create_task(self._read_node(pubsub))
-                tasks.create_task(self._cluster_reload_loop(nodes))
+                reload = functools.partial(self.cluster_reload, nodes)
+                tasks.create_task(self._reload_loop(reload))
                 tasks.create_task(self._topology_loop(clients[0], topology))
                 if self._keyspace:
-                    tasks.create_task(self._cluster_fetch_loop(nodes))
+                    tasks.create_task(
+                        self._fetch_loop(lambda keys: _moved_is_topology(nodes.mget_by_slot(keys)))
+                    )
                 else:
                     for source in self._watched.values():
-                        tasks.create_task(self._cluster_scan_loop(nodes, source))
+                        tasks.create_task(self._scan_loop(reload, source))
         finally:
             self._nodes = None
             await close_quietly(*pubsubs, *clients, timeout=self.health_timeout)
@@ -294,38 +298,6 @@ class ClusterRedisFeed(RedisFeed):
             elif kind == "pong":
                 ping_sent = None
                 next_ping = loop.time() + self.health_interval
-
-    async def _cluster_reload_loop(self, nodes: _Nodes) -> None:
-        await self.cluster_reload(nodes, "connect")
-        self._set_state(FeedState.OK)
-        if self.reload_interval <= 0:
-            return
-        while True:
-            await asyncio.sleep(self.reload_interval)
-            await self.cluster_reload(nodes, "periodic")
-
-    async def _cluster_scan_loop(self, nodes: _Nodes, source: Source) -> None:
-        while True:
-            await asyncio.sleep(source.interval_s)
-            await self.cluster_reload(nodes, "scan", [source])
-
-    async def _cluster_fetch_loop(self, nodes: _Nodes) -> None:
-        """GET the keys keyspace events said were set: one MGET per slot, per burst."""
-        while True:
-            await self._fetch_wanted.wait()
-            self._fetch_wanted.clear()
-            while self._fetch:
-                batch = [self._fetch.pop() for _ in range(min(len(self._fetch), SCAN_COUNT))]
-                values = await _moved_is_topology(nodes.mget_by_slot(batch))
-                for name, payload in zip(batch, values, strict=True):
-                    found = self._source_of(name, self._watched)
-                    if found is None:
-                        continue
-                    source, ident = found
-                    if payload is None:
-                        self.router.remove(source, ident)
-                    elif isinstance(payload, bytes):
-                        self.router.apply_bytes(source, ident, payload, where=name)
 
     async def resync(self, source: Source) -> None:
         """Reload ``source`` on connections of its own (another transport reconnected)."""

@@ -35,7 +35,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
@@ -51,6 +51,9 @@ from dashboard_server.telemetry.metrics import RedisMetrics
 __all__ = ["RedisFeed", "RedisStalled"]
 
 log = logging.getLogger(__name__)
+
+Reload = Callable[[str, Sequence[Source] | None], Awaitable[None]]
+"""Reload the keyed sources (``None``: all) for a trigger (``connect``, ``periodic``, ...)."""
 
 PayloadFormat = Literal["json", "msgpack"]
 
@@ -227,12 +230,13 @@ class RedisFeed(TaskFeed):
                     tasks.create_task(self._backlog_loop(client, sub))
                 else:
                     tasks.create_task(self._ping_loop(client))
-                tasks.create_task(self._reload_loop(client))
+                reload = functools.partial(self.reload, client)
+                tasks.create_task(self._reload_loop(reload))
                 if self._keyspace:
-                    tasks.create_task(self._fetch_loop(client))
+                    tasks.create_task(self._fetch_loop(client.mget))
                 else:
                     for source in self._watched.values():
-                        tasks.create_task(self._scan_loop(client, source))
+                        tasks.create_task(self._scan_loop(reload, source))
         finally:
             self.lag_s = None
             self.router.writer.lag(self.name, None)
@@ -391,29 +395,32 @@ class RedisFeed(TaskFeed):
             except TimeoutError:
                 raise RedisStalled(f"PING unanswered for {self.health_timeout} s") from None
 
-    async def _reload_loop(self, client: Redis) -> None:
-        await self.reload(client, "connect")
+    # The loops of one session, shared by the cluster feed: ``reload`` reloads the keyed sources
+    # (all of them, or those given), ``mget`` reads keys (one node, or one MGET per slot).
+
+    async def _reload_loop(self, reload: Reload) -> None:
+        await reload("connect", None)
         self._set_state(FeedState.OK)
         if self.reload_interval <= 0:
             return
         while True:
             await asyncio.sleep(self.reload_interval)
-            await self.reload(client, "periodic")
+            await reload("periodic", None)
 
-    async def _scan_loop(self, client: Redis, source: Source) -> None:
+    async def _scan_loop(self, reload: Reload, source: Source) -> None:
         """Without keyspace notifications: a bounded scan of ``source`` every ``interval_s``."""
         while True:
             await asyncio.sleep(source.interval_s)
-            await self.reload(client, "scan", [source])
+            await reload("scan", [source])
 
-    async def _fetch_loop(self, client: Redis) -> None:
+    async def _fetch_loop(self, mget: Callable[[list[str]], Awaitable[list[Any]]]) -> None:
         """GET the keys that keyspace notifications said were set, a batch per round trip."""
         while True:
             await self._fetch_wanted.wait()
             self._fetch_wanted.clear()
             while self._fetch:
                 batch = [self._fetch.pop() for _ in range(min(len(self._fetch), SCAN_COUNT))]
-                values = await client.mget(batch)
+                values = await mget(batch)
                 for name, payload in zip(batch, values, strict=True):
                     found = self._source_of(name, self._watched)
                     if found is None:

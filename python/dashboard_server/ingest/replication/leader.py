@@ -40,6 +40,7 @@ import msgpack
 import orjson
 
 from dashboard_server.core.engine import StateDocEngine
+from dashboard_server.core.pointer import join
 from dashboard_server.core.protocol import Format
 from dashboard_server.core.shifted import ShiftedDoc
 from dashboard_server.ingest.feed import Feed, FeedHealth, FeedState, TaskFeed, describe_failure
@@ -85,10 +86,6 @@ class DocTarget:
 
     def publish_event(self, channel: str, data: dict[str, Any]) -> None:
         return None
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 class IngestLeader(TaskFeed):
@@ -217,7 +214,7 @@ class IngestLeader(TaskFeed):
             # ingest document holds (empty on a first start; else the backends' last state)
             target = DocTarget(doc)
             for key, value in self.ingest.get("").items():
-                target.replace("/" + _escape(key), value)
+                target.replace(join(key), value)
             epoch = uuid.uuid4().hex[:16]
             doc.rebase(time.time_ns() // 1000, seen=0)
             position = await lineage.new_lineage(self.owner, epoch, doc.version, self._data(doc))
@@ -275,13 +272,13 @@ class IngestLeader(TaskFeed):
         """Make the ingest document equal to the stream document; changes count from here."""
         content = doc.get("")
         for key, value in content.items():
-            self.ingest.replace("/" + _escape(key), value)
+            self.ingest.replace(join(key), value)
         for key in self.ingest.keys(""):
             if key not in content:
                 if key in self.sections:
-                    self.ingest.replace("/" + _escape(key), {})
+                    self.ingest.replace(join(key), {})
                 else:
-                    self.ingest.remove("/" + _escape(key))
+                    self.ingest.remove(join(key))
         self._cursor = self.ingest.version
 
     @staticmethod
@@ -299,7 +296,7 @@ class IngestLeader(TaskFeed):
         if changes is None:  # the ingest document's horizon passed (a huge burst): whole sections
             content = self.ingest.get("")
             for key in set(content) | set(doc.keys("")):
-                path = "/" + _escape(key)
+                path = join(key)
                 if key in content:
                     if doc.replace(path, content[key]):
                         ops.append([REPLACE, path, _pack(content[key])])

@@ -37,6 +37,7 @@ from typing import Any, Final, Protocol
 import msgpack
 from redis.asyncio import Redis
 
+from dashboard_server.core.pointer import join
 from dashboard_server.core.shifted import ShiftedDoc
 
 __all__ = [
@@ -194,19 +195,15 @@ def load_checkpoint(
     snapshot = msgpack.unpackb(data, raw=False)
     content: dict[str, Any] = snapshot["data"]
     for key, value in content.items():
-        target.replace("/" + _escape(key), value)
+        target.replace(join(key), value)
     known = set(sections)
     for key in doc.keys(""):
         if key not in content:
             if key in known:
-                target.replace("/" + _escape(key), {})
+                target.replace(join(key), {})
             else:
-                target.remove("/" + _escape(key))
+                target.remove(join(key))
     doc.rebase(version, seen=seen)
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 class Lineage:
