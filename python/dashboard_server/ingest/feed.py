@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Feed", "FeedHealth", "FeedState", "TaskFeed", "describe_failure"]
+__all__ = ["ConnectedFeed", "Feed", "FeedHealth", "FeedState", "TaskFeed", "describe_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +138,50 @@ class TaskFeed(abc.ABC):
             self._failure = describe_failure(exc)
             self._changed_at = time.monotonic()
             log.exception("feed failed", extra={"feed": self.name})
+
+
+class ConnectedFeed(TaskFeed):
+    """A :class:`TaskFeed` with a connection of its own to report: its state (``connecting``
+    at first), since when, the last error and the lag. A failure of the task itself wins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_error: str | None = None
+        """Why the last connection ended or the last attempt failed."""
+        self.lag_s: float | None = None
+        """How far behind the source the feed is (None: not measured)."""
+        self._state = FeedState.CONNECTING
+        self._state_since = time.monotonic()
+
+    @property
+    def state(self) -> FeedState:
+        """The current connection state."""
+        return self._state
+
+    @property
+    def state_age(self) -> float:
+        """Seconds spent in the current state."""
+        return time.monotonic() - self._state_since
+
+    def health(self) -> FeedHealth:
+        """The connection state, its age, the last error and the lag."""
+        failed = super().health()
+        if failed.state is FeedState.DOWN:
+            return failed
+        return FeedHealth(self._state, self.state_age, self.last_error, self.lag_s)
+
+    def _set_state(self, state: FeedState) -> None:
+        """Move to ``state``, logged as ``{name} state changed`` (a warning unless ok)."""
+        if state is self._state:
+            return
+        log.log(
+            logging.INFO if state is FeedState.OK else logging.WARNING,
+            f"{self.name} state changed",
+            extra={"from": self._state.value, "to": state.value, "error": self.last_error},
+        )
+        self._state_changed(self._state, state)
+        self._state = state
+        self._state_since = time.monotonic()
+
+    def _state_changed(self, old: FeedState, new: FeedState) -> None:
+        """A hook for feeds that export their state as metrics."""

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Final
 
 import httpx
 import orjson
 
 from dashboard_server.core.sources import Source
-from dashboard_server.ingest.feed import FeedHealth, FeedState, TaskFeed, describe_failure
+from dashboard_server.ingest.feed import ConnectedFeed, FeedState, describe_failure
 from dashboard_server.ingest.router import Resyncs, SourceRouter
 
 __all__ = ["MAX_RESPONSE_BYTES", "HttpPollFeed"]
@@ -32,7 +31,7 @@ MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 """A larger response is refused (and counted as malformed) instead of being decoded."""
 
 
-class HttpPollFeed(TaskFeed):
+class HttpPollFeed(ConnectedFeed):
     """Polls one ``http-poll`` source at ``base_url`` (see the module doc)."""
 
     def __init__(
@@ -52,32 +51,15 @@ class HttpPollFeed(TaskFeed):
         self.url = base_url.rstrip("/") + source.pattern
         self.timeout = timeout
         self.backoff_max = backoff_max
-        self.last_error: str | None = None
         self.polls = 0
         """Requests that got a usable response."""
-        self._state = FeedState.CONNECTING
-        self._state_since = time.monotonic()
         self._wake = asyncio.Event()
         if resyncs is not None:
             resyncs.register(source.name, self.poll_now)
 
-    def health(self) -> FeedHealth:
-        """``connecting`` until the first answer, then ``ok`` or ``down`` with the reason."""
-        failed = super().health()
-        if failed.state is FeedState.DOWN:
-            return failed
-        return FeedHealth(self._state, time.monotonic() - self._state_since, self.last_error)
-
-    def _set_state(self, state: FeedState, error: str | None) -> None:
+    def _report(self, state: FeedState, error: str | None) -> None:
         self.last_error = error
-        if state is not self._state:
-            log.log(
-                logging.INFO if state is FeedState.OK else logging.WARNING,
-                "http source state changed",
-                extra={"source": self.source.name, "to": state.value, "error": error},
-            )
-            self._state = state
-            self._state_since = time.monotonic()
+        self._set_state(state)
 
     async def poll_now(self) -> None:
         """Poll at once instead of at the next interval."""
@@ -99,34 +81,34 @@ class HttpPollFeed(TaskFeed):
                 )
                 stop_wait.cancel()
                 wake_wait.cancel()
-        self._set_state(FeedState.STOPPED, None)
+        self._report(FeedState.STOPPED, None)
 
     async def _poll(self, client: httpx.AsyncClient) -> bool:
         label = self.router.label(self.source)
         try:
             body = await self._get(client)
         except httpx.HTTPError as exc:
-            self._set_state(FeedState.DOWN, describe_failure(exc))
+            self._report(FeedState.DOWN, describe_failure(exc))
             return False
         if body is None:
             self.router.writer.received(label)
             self.router.writer.malformed(
                 label, self.url, f"response larger than {MAX_RESPONSE_BYTES} bytes"
             )
-            self._set_state(FeedState.DOWN, "response too large")
+            self._report(FeedState.DOWN, "response too large")
             return False
         try:
             value = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             self.router.writer.received(label)
             self.router.writer.malformed(label, self.url, f"response is not JSON: {exc}")
-            self._set_state(FeedState.DOWN, "response is not JSON")
+            self._report(FeedState.DOWN, "response is not JSON")
             return False
         if not self.router.apply_value(self.source, self.url, value, where=self.url):
-            self._set_state(FeedState.DOWN, "response does not fit the source's mapping")
+            self._report(FeedState.DOWN, "response does not fit the source's mapping")
             return False
         self.polls += 1
-        self._set_state(FeedState.OK, None)
+        self._report(FeedState.OK, None)
         return True
 
     async def _get(self, client: httpx.AsyncClient) -> bytes | None:

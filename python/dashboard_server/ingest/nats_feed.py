@@ -34,7 +34,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from dashboard_server.core.sources import Source
-from dashboard_server.ingest.feed import FeedHealth, FeedState, TaskFeed, describe_failure
+from dashboard_server.ingest.feed import ConnectedFeed, FeedState, describe_failure
 from dashboard_server.ingest.router import Resyncs, SourceRouter
 
 __all__ = ["NatsFeed", "nats_url"]
@@ -50,7 +50,7 @@ def nats_url(url: str) -> str:
     return url if "://" in url else f"nats://{url}"
 
 
-class NatsFeed(TaskFeed):
+class NatsFeed(ConnectedFeed):
     """Feeds the ``nats`` sources from the server at ``url`` (see the module doc)."""
 
     name = "nats"
@@ -78,13 +78,8 @@ class NatsFeed(TaskFeed):
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.rng = rng or random.Random()
-        self.last_error: str | None = None
         self.connects = 0
         """Successful (re)connections so far."""
-        self._state = FeedState.CONNECTING
-        self._state_since = time.monotonic()
-        self.lag_s: float | None = None
-        """The round trip of the last PING (None: not connected)."""
         self._pending: dict[str, tuple[Source, dict[str, bytes], list[int]]] = {}
         """Per raw source: the latest payload per subject, and how many messages, since the
         last flush."""
@@ -92,25 +87,6 @@ class NatsFeed(TaskFeed):
         self._flush_scheduled = False
         self._paths: dict[str, str] = {}
         self._last_slow = 0.0
-
-    def health(self) -> FeedHealth:
-        """The connection state (a failure of the feed itself wins), its age and last error."""
-        failed = super().health()
-        if failed.state is FeedState.DOWN:
-            return failed
-        return FeedHealth(
-            self._state, time.monotonic() - self._state_since, self.last_error, self.lag_s
-        )
-
-    def _set_state(self, state: FeedState) -> None:
-        if state is not self._state:
-            log.log(
-                logging.INFO if state is FeedState.OK else logging.WARNING,
-                "nats state changed",
-                extra={"from": self._state.value, "to": state.value, "error": self.last_error},
-            )
-            self._state = state
-            self._state_since = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep a connection going, reconnecting with backoff, until ``stop`` is set."""

@@ -42,7 +42,7 @@ from redis.asyncio import Redis
 
 from dashboard_server.core.engine import is_recoverable
 from dashboard_server.core.sources import Source
-from dashboard_server.ingest.feed import FeedHealth, FeedState, TaskFeed, describe_failure
+from dashboard_server.ingest.feed import ConnectedFeed, FeedState, describe_failure
 from dashboard_server.ingest.redis.connection import close_quietly, connect_redis, glob_escape
 from dashboard_server.ingest.redis.subscriber import Batch, Subscriber
 from dashboard_server.ingest.router import Resyncs, SourceRouter, is_removal
@@ -70,7 +70,7 @@ class RedisStalled(ConnectionError):
     """Redis did not answer a PING in time (e.g. the process is stopped)."""
 
 
-class RedisFeed(TaskFeed):
+class RedisFeed(ConnectedFeed):
     """Keeps the server's state equal to what Redis holds (see the module doc).
 
     ``router`` applies the messages of ``sources`` (the Redis ones), ``url`` is the Redis URL;
@@ -111,10 +111,6 @@ class RedisFeed(TaskFeed):
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.rng = rng or random.Random()
-        self.last_error: str | None = None
-        """Why the last session ended or the last attempt failed."""
-        self._state = FeedState.CONNECTING
-        self._state_since = time.monotonic()
         self._pubsub = {s.prefix: s for s in self.sources if s.transport == "redis-pubsub"}
         self._keyed = [s for s in self.sources if s.transport == "redis-keys" or s.bootstrap]
         self._watched = {s.prefix: s for s in self.sources if s.transport == "redis-keys"}
@@ -126,8 +122,6 @@ class RedisFeed(TaskFeed):
         self._conflate = [p for p, source in self._by_pattern.items() if source.raw]
         self._paths: dict[bytes, tuple[str, str]] = {}
         """Channel -> (state path, channel name) of the raw sources' channels."""
-        self.lag_s: float | None = None
-        """The last PING's round trip through the message stream (None: not connected)."""
         self._fetch: set[str] = set()
         self._fetch_wanted = asyncio.Event()
         self._touched: list[set[str]] = []
@@ -140,36 +134,10 @@ class RedisFeed(TaskFeed):
 
     # --- state -----------------------------------------------------------------------------
 
-    @property
-    def state(self) -> FeedState:
-        """The current connection state."""
-        return self._state
-
-    @property
-    def state_age(self) -> float:
-        """Seconds spent in the current state."""
-        return time.monotonic() - self._state_since
-
-    def health(self) -> FeedHealth:
-        """The connection state (a failure of the feed itself wins), its age and last error."""
-        failed = super().health()
-        if failed.state is FeedState.DOWN:
-            return failed
-        return FeedHealth(self._state, self.state_age, self.last_error, self.lag_s)
-
-    def _set_state(self, state: FeedState) -> None:
-        if state is self._state:
-            return
-        log.log(
-            logging.INFO if state is FeedState.OK else logging.WARNING,
-            "redis state changed",
-            extra={"from": self._state.value, "to": state.value, "error": self.last_error},
-        )
-        self.metrics.state.labels(self._state.value).set(0)
-        self.metrics.state.labels(state.value).set(1)
-        self.metrics.connected.set(1 if state is FeedState.OK else 0)
-        self._state = state
-        self._state_since = time.monotonic()
+    def _state_changed(self, old: FeedState, new: FeedState) -> None:
+        self.metrics.state.labels(old.value).set(0)
+        self.metrics.state.labels(new.value).set(1)
+        self.metrics.connected.set(1 if new is FeedState.OK else 0)
 
     # --- supervision -----------------------------------------------------------------------
 
