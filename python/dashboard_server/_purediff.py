@@ -380,27 +380,20 @@ class StateDoc:
     def merge_many(self, items: Iterable[Any], fmt: str = "json") -> list[bool | str]:
         """``merge_bytes`` of each ``(path, payload)``, in order; per item its result or the
         message of the ``ValueError`` it raised (that item changes nothing)."""
-        if fmt not in ("json", "msgpack"):
-            raise ValueError(f"unknown payload format {fmt!r}: expected 'json' or 'msgpack'")
-        batch = _batch_items(items)
-        results: list[bool | str] = []
-        for path, payload in batch:
-            try:
-                results.append(self.merge_bytes(path, payload, fmt))
-            except ValueError as exc:
-                results.append(str(exc))
-        return results
+        return self._many(self.merge_bytes, items, fmt)
 
     def replace_many(self, items: Iterable[Any], fmt: str = "json") -> list[bool | str]:
-        """``replace_bytes`` of each ``(path, payload)``, in order; per item its result or the
-        message of the ``ValueError`` it raised (that item changes nothing)."""
+        """``replace_bytes`` of each ``(path, payload)``, in order, as :meth:`merge_many`."""
+        return self._many(self.replace_bytes, items, fmt)
+
+    @staticmethod
+    def _many(op: Any, items: Iterable[Any], fmt: str) -> list[bool | str]:
         if fmt not in ("json", "msgpack"):
             raise ValueError(f"unknown payload format {fmt!r}: expected 'json' or 'msgpack'")
-        batch = _batch_items(items)
         results: list[bool | str] = []
-        for path, payload in batch:
+        for path, payload in _batch_items(items):
             try:
-                results.append(self.replace_bytes(path, payload, fmt))
+                results.append(op(path, payload, fmt))
             except ValueError as exc:
                 results.append(str(exc))
         return results
