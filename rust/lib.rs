@@ -22,7 +22,8 @@
 //!   diff: pointer value
 //!   doc: base pointer value json msgpack omap
 //!   encode: base value json msgpack doc
-//!   python: base pointer value json msgpack doc encode diff
+//!   resp: base
+//!   python: base pointer value json msgpack doc encode diff resp
 //! ```
 //!
 //! - `base`: limits (`MAX_DEPTH`), the hasher, byte helpers (`put`, `bytes_eq`).
@@ -34,6 +35,7 @@
 //! - `omap`: the ordered map of object children, with per-slot version stamps.
 //! - `doc`: the state document, change sets, and the writing of its node trees.
 //! - `encode`: the client messages (and the one home of RFC 3339 timestamps).
+//! - `resp`: the scanner of a Redis pub/sub connection's bytes (messages conflated per channel).
 
 pub mod base;
 pub mod diff;
@@ -43,6 +45,7 @@ pub mod json;
 pub mod msgpack;
 pub mod omap;
 pub mod pointer;
+pub mod resp;
 pub mod value;
 
 #[cfg(feature = "python")]

@@ -18,7 +18,7 @@ use crate::diff::diff as diff_values;
 use crate::doc::{self, GetError, Kind, Node, ObjNode};
 use crate::encode::{self, DiffForm, Format};
 use crate::value::{depth_error, Map, Value, ValueError};
-use crate::{json, msgpack, pointer};
+use crate::{json, msgpack, pointer, resp};
 
 fn value_error(msg: impl Into<String>) -> PyErr {
     PyValueError::new_err(msg.into())
@@ -733,6 +733,124 @@ impl PyChangeSet {
     }
 }
 
+// -- the pub/sub scanner ----------------------------------------------------------------------
+
+/// The scanner of a Redis pub/sub connection's bytes (`resp::Scanner`): `feed` the bytes as they
+/// are read, `take` the batch.
+#[pyclass(name = "PubSubScanner", module = "dashboard_server._fastdiff")]
+struct PyPubSubScanner {
+    inner: resp::Scanner,
+}
+
+#[pymethods]
+impl PyPubSubScanner {
+    #[new]
+    #[pyo3(signature = (conflate, max_payload))]
+    fn new(conflate: &Bound<'_, PyAny>, max_payload: usize) -> PyResult<Self> {
+        let mut patterns = Vec::new();
+        for item in conflate.try_iter()? {
+            let item = item?;
+            let bytes = item.cast::<PyBytes>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "conflate: expected bytes patterns, got {}",
+                    type_name(&item)
+                ))
+            })?;
+            patterns.push(bytes.as_bytes().to_vec());
+        }
+        Ok(PyPubSubScanner {
+            inner: resp::Scanner::new(patterns, max_payload),
+        })
+    }
+
+    /// Scan the next bytes read (any contiguous buffer): `(messages, replies)`, the number of
+    /// messages in them and every other complete reply, as bytes. `ValueError` if the stream is
+    /// not RESP or a reply is too large (and on every later call).
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<(usize, Bound<'py, PyList>)> {
+        let mut replies = Vec::new();
+        let result = if let Ok(bytes) = data.cast::<PyBytes>() {
+            self.inner.feed(bytes.as_bytes(), &mut replies)
+        } else {
+            let buffer = pyo3::buffer::PyBuffer::<u8>::get(data)?;
+            if !buffer.is_c_contiguous() {
+                return Err(PyTypeError::new_err("feed: expected a contiguous buffer"));
+            }
+            // SAFETY: the buffer is held (and the GIL too) for the call; it is contiguous
+            // bytes of `len_bytes`, and only read.
+            let slice = unsafe {
+                std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes())
+            };
+            self.inner.feed(slice, &mut replies)
+        };
+        let messages = result.map_err(|e| value_error(e.to_string()))?;
+        let list = PyList::empty(py);
+        for reply in replies {
+            list.append(PyBytes::new(py, &reply))?;
+        }
+        Ok((messages, list))
+    }
+
+    /// Distinct channels pending over every conflated pattern.
+    #[getter]
+    fn pending_keys(&self) -> usize {
+        self.inner.pending_keys()
+    }
+
+    /// Messages pending in order (and oversized ones).
+    #[getter]
+    fn pending_ordered(&self) -> usize {
+        self.inner.pending_ordered()
+    }
+
+    /// `(conflated, counts, ordered, oversized)`: per conflated pattern with messages the latest
+    /// payload per channel (first-seen order) and how many messages there were; the other
+    /// messages as `(pattern, channel, payload)` in order; the skipped ones as
+    /// `(pattern, channel, size)`.
+    fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let batch = self.inner.take();
+        let conflated = PyDict::new(py);
+        let counts = PyDict::new(py);
+        for (i, c) in batch.conflated {
+            let pattern = PyBytes::new(py, &self.inner.patterns()[i]);
+            let latest = PyDict::new(py);
+            for (channel, payload) in c.latest {
+                latest.set_item(PyBytes::new(py, &channel), PyBytes::new(py, &payload))?;
+            }
+            conflated.set_item(&pattern, latest)?;
+            counts.set_item(&pattern, c.count)?;
+        }
+        let ordered = PyList::empty(py);
+        for m in batch.ordered {
+            ordered.append((
+                PyBytes::new(py, &m.pattern),
+                PyBytes::new(py, &m.channel),
+                PyBytes::new(py, &m.payload),
+            ))?;
+        }
+        let oversized = PyList::empty(py);
+        for m in batch.oversized {
+            oversized.append((
+                PyBytes::new(py, &m.pattern),
+                PyBytes::new(py, &m.channel),
+                m.size,
+            ))?;
+        }
+        PyTuple::new(
+            py,
+            [
+                conflated.into_any(),
+                counts.into_any(),
+                ordered.into_any(),
+                oversized.into_any(),
+            ],
+        )
+    }
+}
+
 // -- module -----------------------------------------------------------------------------------
 
 /// Stateless structural diff of two values as an RFC 6902 op list.
@@ -770,6 +888,7 @@ fn _panic_for_tests(msg: &str) {
 fn _fastdiff(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStateDoc>()?;
     m.add_class::<PyChangeSet>()?;
+    m.add_class::<PyPubSubScanner>()?;
     m.add_function(wrap_pyfunction!(diff, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     // what a panic in the engine is raised as (test-only hook above; the server catches it)

@@ -120,6 +120,39 @@ class ChangeSet:
     ) -> bytes | None:
         """The bytes of an ``update`` message, or None if nothing is there for ``channels``."""
 
+ScannerBatch: TypeAlias = tuple[
+    dict[bytes, dict[bytes, bytes]],
+    dict[bytes, int],
+    list[tuple[bytes, bytes, bytes]],
+    list[tuple[bytes, bytes, int]],
+]
+
+@final
+class PubSubScanner:
+    """The scanner of a Redis pub/sub connection's bytes (RESP2 and RESP3): messages on a
+    ``conflate`` pattern keep only the latest payload per channel, other messages stay in order,
+    payloads over ``max_payload`` bytes are skipped as they stream by (never buffered), every
+    other reply is cut out whole for the caller to parse."""
+
+    def __init__(self, conflate: Iterable[bytes], max_payload: int) -> None: ...
+    def feed(self, data: Payload) -> tuple[int, list[bytes]]:
+        """Scan the next bytes read: ``(messages, replies)``. ``ValueError`` (naming what was
+        wrong) if the stream is not RESP or a reply is too large, and on every later call."""
+
+    @property
+    def pending_keys(self) -> int:
+        """Distinct channels pending over every conflated pattern."""
+
+    @property
+    def pending_ordered(self) -> int:
+        """Messages pending in order (and oversized ones)."""
+
+    def take(self) -> ScannerBatch:
+        """``(conflated, counts, ordered, oversized)``: per conflated pattern with messages its
+        latest payload per channel (in first-seen order) and its message count; the other
+        messages as ``(pattern, channel, payload)``; the skipped ones as
+        ``(pattern, channel, size)``."""
+
 def diff(old: JSONValue, new: JSONValue) -> list[dict[str, Any]]:
     """Stateless structural diff as an RFC 6902 op list."""
 

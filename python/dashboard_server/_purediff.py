@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -754,6 +755,288 @@ def _diff_into(a: Any, b: Any, ptr: str, ops: list[dict[str, Any]]) -> None:
                 _diff_into(a[key], item, child, ops)
     elif not values_equal(a, b):
         ops.append({"op": "replace", "path": ptr, "value": b})
+
+
+# -- the pub/sub scanner ----------------------------------------------------------------------
+
+_MAX_NESTING: Final = 32
+_MAX_HEADER: Final = 32
+MAX_CHANNEL: Final = 64 * 1024
+"""A channel name (or pattern) longer than this is refused."""
+_SLACK: Final = 64 * 1024
+_INCOMPLETE: Final = -1
+_SKIPPING: Final = -2
+
+
+def _protocol_error(problem: str) -> ValueError:
+    return ValueError(f"RESP protocol error: {problem}")
+
+
+def _parse_int(digits: bytes) -> int | None:
+    negative = digits[:1] == b"-"
+    body = digits[1:] if negative else digits
+    if not body or len(body) > 18 or not body.isdigit():
+        return None
+    return -int(body) if negative else int(body)
+
+
+def _header(buf: bytes, pos: int) -> tuple[int, int] | None:
+    """The integer of the header line at ``pos`` and where its body starts; None: incomplete."""
+    start = pos + 1
+    window = buf[start : start + _MAX_HEADER]
+    i = window.find(b"\r")
+    if i < 0:
+        if len(window) >= _MAX_HEADER:
+            raise _protocol_error(f"a header line over {_MAX_HEADER} bytes at byte {pos}")
+        return None
+    if start + i + 1 >= len(buf):
+        return None
+    if buf[start + i + 1] != 0x0A:
+        raise _protocol_error(f"a header line not ended by CRLF at byte {pos}")
+    digits = window[:i]
+    value = _parse_int(digits)
+    if value is None:
+        raise _protocol_error(f'bad length "{digits.decode("utf-8", "replace")}" at byte {pos}')
+    return value, start + i + 2
+
+
+def _crlf(buf: bytes, at: int) -> None:
+    if buf[at : at + 2] != b"\r\n":
+        raise _protocol_error(f"a bulk string is not followed by CRLF at byte {at}")
+
+
+def _bulk(buf: bytes, pos: int, limit: int) -> tuple[int, int] | bool:
+    """A bulk string at ``pos``: (body start, body end); False: incomplete; True: another type."""
+    if pos >= len(buf):
+        return False
+    if buf[pos] != 0x24:  # $
+        return True
+    header = _header(buf, pos)
+    if header is None:
+        return False
+    size, body = header
+    if size < 0:
+        return True
+    if size > limit:
+        raise ValueError(f"a channel name of {size} bytes is over the limit of {limit} bytes")
+    end = body + size
+    if end + 2 > len(buf):
+        return False
+    _crlf(buf, end)
+    return body, end
+
+
+def _value_end(buf: bytes, pos: int, depth: int) -> int | None:
+    """Where the reply starting at ``pos`` ends; None: incomplete."""
+    if pos >= len(buf):
+        return None
+    kind = buf[pos]
+    if kind in b"+-:_,#(":
+        end = buf.find(b"\r\n", pos + 1)
+        return None if end < 0 else end + 2
+    if kind in b"$!=":
+        header = _header(buf, pos)
+        if header is None:
+            return None
+        size, body = header
+        if size == -1 and kind == 0x24:
+            return body
+        if size < 0:
+            raise _protocol_error(f"negative length {size} at byte {pos}")
+        end = body + size + 2
+        if end > len(buf):
+            return None
+        _crlf(buf, end - 2)
+        return end
+    if kind in b"*>~%|":
+        header = _header(buf, pos)
+        if header is None:
+            return None
+        count, p = header
+        if count == -1 and kind == 0x2A:
+            return p
+        if count < 0:
+            raise _protocol_error(f"negative count {count} at byte {pos}")
+        if depth >= _MAX_NESTING:
+            raise _protocol_error(f"replies nested over {_MAX_NESTING} levels")
+        for _ in range(count * 2 if kind in b"%|" else count):
+            element_end = _value_end(buf, p, depth + 1)
+            if element_end is None:
+                return None
+            p = element_end
+        if kind == 0x7C:  # | attributes come before the reply they describe: one reply here
+            return _value_end(buf, p, depth + 1)
+        return p
+    raise _protocol_error(f"unexpected byte 0x{kind:02x} at the start of a reply (byte {pos})")
+
+
+class PubSubScanner:
+    """The scanner of a Redis pub/sub connection's bytes (docs/engine.md, "The pub/sub
+    scanner"): messages on a ``conflate`` pattern keep the latest payload per channel, other
+    messages stay in order, payloads over ``max_payload`` are skipped as they stream by, every
+    other reply is cut out whole, as bytes."""
+
+    def __init__(self, conflate: Iterable[bytes], max_payload: int) -> None:
+        self._routes: dict[bytes, tuple[dict[bytes, bytes], list[int]]] = {}
+        for pattern in conflate:
+            if not isinstance(pattern, bytes):
+                raise TypeError(f"conflate: expected bytes patterns, got {type(pattern).__name__}")
+            self._routes.setdefault(pattern, ({}, [0]))
+        if max_payload < 0:
+            raise OverflowError("can't convert negative int to unsigned")
+        self._max_payload = max_payload
+        self._ordered: list[tuple[bytes, bytes, bytes]] = []
+        self._oversized: list[tuple[bytes, bytes, int]] = []
+        self._pending = b""
+        self._skip = 0
+        self._keys = 0
+        self._failed: str | None = None
+
+    @property
+    def pending_keys(self) -> int:
+        return self._keys
+
+    @property
+    def pending_ordered(self) -> int:
+        return len(self._ordered) + len(self._oversized)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> tuple[int, list[bytes]]:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'")
+        if self._failed is not None:
+            raise ValueError(self._failed)
+        try:
+            return self._feed(bytes(data))
+        except ValueError as exc:
+            self._failed = str(exc)
+            self._pending = b""
+            raise
+
+    def _feed(self, data: bytes) -> tuple[int, list[bytes]]:
+        if self._skip:
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            data = data[skipped:]
+        if not data:
+            return 0, []
+        buf = self._pending + data if self._pending else data
+        messages, replies, used = self._scan(buf)
+        self._pending = buf[used:]
+        limit = self._max_payload + _SLACK
+        if len(self._pending) > limit:
+            raise ValueError(
+                f"an incomplete reply of {len(self._pending)} bytes is over the limit of "
+                f"{limit} bytes"
+            )
+        return messages, replies
+
+    def _scan(self, buf: bytes) -> tuple[int, list[bytes], int]:
+        messages = 0
+        replies: list[bytes] = []
+        pos, n = 0, len(buf)
+        while pos < n:
+            step = self._message(buf, pos) if buf[pos] in b"*>" else None
+            if step is None:
+                end = _value_end(buf, pos, 0)
+                if end is None:
+                    break
+                replies.append(buf[pos:end])
+                pos = end
+                continue
+            if step == _INCOMPLETE:
+                break
+            messages += 1
+            if step == _SKIPPING:
+                return messages, replies, n
+            pos = step
+        return messages, replies, pos
+
+    def _message(self, buf: bytes, pos: int) -> int | None:
+        """The end of the message at ``pos``, _INCOMPLETE, _SKIPPING, or None (not a message)."""
+        header = _header(buf, pos)
+        if header is None:
+            return _INCOMPLETE
+        n, p = header
+        if n not in (3, 4):
+            return None
+        found = _bulk(buf, p, sys.maxsize)
+        if found is False:
+            return _INCOMPLETE
+        if found is True:
+            return None
+        kind = buf[found[0] : found[1]]
+        p = found[1] + 2
+        if kind == b"pmessage" and n == 4:
+            with_pattern = True
+        elif kind == b"message" and n == 3:
+            with_pattern = False
+        else:
+            return None
+        pattern = b""
+        if with_pattern:
+            found = _bulk(buf, p, MAX_CHANNEL)
+            if found is False:
+                return _INCOMPLETE
+            if found is True:
+                return None
+            pattern, p = buf[found[0] : found[1]], found[1] + 2
+        found = _bulk(buf, p, MAX_CHANNEL)
+        if found is False:
+            return _INCOMPLETE
+        if found is True:
+            return None
+        channel, p = buf[found[0] : found[1]], found[1] + 2
+        if p >= len(buf):
+            return _INCOMPLETE
+        if buf[p] != 0x24:
+            return None
+        header = _header(buf, p)
+        if header is None:
+            return _INCOMPLETE
+        size, body = header
+        if size < 0:
+            return None
+        end = body + size + 2
+        if size > self._max_payload:
+            self._oversized.append((pattern, channel, size))
+            if end <= len(buf):
+                _crlf(buf, end - 2)
+                return end
+            self._skip = end - len(buf)
+            return _SKIPPING
+        if end > len(buf):
+            return _INCOMPLETE
+        _crlf(buf, end - 2)
+        payload = buf[body : end - 2]
+        route = self._routes.get(pattern) if with_pattern else None
+        if route is None:
+            self._ordered.append((pattern, channel, payload))
+            return end
+        latest, count = route
+        count[0] += 1
+        if channel not in latest:
+            self._keys += 1
+        latest[channel] = payload
+        return end
+
+    def take(
+        self,
+    ) -> tuple[
+        dict[bytes, dict[bytes, bytes]],
+        dict[bytes, int],
+        list[tuple[bytes, bytes, bytes]],
+        list[tuple[bytes, bytes, int]],
+    ]:
+        conflated: dict[bytes, dict[bytes, bytes]] = {}
+        counts: dict[bytes, int] = {}
+        for pattern, (latest, count) in list(self._routes.items()):
+            if count[0]:
+                conflated[pattern], counts[pattern] = latest, count[0]
+                self._routes[pattern] = ({}, [0])
+        self._keys = 0
+        ordered, self._ordered = self._ordered, []
+        oversized, self._oversized = self._oversized, []
+        return conflated, counts, ordered, oversized
 
 
 class PanicException(BaseException):

@@ -29,6 +29,9 @@ __all__ = [
     "EngineModule",
     "EnginePanic",
     "EngineUnavailable",
+    "PubSubScannerEngine",
+    "PubSubScannerFactory",
+    "ScannerBatch",
     "StateDocEngine",
     "engine_panics",
     "is_recoverable",
@@ -100,11 +103,41 @@ class StateDocFactory(Protocol):
     ) -> StateDocEngine: ...
 
 
+ScannerBatch = tuple[
+    dict[bytes, dict[bytes, bytes]],
+    dict[bytes, int],
+    list[tuple[bytes, bytes, bytes]],
+    list[tuple[bytes, bytes, int]],
+]
+"""``PubSubScanner.take()``: (conflated latest payload per channel per pattern, message counts
+per pattern, ordered messages, oversized messages as (pattern, channel, size))."""
+
+
+class PubSubScannerEngine(Protocol):
+    """The scanner of a Redis pub/sub connection's bytes (docs/engine.md, "The pub/sub
+    scanner")."""
+
+    def feed(self, data: bytes | bytearray | memoryview) -> tuple[int, list[bytes]]: ...
+    @property
+    def pending_keys(self) -> int: ...
+    @property
+    def pending_ordered(self) -> int: ...
+    def take(self) -> ScannerBatch: ...
+
+
+class PubSubScannerFactory(Protocol):
+    """The ``PubSubScanner`` class of an engine."""
+
+    def __call__(self, conflate: Iterable[bytes], max_payload: int) -> PubSubScannerEngine: ...
+
+
 class EngineModule(Protocol):
     """What an engine module exports."""
 
     @property
     def StateDoc(self) -> StateDocFactory: ...
+    @property
+    def PubSubScanner(self) -> PubSubScannerFactory: ...
     @property
     def MAX_DEPTH(self) -> int: ...
     def diff(self, old: Any, new: Any) -> list[dict[str, Any]]: ...
@@ -127,6 +160,10 @@ class Engine:
     @property
     def StateDoc(self) -> StateDocFactory:
         return self.module.StateDoc
+
+    @property
+    def PubSubScanner(self) -> PubSubScannerFactory:
+        return self.module.PubSubScanner
 
     @property
     def diff(self) -> Any:
