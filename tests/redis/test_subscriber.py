@@ -24,6 +24,7 @@ from redis_helpers import (
 )
 from server_helpers import run, wait_until
 
+from dashboard_server.core.engine import Engine
 from dashboard_server.ingest.redis.subscriber import Batch, Subscriber, SubscriberClosed
 
 
@@ -49,14 +50,16 @@ class Collected:
 
 @pytest.mark.parametrize("resp", [2, 3])
 def test_batches_conflate_raw_channels_and_keep_the_order_of_the_others(
-    redis_proc: RedisProcess, resp: int
+    redis_proc: RedisProcess, resp: int, engine: Engine
 ) -> None:
     r = redis_proc.client()
 
     async def scenario() -> None:
         got = Collected()
         url = redis_proc.url + ("?protocol=3" if resp == 3 else "")
-        sub = await Subscriber.connect(url, got, [b"md:*"], timeout=2.0)
+        sub = await Subscriber.connect(
+            url, got, [b"md:*"], timeout=2.0, scanner=engine.PubSubScanner
+        )
         assert sub.resp == resp and isinstance(sub.client_id, int)
         await sub.psubscribe(["md:*", "ev:*"], timeout=2.0)
         pipe = r.pipeline(transaction=False)
@@ -172,6 +175,109 @@ def test_a_burst_on_few_keys_ends_with_the_latest_payload_of_each(
             }
             assert metric_sum(server, "dashboard_ingest_malformed_total") == 0
             assert metric_sum(server, "dashboard_ingest_batches_total") >= 1
+
+    run(scenario())
+    r.close()
+
+
+@pytest.mark.parametrize("resp", [2, 3])
+def test_an_oversized_payload_is_skipped_unbuffered_and_the_stream_goes_on(
+    redis_proc: RedisProcess, resp: int, engine: Engine
+) -> None:
+    """A payload over ``max_payload`` is reported (pattern, channel, size) and never buffered:
+    the connection stays up and the messages after it are read."""
+    r = redis_proc.client()
+
+    async def scenario() -> None:
+        got = Collected()
+        url = redis_proc.url + ("?protocol=3" if resp == 3 else "")
+        sub = await Subscriber.connect(
+            url, got, [b"md:*"], timeout=2.0, max_payload=1000, scanner=engine.PubSubScanner
+        )
+        await sub.psubscribe(["md:*"], timeout=2.0)
+        r.publish("md:big", b"x" * 5_000_000)
+        r.publish("md:ok", b'{"a":1}')
+        await wait_until(lambda: got.count(b"md:*") == 1)
+        assert got.latest(b"md:*") == {b"md:ok": b'{"a":1}'}
+        assert [m for b in got.batches for m in b.oversized] == [(b"md:*", b"md:big", 5_000_000)]
+        assert not sub.closed
+        assert sub.messages == 2
+        sub.close()
+
+    run(scenario())
+    r.close()
+
+
+def test_a_held_batch_waits_for_max_delay_or_an_explicit_flush(redis_proc: RedisProcess) -> None:
+    r = redis_proc.client()
+
+    async def scenario() -> None:
+        got = Collected()
+        sub = await Subscriber.connect(redis_proc.url, got, [b"md:*"], timeout=2.0, max_delay=30)
+        await sub.psubscribe(["md:*"], timeout=2.0)
+        r.publish("md:A", b"1")
+        r.publish("md:A", b"2")
+        await wait_until(lambda: sub.messages == 2)
+        await asyncio.sleep(0.2)
+        assert got.batches == []  # held: max_delay is 30 s
+        sub.flush()
+        assert got.latest(b"md:*") == {b"md:A": b"2"} and got.count(b"md:*") == 2
+        sub.flush()  # nothing pending: no empty batch
+        assert len(got.batches) == 1
+        sub.close()
+
+    run(scenario())
+    r.close()
+
+
+def test_a_fanout_flush_applies_the_held_batch_first(redis_proc: RedisProcess) -> None:
+    """With batches held for 30 s, a client still sees each value at its next flush: the
+    flush applies the subscriber's pending batch before it reads the document."""
+    r = redis_proc.client()
+
+    async def scenario() -> None:
+        async with (
+            redis_server("native", redis_proc.url) as server,
+            clients_of(server) as clients,
+        ):
+            await wait_health(server, "ok")
+            feed = server.feeds[0]
+            feed.batch_delay = 30.0
+            connects = metric(server, "dashboard_redis_connects_total")
+            r.client_kill_filter(_type="pubsub")  # the next session's subscriber holds 30 s
+            await wait_until(lambda: metric(server, "dashboard_redis_connects_total") > connects)
+            await wait_health(server, "ok")
+            for i in range(3):
+                value = orjson.dumps({"last_price": float(i)})
+                r.set("market_data:H", value)
+                r.publish("market_data:H", value)
+            await converge(clients, redis_state(r), timeout=5.0)
+            assert clients[0].data["market_data"]["H"]["last_price"] == 2.0
+
+    run(scenario())
+    r.close()
+
+
+def test_the_server_counts_an_oversized_payload_as_malformed_and_stays_connected(
+    redis_proc: RedisProcess,
+) -> None:
+    r = redis_proc.client()
+
+    async def scenario() -> None:
+        async with (
+            redis_server("native", redis_proc.url, max_item_bytes=10_000) as server,
+            clients_of(server) as clients,
+        ):
+            await wait_health(server, "ok")
+            connects = metric(server, "dashboard_redis_connects_total")
+            r.publish("market_data:BIG", b'{"pad":"' + b"x" * 3_000_000 + b'"}')
+            value = orjson.dumps({"last_price": 7.0})
+            r.set("market_data:OK", value)
+            r.publish("market_data:OK", value)
+            await converge(clients, redis_state(r))
+            await wait_until(lambda: metric_sum(server, "dashboard_ingest_malformed_total") == 1)
+            assert metric(server, "dashboard_redis_connects_total") == connects
+            assert "BIG" not in clients[0].data["market_data"]
 
     run(scenario())
     r.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
@@ -46,9 +47,17 @@ class Peer(Member, Protocol):
 class Fanout:
     """Runs the per-interval flush tasks of a :class:`Hub` and performs their writes."""
 
-    def __init__(self, hub: Hub[Peer], metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        hub: Hub[Peer],
+        metrics: ServerMetrics,
+        before_flush: Callable[[], None] | None = None,
+    ) -> None:
         self.hub = hub
         self.metrics = metrics
+        self.before_flush = before_flush
+        """Called right before each flush reads the document: the write side applies the
+        batches its transports hold (``StateWriter.apply_pending``)."""
         self.writer = FrameWriter()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._stopped = False
@@ -97,6 +106,8 @@ class Fanout:
                         break
                     tiers: frozenset[str] = frozenset()
                     try:
+                        if self.before_flush is not None:
+                            self.before_flush()
                         flush = self.hub.flush(interval_ms)
                         tiers = flush.tiers
                         self.deliver(flush)

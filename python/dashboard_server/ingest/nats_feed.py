@@ -11,9 +11,10 @@ subscription it asks for the bootstrap of the sources each source names in ``res
 exponential backoff. The client PINGs every ``health_interval``; two unanswered pings end the
 connection (``stalled``).
 
-Messages of raw sources are conflated per flush: the latest payload per subject wins, and each
-flush (scheduled right after the messages that are ready have been received) applies them with
-one ``replace_many``; every other message is applied as it comes, in order. Every
+Messages of raw sources are conflated per batch: the latest payload per subject wins, and each
+batch is applied with one ``replace_many`` at most ``batch_delay`` after its first message, or
+sooner: right before a fan-out flush reads the document (``StateWriter.apply_pending``), so
+holding a batch never delays a client. Every other message is applied as it comes, in order. Every
 ``health_interval`` the round trip of a PING is measured (the feed's lag, ``/health`` and
 ``dashboard_ingest_lag_seconds``).
 """
@@ -42,7 +43,9 @@ __all__ = ["NatsFeed", "nats_url"]
 log = logging.getLogger(__name__)
 
 MAX_PENDING: Final = 20_000
-"""Distinct subjects pending in one flush before it is applied at once."""
+"""Distinct subjects pending in one batch before it is applied at once."""
+BATCH_DELAY: Final = 0.05
+"""No raw message waits longer than this (seconds) for its batch to be applied."""
 
 
 def nats_url(url: str) -> str:
@@ -67,10 +70,13 @@ class NatsFeed(ConnectedFeed):
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         rng: random.Random | None = None,
+        batch_delay: float = BATCH_DELAY,
     ) -> None:
         super().__init__()
         self.router = router
         self.url = nats_url(url)
+        self.batch_delay = batch_delay
+        """How long a batch of raw messages may be held to conflate more."""
         self.sources = tuple(s for s in sources if s.transport == "nats")
         self.resyncs = resyncs
         self.health_interval = health_interval
@@ -84,12 +90,17 @@ class NatsFeed(ConnectedFeed):
         """Per raw source: the latest payload per subject, and how many messages, since the
         last flush."""
         self._pending_keys = 0
-        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
         self._paths: dict[str, str] = {}
         self._last_slow = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep a connection going, reconnecting with backoff, until ``stop`` is set."""
+        with self.router.writer.pending(self.flush):
+            await self._run(stop)
+        self.flush()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
             lost = asyncio.Event()
@@ -199,9 +210,10 @@ class NatsFeed(ConnectedFeed):
                 self._pending_keys += 1
                 if self._pending_keys >= MAX_PENDING:
                     self.flush()
-                elif not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    asyncio.get_running_loop().call_soon(self.flush)
+                elif self._timer is None:
+                    self._timer = asyncio.get_running_loop().call_later(
+                        self.batch_delay, self.flush
+                    )
 
             return on_raw
 
@@ -213,7 +225,9 @@ class NatsFeed(ConnectedFeed):
     def flush(self) -> None:
         """Apply the raw sources' pending messages: the latest payload per subject, one
         ``replace_many`` per source and payload format."""
-        self._flush_scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._pending_keys = 0
         applied = False
         paths = self._paths

@@ -83,6 +83,7 @@ class WriteSide(StateSink, Protocol):
     def batch_applied(self, feed: str) -> None: ...
     def lag(self, feed: str, seconds: float | None, backlog_bytes: int | None = None) -> None: ...
     def malformed(self, section: str, name: str, reason: str) -> None: ...
+    def pending(self, flush: Callable[[], None]) -> contextlib.AbstractContextManager[None]: ...
 
 
 class StateWriter:
@@ -111,6 +112,30 @@ class StateWriter:
         self._batches: dict[str, Any] = {}
         self._queued: list[tuple[str, str, bytes]] | None = None
         """While a :meth:`batch` is open: the ops queued, as (kind, path, MessagePack value)."""
+        self._pending: list[Callable[[], None]] = []
+
+    # --- pending batches -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def pending(self, flush: Callable[[], None]) -> Iterator[None]:
+        """While inside: ``flush`` applies a transport's pending batch (messages read, not yet
+        applied), and :meth:`apply_pending` calls it. A transport holds its batch up to its own
+        ``max_delay`` to conflate more; whoever reads the document for clients calls
+        :meth:`apply_pending` first, so holding a batch never delays a client."""
+        self._pending.append(flush)
+        try:
+            yield
+        finally:
+            self._pending.remove(flush)
+
+    def apply_pending(self) -> None:
+        """Apply every transport's pending batch now (before the document is read). A failing
+        flush is logged; the others still run."""
+        for flush in tuple(self._pending):
+            try:
+                flush()
+            except Exception:
+                log.exception("applying a pending batch failed")
 
     # --- state ops -------------------------------------------------------------------------
 

@@ -117,6 +117,7 @@ class DashboardServer:
             on_panic=self.metrics.engine_panic,
         )
         """The write side: every feed (and a test, or code embedding the server) writes here."""
+        self.fanout.before_flush = self.writer.apply_pending
         self.feeds: list[Feed] = []
         """The feeds started by :meth:`start`: those of the sources, or the demo feed."""
         self.source_specs = source_specs(config)
@@ -278,6 +279,7 @@ class DashboardServer:
                     health_timeout=c.redis_health_timeout_s,
                     backoff_initial=c.redis_backoff_initial_s,
                     backoff_max=c.redis_backoff_max_s,
+                    scanner=self.engine.PubSubScanner,
                 )
             )
         if c.nats_url is not None and any(s.transport == "nats" for s in on):

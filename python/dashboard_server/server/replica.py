@@ -67,6 +67,7 @@ def replication_feeds(
         )
         writer = StateWriter(ingest, leader, server.writer.metrics, sections=c.sections)
         leader.feeds = source_feeds(writer)
+        leader.before_flush = writer.apply_pending
         feeds.append(leader)
     return feeds
 

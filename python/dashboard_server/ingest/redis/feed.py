@@ -40,11 +40,11 @@ from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
 
-from dashboard_server.core.engine import is_recoverable
+from dashboard_server.core.engine import PubSubScannerFactory, is_recoverable
 from dashboard_server.core.sources import Source
 from dashboard_server.ingest.feed import ConnectedFeed, FeedState, describe_failure
 from dashboard_server.ingest.redis.connection import close_quietly, connect_redis, glob_escape
-from dashboard_server.ingest.redis.subscriber import Batch, Subscriber
+from dashboard_server.ingest.redis.subscriber import MAX_DELAY, Batch, Subscriber
 from dashboard_server.ingest.router import Resyncs, SourceRouter, is_removal
 from dashboard_server.telemetry.metrics import RedisMetrics
 
@@ -99,9 +99,16 @@ class RedisFeed(ConnectedFeed):
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         rng: random.Random | None = None,
+        scanner: PubSubScannerFactory | None = None,
+        batch_delay: float = MAX_DELAY,
     ) -> None:
         super().__init__()
         self.router = router
+        self.scanner = scanner
+        """The engine's ``PubSubScanner`` (None: the default engine's)."""
+        self.batch_delay = batch_delay
+        """How long a pub/sub batch may be held to conflate more (a fan-out flush applies it
+        first: clients never wait for it; HTTP reads and history samples may)."""
         self.url = url
         self.sources = tuple(s for s in sources if s.transport.startswith("redis"))
         self.metrics = metrics
@@ -184,27 +191,38 @@ class RedisFeed(ConnectedFeed):
             patterns = self._patterns()
             if patterns:
                 sub = await Subscriber.connect(
-                    self.url, self._on_batch, self._conflate, timeout=self.health_timeout
+                    self.url,
+                    self._on_batch,
+                    self._conflate,
+                    timeout=self.health_timeout,
+                    max_delay=self.batch_delay,
+                    max_payload=self._max_payload(),
+                    scanner=self.scanner,
                 )
                 await sub.psubscribe(patterns, self.health_timeout)
             else:
                 await asyncio.wait_for(client.ping(), self.health_timeout)
             self.metrics.connects.inc()
-            async with asyncio.TaskGroup() as tasks:
-                # only keys that are only SET and no keyspace notifications: nothing to read,
-                # Redis is watched with PINGs on the command connection
-                if sub is not None:
-                    tasks.create_task(self._read(sub))
-                    tasks.create_task(self._backlog_loop(client, sub))
-                else:
-                    tasks.create_task(self._ping_loop(client))
-                reload = functools.partial(self.reload, client)
-                tasks.create_task(self._reload_loop(reload))
-                if self._keyspace:
-                    tasks.create_task(self._fetch_loop(client.mget))
-                else:
-                    for source in self._watched.values():
-                        tasks.create_task(self._scan_loop(reload, source))
+            # a fan-out flush applies the subscriber's pending batch before it reads
+            pending: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if sub is not None:
+                pending = self.router.writer.pending(sub.flush)
+            with pending:
+                async with asyncio.TaskGroup() as tasks:
+                    # only keys that are only SET and no keyspace notifications: nothing to read,
+                    # Redis is watched with PINGs on the command connection
+                    if sub is not None:
+                        tasks.create_task(self._read(sub))
+                        tasks.create_task(self._backlog_loop(client, sub))
+                    else:
+                        tasks.create_task(self._ping_loop(client))
+                    reload = functools.partial(self.reload, client)
+                    tasks.create_task(self._reload_loop(reload))
+                    if self._keyspace:
+                        tasks.create_task(self._fetch_loop(client.mget))
+                    else:
+                        for source in self._watched.values():
+                            tasks.create_task(self._scan_loop(reload, source))
         finally:
             self.lag_s = None
             self.router.writer.lag(self.name, None)
@@ -326,7 +344,25 @@ class RedisFeed(ConnectedFeed):
             router.apply_conflated(source, items, batch.counts[pattern] - bad)
         for _, channel, payload in batch.ordered:
             self.handle(channel, payload)
+        for pattern, channel, size in batch.oversized:
+            self._oversized(pattern, channel, size)
         router.writer.batch_applied(self.name)
+
+    def _oversized(self, pattern: bytes, channel: bytes, size: int) -> None:
+        """A message skipped unread: its payload of ``size`` bytes was over every limit."""
+        name = channel.decode("utf-8", "replace")
+        found = self._source_of(name, self._pubsub)
+        label = self.router.label(found[0]) if found is not None else "redis"
+        limit = self._max_payload()
+        self.router.writer.received(label)
+        self.router.writer.malformed(
+            label, name[:256], f"payload of {size} bytes over max_item_bytes ({limit})"
+        )
+
+    def _max_payload(self) -> int:
+        """The largest payload any pub/sub source takes (bigger ones are skipped unread)."""
+        limits = [s.max_item_bytes or self.router.max_item_bytes for s in self._pubsub.values()]
+        return max(limits, default=self.router.max_item_bytes)
 
     def _raw_path(self, source: Source, channel: bytes) -> tuple[str, str] | None:
         """The (path, name) of a raw source's channel, remembered; None (and counted as

@@ -1,26 +1,32 @@
-"""The pub/sub connection, read off the socket in batches: RESP parsed by ``hiredis.Reader``.
+"""The pub/sub connection, read off the socket in batches by the engine's ``PubSubScanner``.
 
 Why not redis-py's ``PubSub`` for this one connection: ``get_message()`` parses each reply in
 Python (or hands it to hiredis one call at a time) and arms one ``asyncio.timeout`` per message;
 measured, that alone capped the ingest at ~19,000 messages a second (46,000 with hiredis),
 below what a market-data feed writes, and past that Redis closes the subscriber at its
-output-buffer limit. Here an :class:`asyncio.BufferedProtocol` receives the socket's bytes into
-one buffer, hands them to ``hiredis.Reader`` (the C parser redis-py itself uses, a maintained
-library), and every reply of a read is dealt with in one tight loop:
+output-buffer limit. Even ``hiredis.Reader`` fed from a socket (~2 µs a message) spends most of
+its time building one Python list of four ``bytes`` per message. Here an
+:class:`asyncio.BufferedProtocol` receives the socket's bytes into one buffer and hands them to
+the engine's ``PubSubScanner`` (docs/engine.md; ~0.1 µs a message in the native engine), which
+never builds a value for a message:
 
-- a message on a *conflated* pattern (a raw source) only updates ``latest[channel] = payload``:
-  within one batch, the latest payload per channel wins;
+- a message on a *conflated* pattern (a raw source) only replaces the latest payload of its
+  channel: within one batch, the latest payload per channel wins;
 - any other message (events, keyspace notifications, sources with transforms) is kept in order;
-- replies to our own commands (PSUBSCRIBE confirmations, PONG, HELLO) and errors are handled
-  on the side.
+- a payload over ``max_payload`` (the largest ``max_item_bytes``) is skipped as it streams by,
+  never buffered, and reported as malformed;
+- replies to our own commands (PSUBSCRIBE confirmations, PONG, HELLO) and errors are cut out
+  whole and parsed by ``hiredis.Reader`` (they are rare).
 
-Batches are handed to ``on_batch`` at most once per ``max_delay`` (10 ms) and no message waits
-longer: a message after a quiet spell is applied at once, and under a stream of messages each
-key is applied once per 10 ms whatever the rate (the faster they come, the more are conflated,
-so the engine's work stops growing with the rate). A batch that holds ``MAX_KEYS`` channels or
-``MAX_ORDERED`` ordered messages is applied at once (memory stays bounded). Nothing waits
-on the engine in between: the socket is drained first, so Redis's output buffer for this client
-stays small and Redis never closes it at the ``client-output-buffer-limit pubsub``.
+Batches are handed to ``on_batch`` at most ``max_delay`` after their first message, and sooner
+when asked (:meth:`Subscriber.flush`: the write side asks for pending batches right before a
+fan-out flush reads the document, so a client sees everything read before its flush whatever
+``max_delay`` is). Under a stream of messages each key is applied once per batch whatever the
+rate (the faster they come, the more are conflated, so the engine's work stops growing with the
+rate). A batch that holds ``MAX_KEYS`` channels or ``MAX_ORDERED`` ordered messages is applied at
+once (memory stays bounded). Nothing waits on the engine in between: the socket is drained
+first, so Redis's output buffer for this client stays small and Redis never closes it at the
+``client-output-buffer-limit pubsub``.
 
 redis-py stays the client for every command (SCAN, GET, MGET, CONFIG, streams): only this one
 connection is spoken to directly, with the same URL parsing (``redis.asyncio.connection.
@@ -39,12 +45,17 @@ from typing import Any, Final
 import hiredis
 from redis.asyncio.connection import SSLConnection, parse_url
 
+from dashboard_server.core.engine import PubSubScannerEngine, PubSubScannerFactory, load_engine
+
 __all__ = ["Batch", "Subscriber", "SubscriberClosed", "encode_command"]
 
 BUFFER_SIZE: Final = 1 << 20
 """Bytes read from the socket at most per read (one buffer, reused)."""
-MAX_DELAY: Final = 0.01
-"""Batches are applied at most this often (seconds), and no message waits longer than this."""
+MAX_DELAY: Final = 0.05
+"""No message waits longer than this (seconds) for its batch to be applied (a fan-out flush
+applies the pending batch first: clients never wait for it)."""
+MAX_PAYLOAD: Final = 1 << 20
+"""Payloads over this many bytes are skipped (unless told otherwise: ``max_item_bytes``)."""
 MAX_KEYS: Final = 20_000
 """Distinct conflated channels in one batch before it is applied anyway."""
 MAX_ORDERED: Final = 5_000
@@ -68,25 +79,20 @@ class Batch:
     """The messages of one batch: per conflated pattern the latest payload per channel and how
     many messages there were; the other messages as (pattern, channel, payload), in order."""
 
-    __slots__ = ("conflated", "counts", "ordered")
+    __slots__ = ("conflated", "counts", "ordered", "oversized")
 
     def __init__(
         self,
         conflated: dict[bytes, dict[bytes, bytes]],
         counts: dict[bytes, int],
         ordered: list[tuple[bytes, bytes, bytes]],
+        oversized: list[tuple[bytes, bytes, int]] | None = None,
     ) -> None:
         self.conflated = conflated
         self.counts = counts
         self.ordered = ordered
-
-
-class _Route:
-    __slots__ = ("count", "latest")
-
-    def __init__(self) -> None:
-        self.latest: dict[bytes, bytes] = {}
-        self.count = 0
+        self.oversized = oversized or []
+        """Messages whose payload was over ``max_payload``: (pattern, channel, size), skipped."""
 
 
 class Subscriber(asyncio.BufferedProtocol):
@@ -98,15 +104,17 @@ class Subscriber(asyncio.BufferedProtocol):
         conflate: Sequence[bytes],
         *,
         max_delay: float = MAX_DELAY,
+        max_payload: int = MAX_PAYLOAD,
+        scanner: PubSubScannerFactory | None = None,
     ) -> None:
         self.on_batch = on_batch
         self.max_delay = max_delay
-        self._routes = {pattern: _Route() for pattern in conflate}
-        self._ordered: list[tuple[bytes, bytes, bytes]] = []
+        factory = scanner if scanner is not None else load_engine().PubSubScanner
+        self._scanner: PubSubScannerEngine = factory(conflate, max_payload)
+        self._pending = False
         self._confirmations = 0
         self.resp = 2
         """The protocol version spoken (2, or 3 after ``HELLO 3``)."""
-        self._last_flush = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._buffer = bytearray(BUFFER_SIZE)
         self._view = memoryview(self._buffer)
@@ -135,6 +143,8 @@ class Subscriber(asyncio.BufferedProtocol):
         *,
         timeout: float,
         max_delay: float = MAX_DELAY,
+        max_payload: int = MAX_PAYLOAD,
+        scanner: PubSubScannerFactory | None = None,
     ) -> Subscriber:
         """Connect to ``url``, authenticate, say hello (RESP3 if the URL asks for it) and learn
         the connection's id; every step bounded by ``timeout``."""
@@ -142,7 +152,9 @@ class Subscriber(asyncio.BufferedProtocol):
         loop = asyncio.get_running_loop()
 
         def factory() -> Subscriber:
-            return cls(on_batch, conflate, max_delay=max_delay)
+            return cls(
+                on_batch, conflate, max_delay=max_delay, max_payload=max_payload, scanner=scanner
+            )
 
         async with asyncio.timeout(timeout):
             if "path" in options:
@@ -252,41 +264,31 @@ class Subscriber(asyncio.BufferedProtocol):
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.last_data = now = self._loop.time()
+        self.last_data = self._loop.time()
         self.bytes_received += nbytes
-        reader = self._reader
-        reader.feed(self._view, 0, nbytes)  # type: ignore[arg-type]  # any buffer works
-        routes = self._routes
-        ordered = self._ordered
-        gets = reader.gets
-        count = 0
+        scanner = self._scanner
         try:
-            while (reply := gets()) is not False:
-                # ["pmessage", pattern, channel, payload] (RESP2 array or RESP3 push)
-                if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
-                    count += 1
-                    route = routes.get(reply[1])
-                    if route is not None:
-                        route.latest[reply[2]] = reply[3]
-                        route.count += 1
-                    else:
-                        ordered.append((reply[1], reply[2], reply[3]))
-                else:
-                    self._control(reply)
-        except hiredis.ProtocolError as exc:
-            self._fail(SubscriberClosed(f"RESP protocol error: {exc}"))
+            count, replies = scanner.feed(self._view[:nbytes])
+        except ValueError as exc:  # not RESP, or a reply too large to buffer: the stream is lost
+            self._fail(SubscriberClosed(str(exc)))
             return
+        if replies:
+            reader = self._reader
+            try:
+                for reply in replies:
+                    reader.feed(reply)
+                    self._control(reader.gets())
+            except hiredis.ProtocolError as exc:
+                self._fail(SubscriberClosed(f"RESP protocol error: {exc}"))
+                return
         if count == 0:
             return
         self.messages += count
-        if (
-            now - self._last_flush >= self.max_delay
-            or len(ordered) >= MAX_ORDERED
-            or sum(len(r.latest) for r in routes.values()) >= MAX_KEYS
-        ):
+        self._pending = True
+        if scanner.pending_ordered >= MAX_ORDERED or scanner.pending_keys >= MAX_KEYS:
             self.flush()
         elif self._timer is None:
-            self._timer = self._loop.call_at(self._last_flush + self.max_delay, self.flush)
+            self._timer = self._loop.call_later(self.max_delay, self.flush)
 
     def _control(self, reply: Any) -> None:
         if isinstance(reply, list) and reply:  # a RESP2 array or a RESP3 push
@@ -296,8 +298,6 @@ class Subscriber(asyncio.BufferedProtocol):
                 self._replies.put_nowait(reply)
             elif kind == b"pong":
                 self._pong()
-            elif kind == b"message" and len(reply) == 3:  # SUBSCRIBE is not used: ordered
-                self._ordered.append((b"", reply[1], reply[2]))
             else:
                 self._replies.put_nowait(reply)
         elif reply == b"PONG":
@@ -326,17 +326,14 @@ class Subscriber(asyncio.BufferedProtocol):
         self.close()
 
     def flush(self) -> None:
-        """Hand the pending batch to ``on_batch`` now (also called by the timer)."""
+        """Hand the pending batch to ``on_batch`` now (also called by the timer, and by the write
+        side before a fan-out flush); nothing if nothing is pending."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._last_flush = self._loop.time()
-        conflated: dict[bytes, dict[bytes, bytes]] = {}
-        counts: dict[bytes, int] = {}
-        for pattern, route in self._routes.items():
-            if route.count:
-                conflated[pattern], counts[pattern] = route.latest, route.count
-                route.latest, route.count = {}, 0
-        ordered, self._ordered = self._ordered, []
-        if conflated or ordered:
-            self.on_batch(Batch(conflated, counts, ordered))
+        if not self._pending:
+            return
+        self._pending = False
+        conflated, counts, ordered, oversized = self._scanner.take()
+        if conflated or ordered or oversized:
+            self.on_batch(Batch(conflated, counts, ordered, oversized))

@@ -123,6 +123,9 @@ class IngestLeader(TaskFeed):
         self.checkpoint_s = checkpoint_s
         self.timeout = timeout
         self.max_pending_events = max_pending_events
+        self.before_flush: Callable[[], None] | None = None
+        """Called before each flush reads the ingest document: the write side applies the
+        batches its transports hold (``StateWriter.apply_pending``)."""
         self.active = False
         """Whether this candidate holds the lease and writes the stream."""
         self.takeovers = 0
@@ -316,6 +319,8 @@ class IngestLeader(TaskFeed):
         doc, position = self.stream_doc, self.position
         assert doc is not None and position is not None
         async with self._lock:
+            if self.before_flush is not None:
+                self.before_flush()
             start = doc.version
             ops = self._collect(doc)
             events, self._events = self._events, []
