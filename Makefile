@@ -153,7 +153,7 @@ bench-ingest: build system-deps ## Ingest: raw pub/sub floor vs the server's app
 	$(PY) benches/bench_ingest.py --json .benchmarks/ingest.json
 
 INGEST_RATE ?= 100000
-bench-ingest-fanout: build system-deps ## 5,000 clients at 10 Hz while Redis ingest runs at INGEST_RATE msg/s (default 100000)
+bench-ingest-fanout: build system-deps ## 5,000 clients at 10 Hz in 3 loadtest runs: baseline, control (INGEST_RATE msg/s to a prefix the server ignores, default 100000), ingest (the same rate of orderbook); goals ingest vs control
 	@mkdir -p .benchmarks
 	$(PY) benches/bench_ingest.py fanout --rate $(INGEST_RATE) --clients 5000 --json .benchmarks/ingest-fanout.json
 

@@ -25,8 +25,30 @@ msg/s and >= 0.5 x the floor; at every offered rate below saturation p99 <= tier
 50 ms, and at every rate no disconnect and the latest values visible within one flush (tier
 interval + 50 ms) of the burst's end.
 
+**fanout** (`make bench-ingest-fanout`): does the server's fan-out regress while its Redis
+ingest runs at `--rate` msg/s? Three phases, each a whole `dashboard-server loadtest` run
+(`--clients` tui clients on market_data, one load-generator process, `--duration` s measured)
+against a server fed by its own fresh redis-server:
+
+- **baseline**: only the market_data publisher (30 writes/s over 20 symbols);
+- **control**: plus `--rate` msg/s of SET + PUBLISH to `control_book:{SYM}` (500 symbols), a
+  prefix none of the server's default patterns match, received by a bare subscriber process
+  (`subscribe`: PSUBSCRIBE, recv() and discard), so the publisher, Redis and its pub/sub
+  delivery load the machine as in the ingest phase;
+- **ingest**: the same rate to `orderbook:{SYM}`, which the server ingests.
+
+One table (flushes/s per client, p50/p99, server, generator, Redis and publisher CPU, gaps,
+load average), what the server read (its /metrics, found from the serve process loadtest
+starts) and Redis's view of the pub/sub connections. Goals: ingest vs control (the server's own
+ingest cost on the same busy machine) flushes/s >= 0.95 x and p99 <= 1.15 x + 10 ms, and no
+Redis disconnect of the server's subscriber; ingest vs baseline (the whole machine's contention)
+is printed for information. `--phases` runs a subset.
+
     python benches/bench_ingest.py [--quick] [--json FILE]
+    python benches/bench_ingest.py fanout [--rate N] [--clients N] [--duration S]
+        [--phases baseline,control,ingest] [--json FILE]
     python benches/bench_ingest.py publish ...   (the publisher process, used by the bench)
+    python benches/bench_ingest.py subscribe ... (fanout's bare subscriber)
 """
 
 from __future__ import annotations
@@ -105,6 +127,8 @@ def publish(args: argparse.Namespace) -> None:
     ``--count`` messages, then one final round of every symbol; print a JSON summary."""
     global PREFIX
     PREFIX = args.prefix.encode()
+    stopped = threading.Event()  # SIGTERM: stop early, still send the final round and summary
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     host, port = args.address.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -132,7 +156,7 @@ def publish(args: argparse.Namespace) -> None:
     deadline = start + args.duration if not args.count else float("inf")
     while sent < count:
         now = time.perf_counter()
-        if now >= deadline:
+        if now >= deadline or stopped.is_set():
             break
         due = count - sent if not args.rate else int((now - start) * args.rate) + 1 - sent
         due = min(due, count - sent, 2000)
@@ -336,7 +360,7 @@ class Client:
         async with websockets.connect(self.url, max_size=None) as ws:
             async for raw in ws:
                 now = time.time()
-                msg = msgpack.unpackb(raw)
+                msg = msgpack.unpackb(raw)  # type: ignore[arg-type]  # binary frames
                 if msg.get("type") == "snapshot":
                     if not ready.done():
                         ready.set_result(None)
@@ -399,7 +423,7 @@ class BareRedisReader(asyncio.BufferedProtocol):
         return self.buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.reader.feed(self.buffer, 0, nbytes)
+        self.reader.feed(self.buffer, 0, nbytes)  # type: ignore[arg-type]  # takes buffers
         gets = self.reader.gets
         n = 0
         while gets() is not False:
@@ -722,23 +746,313 @@ async def bench(args: argparse.Namespace) -> int:
     return 1 if missed else 0
 
 
-def fanout(args: argparse.Namespace) -> int:
-    """`dashboard-server loadtest` (the README's 5,000-client profile: tui, market_data, one
-    ~1 KB update per flush) against a server fed by Redis, while `--rate` messages/s of
-    `orderbook:{SYM}` items (500 symbols, a section the clients do not subscribe to) are
-    ingested: the fan-out figures with the ingest running next to them."""
+# -- fan-out while the ingest runs (the `fanout` subcommand) ----------------------------------
+
+FANOUT_PHASES = ("baseline", "control", "ingest")
+MARKET_RATE = 30
+"""The `market_data` publisher every phase runs: 30 writes/s over 20 symbols (what the clients
+subscribe to and see as one update per flush)."""
+MARKET_SYMBOLS = 20
+BULK_SYMBOLS = 500
+INGEST_PREFIX = "orderbook"
+"""The ingest phase's bulk prefix: a section of the server's default config, ingested, which the
+clients (channels=market_data) do not subscribe to."""
+CONTROL_PREFIX = "control_book"
+"""The control phase's bulk prefix: matched by none of the server's default patterns
+(``{section}:*`` for ``config.DEFAULT_SECTIONS`` and ``{fills,alerts,trades}:*``), so Redis
+delivers it to the bare subscriber only."""
+SINK_NAME = "bench-sink"
+"""The bare subscriber's CLIENT SETNAME, telling it from the server's pub/sub connection."""
+LOADTEST_WARMUP_S = 2.0
+"""loadtest's default ``--warmup``: from every client connected to the measured window."""
+FLUSH_RATIO_GOAL = 0.95
+P99_FACTOR_GOAL = 1.15
+P99_SLACK_GOAL_MS = 10.0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(*_: object) -> None:
+    raise _Stop
+
+
+def subscribe(args: argparse.Namespace) -> None:
+    """The control's bare subscriber: PSUBSCRIBE ``--pattern``, recv() into a buffer and discard
+    (no parsing) until SIGTERM; print the bytes received and whether Redis closed the socket."""
+    signal.signal(signal.SIGTERM, _raise_stop)
+    host, port = args.address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    name, pattern = SINK_NAME.encode(), args.pattern.encode()
+    sock.sendall(
+        b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$%d\r\n%s\r\n" % (len(name), name)
+        + b"*2\r\n$10\r\nPSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(pattern), pattern)
+    )
+    buffer = bytearray(1 << 20)
+    received = 0
+    closed = False
+    try:
+        while n := sock.recv_into(buffer):
+            received += n
+        closed = True
+    except _Stop:
+        pass
+    except OSError:
+        closed = True
+    print(json.dumps({"bytes": received, "closed_by_redis": closed}), flush=True)
+
+
+def loadtest_server(loadtest_pid: int) -> tuple[int, int] | None:
+    """(pid, port) of the ``serve`` process a ``dashboard-server loadtest`` started (its child
+    with ``serve ... --port N`` on the command line), found in /proc; None: not (yet) there."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid != loadtest_pid:
+                continue
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if "serve" in argv and "--port" in argv:
+            return int(entry.name), int(argv[argv.index("--port") + 1])
+    return None
+
+
+def pubsub_clients(redis_port: int) -> dict[str, dict[str, str]]:
+    """Redis's pub/sub connections (CLIENT LIST TYPE pubsub), by client id."""
+    reply = redis_command(redis_port, "CLIENT", "LIST", "TYPE", "pubsub")
+    out = {}
+    for line in bytes(reply).decode().splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        out[fields["id"]] = fields
+    return out
+
+
+def redis_info(redis_port: int, section: str) -> dict[str, str]:
+    reply = bytes(redis_command(redis_port, "INFO", section)).decode()
+    return dict(line.split(":", 1) for line in reply.splitlines() if ":" in line)
+
+
+class PhaseSampler(threading.Thread):
+    """Once a second during a phase: the 1-minute load average, the CPU time of the phase's
+    processes, Redis's pub/sub clients and (once found in /proc) the loadtest server's /metrics.
+    Every phase is sampled the same way, so the scrapes cost the server the same in each."""
+
+    def __init__(self, redis_port: int, pids: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.redis_port = redis_port
+        self.pids = dict(pids)
+        self.loadtest_pid: int | None = None
+        self.server_port: int | None = None
+        self.samples: list[dict[str, Any]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            self.samples.append(self.sample())
+            if self.done.wait(1.0):
+                return
+
+    def sample(self) -> dict[str, Any]:
+        if self.server_port is None and self.loadtest_pid is not None:
+            found = loadtest_server(self.loadtest_pid)
+            if found is not None:
+                self.pids["server"], self.server_port = found
+        sample: dict[str, Any] = {
+            "t": time.monotonic(),
+            "load1": float(load_average().split()[0]),
+            "cpu": {},
+        }
+        for name, pid in self.pids.items():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                sample["cpu"][name] = cpu_seconds(pid)
+        if self.server_port is not None:
+            with contextlib.suppress(OSError, ValueError):
+                sample["metrics"] = metrics(self.server_port)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            sample["pubsub"] = pubsub_clients(self.redis_port)
+        return sample
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(15)
+
+
+def measured_window(
+    samples: list[dict[str, Any]], duration: float
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The samples bounding loadtest's measured window, estimated from the server's /metrics:
+    it starts ``LOADTEST_WARMUP_S`` after the connected clients first reach their peak (the
+    clients are all connected) and lasts ``duration``. None: no usable samples."""
+    scraped = [s for s in samples if "metrics" in s]
+    if not scraped:
+        return None
+    connected = [metric(s["metrics"], "dashboard_connected_clients") for s in scraped]
+    ready = scraped[connected.index(max(connected))]["t"]
+    start, end = ready + LOADTEST_WARMUP_S, ready + LOADTEST_WARMUP_S + duration
+    inside = [s for s in scraped if start - 0.5 <= s["t"] <= end + 0.5]
+    if len(inside) < 2:
+        inside = scraped
+    if len(inside) < 2:
+        return None
+    return inside[0], inside[-1]
+
+
+def phase_figures(
+    name: str,
+    loadtest: dict[str, Any] | None,
+    samples: list[dict[str, Any]],
+    duration: float,
+) -> dict[str, Any]:
+    """A phase's row: loadtest's figures plus what the sampler saw over the measured window."""
+    row: dict[str, Any] = {"phase": name, "ok": loadtest is not None}
+    if loadtest is not None:
+        window = loadtest["window_s"] or duration
+        connected = max(1, loadtest["connected"])
+        machine = loadtest["machine_cpu_percent"]
+        row.update(
+            {
+                "connected": loadtest["connected"],
+                "failed": loadtest["failed"],
+                "closes": loadtest["closes"],
+                "updates_per_s_per_client": loadtest["message_types"].get("update", 0)
+                / window
+                / connected,
+                "messages_per_s": loadtest["messages_per_s"],
+                "p50_ms": loadtest["latency_ms"].get("p50", float("nan")),
+                "p99_ms": loadtest["latency_ms"].get("p99", float("nan")),
+                "read_p99_ms": loadtest["read_latency_ms"].get("p99", float("nan")),
+                "server_cpu_pct": loadtest["server"].get("cpu_percent", float("nan")),
+                "generator_cpu_pct": loadtest["generator_cpu_percent"],
+                "box_busy_pct": sum(machine.values())
+                - machine.get("idle", 0.0)
+                - machine.get("iowait", 0.0),
+                "gaps": loadtest["gaps"],
+            }
+        )
+    bounds = measured_window(samples, duration)
+    if bounds is None:
+        row["window"] = None
+        return row
+    a, b = bounds
+    dt: float = b["t"] - a["t"]
+    row["window"] = {"sampled_s": dt, "estimated": True}
+    row["cpu_pct"] = {k: (b["cpu"][k] - a["cpu"][k]) / dt * 100 for k in b["cpu"] if k in a["cpu"]}
+    inside = [s for s in samples if a["t"] <= s["t"] <= b["t"]]
+    loads = [s["load1"] for s in inside]
+    row["load1"] = {"end": b["load1"], "min": min(loads), "max": max(loads)}
+    ma: dict[str, float] = a["metrics"]
+    mb: dict[str, float] = b["metrics"]
+
+    def rate(prefix: str) -> float:
+        return (metric(mb, prefix) - metric(ma, prefix)) / dt
+
+    scraped = [s["metrics"] for s in samples if "metrics" in s]
+    lags = [
+        metric(m, "dashboard_ingest_lag_seconds")
+        for m in (s["metrics"] for s in inside if "metrics" in s)
+    ]
+    row["server"] = {
+        "port_found": True,
+        "read_per_s": {
+            section: rate(f'dashboard_ingest_messages_total{{section="{section}"}}')
+            for section in ("market_data", INGEST_PREFIX)
+        },
+        "conflated_per_s": rate(f'dashboard_ingest_conflated_total{{section="{INGEST_PREFIX}"}}'),
+        "lag_max_ms": max((x for x in lags if x == x), default=0.0) * 1000,
+        # over the whole phase, not only the window
+        "redis_disconnects": metric(scraped[-1], "dashboard_redis_disconnects_total")
+        - metric(scraped[0], "dashboard_redis_disconnects_total"),
+        "lag_closes": metric(scraped[-1], "dashboard_lag_closes_total")
+        - metric(scraped[0], "dashboard_lag_closes_total"),
+    }
+    return row
+
+
+def redis_side(samples: list[dict[str, Any]], info: dict[str, str]) -> dict[str, Any]:
+    """What Redis saw of the pub/sub connections over the phase: each kind's connection ids
+    (more than one: it was dropped and reconnected) and largest output buffer."""
+    kinds: dict[str, dict[str, Any]] = {}
+    for s in samples:
+        for cid, fields in s.get("pubsub", {}).items():
+            kind = "sink" if fields.get("name") == SINK_NAME else "server"
+            seen = kinds.setdefault(kind, {"ids": set(), "omem_max": 0})
+            seen["ids"].add(cid)
+            seen["omem_max"] = max(seen["omem_max"], int(fields.get("omem", 0)))
+    out: dict[str, Any] = {
+        kind: {"connections": len(v["ids"]), "omem_max_mib": v["omem_max"] / 2**20}
+        for kind, v in kinds.items()
+    }
+    # Redis 7.2+ counts these; older ones (7.0) do not: then the connection ids above tell
+    out["client_output_buffer_limit_disconnections"] = info.get(
+        "client_output_buffer_limit_disconnections"
+    )
+    out["evicted_clients"] = info.get("evicted_clients")
+    return out
+
+
+def run_phase(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One phase: a fresh redis-server, its publishers (and the control's bare subscriber), one
+    whole `dashboard-server loadtest` run; its figures."""
     stack = Stack()
+    helpers: list[subprocess.Popen[str]] = []
+    loadtest: subprocess.Popen[bytes] | None = None
+    load_before = load_average()
     try:
         redis_port = stack.redis()
         address = f"127.0.0.1:{redis_port}"
         url = f"redis://{address}/0"
-        duration = args.duration + 25  # the clients' connect phase and warm-up come first
+        # the publishers run until the loadtest is over (SIGTERM); this is only a backstop
+        backstop = args.duration + 600
+        sink = None
+        if name == "control":
+            sink = subprocess.Popen(
+                [
+                    PY,
+                    __file__,
+                    "subscribe",
+                    "--address",
+                    address,
+                    "--pattern",
+                    f"{CONTROL_PREFIX}:*",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            helpers.append(sink)
         market = run_publisher(
-            "redis", address, rate=30, duration=duration, symbols=20, prefix="market_data"
+            "redis",
+            address,
+            rate=MARKET_RATE,
+            duration=backstop,
+            symbols=MARKET_SYMBOLS,
+            prefix="market_data",
         )
-        ingest = run_publisher(
-            "redis", address, rate=args.rate, duration=duration, symbols=500, prefix="orderbook"
-        )
+        helpers.append(market)
+        bulk = None
+        prefix = CONTROL_PREFIX if name == "control" else INGEST_PREFIX
+        if name != "baseline":
+            bulk = run_publisher(
+                "redis",
+                address,
+                rate=args.rate,
+                duration=backstop,
+                symbols=BULK_SYMBOLS,
+                prefix=prefix,
+            )
+            helpers.append(bulk)
+        pids = {"redis": stack.procs[0].pid, "market": market.pid}
+        if bulk is not None:
+            pids["bulk"] = bulk.pid
+        if sink is not None:
+            pids["sink"] = sink.pid
+        sampler = PhaseSampler(redis_port, pids)
+        sampler.start()
+        out = stack.tmp / f"loadtest-{name}.json"
+        log = stack.tmp / f"loadtest-{name}.log"
         command = [
             str(Path(PY).parent / "dashboard-server"),
             "loadtest",
@@ -751,20 +1065,250 @@ def fanout(args: argparse.Namespace) -> int:
             "--channels",
             "market_data",
             f"--server-args=--redis-url={url} --demo=false",
+            "--json",
+            str(out),
         ]
-        if args.json:
-            command += ["--json", args.json]
-        print(f"load average before: {load_average()}; ingest {args.rate:,} msg/s of orderbook")
-        done = subprocess.run(command, check=False)
-        ingested = publisher_result(ingest)
-        publisher_result(market)
-        print(
-            f"ingest published {ingested['sent'] / ingested['elapsed']:,.0f} msg/s; "
-            f"load average after: {load_average()}"
+        started = time.monotonic()
+        with log.open("wb") as log_file:
+            loadtest = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+            sampler.loadtest_pid = loadtest.pid
+            rc = loadtest.wait()
+        sampler.stop()
+        elapsed = time.monotonic() - started
+        for proc in helpers:
+            proc.send_signal(signal.SIGTERM)
+        market_result = publisher_result(market)
+        bulk_result = publisher_result(bulk) if bulk is not None else None
+        sink_result = publisher_result(sink) if sink is not None else None
+        info = redis_info(redis_port, "stats")
+        output = log.read_text(errors="replace")
+        report = json.loads(out.read_text()) if out.exists() else None
+        row = phase_figures(name, report, sampler.samples, args.duration)
+        if sampler.server_port is None:
+            row["server"] = {"port_found": False}
+        row.update(
+            {
+                "loadtest_rc": rc,
+                "elapsed_s": elapsed,
+                "load_average_before": load_before,
+                "market_published_per_s": market_result["sent"] / market_result["elapsed"],
+                "bulk_prefix": None if bulk is None else prefix,
+                "bulk_published_per_s": None
+                if bulk_result is None
+                else bulk_result["sent"] / bulk_result["elapsed"],
+                "sink": sink_result,
+                "redis": redis_side(sampler.samples, info),
+                "loadtest": report,
+                "loadtest_output": output[-4000:],
+            }
         )
-        return done.returncode
+        if report is None:
+            print(f"  {name}: loadtest exited {rc} without figures; its output ends:")
+            print("    " + "\n    ".join(output.strip().splitlines()[-15:]))
+        return row
     finally:
+        if loadtest is not None and loadtest.poll() is None:
+            loadtest.terminate()
+            loadtest.wait(30)
+        for proc in helpers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         stack.close()
+
+
+def _num(value: Any, spec: str, width: int) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return f"{'-':>{width}}"
+    return f"{value:>{width}{spec}}"
+
+
+def print_fanout(rows: list[dict[str, Any]]) -> None:
+    print(
+        f"\n  {'phase':<9} {'flushes/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'server':>7} "
+        f"{'generator':>9} {'Redis':>6} {'bulk pub':>8} {'box busy':>8} {'gaps':>5} "
+        f"{'load 1m':>7}  {'(load 1m min-max)':<17}"
+    )
+    print(
+        f"  {'':<9} {'/client':>9} {'':>7} {'':>7} {'CPU %':>7} {'CPU %':>9} {'CPU %':>6} "
+        f"{'CPU %':>8} {'CPU %':>8}"
+    )
+    for r in rows:
+        if not r["ok"]:
+            print(f"  {r['phase']:<9} (loadtest failed, exit status {r['loadtest_rc']})")
+            continue
+        cpu = r.get("cpu_pct", {})
+        load = r.get("load1")
+        span = "" if load is None else f"({load['min']:.2f}-{load['max']:.2f})"
+        print(
+            f"  {r['phase']:<9} {_num(r['updates_per_s_per_client'], '.2f', 9)} "
+            f"{_num(r['p50_ms'], '.1f', 7)} {_num(r['p99_ms'], '.1f', 7)} "
+            f"{_num(r['server_cpu_pct'], '.0f', 7)} {_num(r['generator_cpu_pct'], '.0f', 9)} "
+            f"{_num(cpu.get('redis'), '.0f', 6)} {_num(cpu.get('bulk'), '.0f', 8)} "
+            f"{_num(r['box_busy_pct'], '.0f', 8)} {r['gaps']:>5} "
+            f"{_num(None if load is None else load['end'], '.2f', 7)}  {span}"
+        )
+
+
+def print_ingest(r: dict[str, Any], rate: int) -> None:
+    """The bulk traffic of a control or ingest phase: what was published, what the server read
+    (ingest) or the bare subscriber received (control), and the Redis side."""
+    redis = r["redis"]
+    server = r.get("server", {})
+    line = f"  {r['phase']}: bulk {r['bulk_prefix']}:* published "
+    line += f"{r['bulk_published_per_s']:,.0f} msg/s (asked {rate:,})"
+    if r["phase"] == "ingest" and server.get("port_found") and "read_per_s" in server:
+        read = server["read_per_s"][INGEST_PREFIX]
+        line += (
+            f"; server read {read:,.0f} msg/s of {INGEST_PREFIX} over the window "
+            f"({server['conflated_per_s']:,.0f}/s conflated), lag max "
+            f"{server['lag_max_ms']:.0f} ms, dashboard_redis_disconnects_total "
+            f"+{server['redis_disconnects']:.0f}"
+        )
+    elif r["phase"] == "ingest":
+        line += "; the server's /metrics were not reachable"
+    if r["sink"] is not None:
+        received = r["sink"]["bytes"] / 2**20
+        line += (
+            f"; bare subscriber received {received:,.0f} MiB, "
+            f"closed by Redis: {'YES' if r['sink']['closed_by_redis'] else 'no'}"
+        )
+    print(line)
+    parts = []
+    for kind in ("server", "sink"):
+        if kind in redis:
+            k = redis[kind]
+            parts.append(
+                f"{kind} pub/sub connections {k['connections']}, largest output buffer "
+                f"{k['omem_max_mib']:.1f} MiB"
+            )
+    limit = redis["client_output_buffer_limit_disconnections"]
+    parts.append(
+        "client_output_buffer_limit_disconnections "
+        + ("n/a (this Redis does not count them)" if limit is None else limit)
+    )
+    print("    Redis: " + "; ".join(parts))
+
+
+def server_disconnected(r: dict[str, Any]) -> bool:
+    """Whether the server's Redis subscriber was dropped during the phase: its own counter if
+    its /metrics were reachable, and Redis's view (a second pub/sub connection id, a counted
+    output-buffer disconnection)."""
+    server = r.get("server", {})
+    redis = r["redis"]
+    dropped = server.get("redis_disconnects", 0) > 0
+    dropped |= redis.get("server", {}).get("connections", 1) > 1
+    dropped |= int(redis["client_output_buffer_limit_disconnections"] or 0) > 0
+    return bool(dropped)
+
+
+def fanout(args: argparse.Namespace) -> int:
+    """`dashboard-server loadtest` (the README's 5,000-client profile: tui, market_data, one
+    ~1 KB update per flush) against a server fed by Redis, in up to three phases (each a whole
+    loadtest run with its own redis-server): baseline (only the market_data publisher), control
+    (plus `--rate` msg/s of SET + PUBLISH to `control_book:{SYM}`, which the server does not
+    subscribe to, drained by a bare subscriber) and ingest (the same rate to `orderbook:{SYM}`,
+    which the server ingests). Goals compare ingest with control: the server's own ingest cost."""
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = [p for p in phases if p not in FANOUT_PHASES]
+    if unknown or not phases:
+        print(f"--phases: unknown {unknown}; choose from {','.join(FANOUT_PHASES)}")
+        return 2
+    phases = [p for p in FANOUT_PHASES if p in phases]
+    report: dict[str, Any] = {
+        "rate": args.rate,
+        "clients": args.clients,
+        "duration": args.duration,
+        "phases_run": phases,
+        "load_average_before": load_average(),
+        "phases": {},
+    }
+    print(
+        f"Fan-out while the Redis ingest runs: {args.clients:,} clients (tui, market_data), "
+        f"{args.duration:g} s windows, bulk {args.rate:,} msg/s x {BULK_SYMBOLS} symbols; "
+        f"phases {','.join(phases)}; load average {load_average()}"
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    for name in phases:
+        print(f"  {name}: running (load average {load_average()}) ...", flush=True)
+        rows[name] = run_phase(name, args)
+        report["phases"][name] = rows[name]
+    print(
+        "\nPer phase (loadtest's measured window; flushes/s = updates per client per second; "
+        "p50/p99 = flush timestamp -> kernel receipt; server CPU from loadtest's /proc of its "
+        "serve process; Redis and bulk publisher CPU sampled each second; % of one core)"
+    )
+    print_fanout(list(rows.values()))
+    print()
+    for name in ("control", "ingest"):
+        if name in rows and rows[name]["ok"]:
+            print_ingest(rows[name], args.rate)
+
+    goals: list[tuple[str, bool]] = []
+    b, c, a = rows.get("control"), rows.get("ingest"), rows.get("baseline")
+    if b is not None and c is not None:
+        if b["ok"] and c["ok"]:
+            floor = FLUSH_RATIO_GOAL * b["updates_per_s_per_client"]
+            limit = b["p99_ms"] * P99_FACTOR_GOAL + P99_SLACK_GOAL_MS
+            flushes_ok = c["updates_per_s_per_client"] >= floor
+            p99_ok = c["p99_ms"] <= limit
+            flushes_text = f"{c['updates_per_s_per_client']:.2f}, floor {floor:.2f}"
+            p99_text = f"{c['p99_ms']:.1f} ms, limit {limit:.1f}"
+        else:
+            flushes_ok = p99_ok = False
+            flushes_text = p99_text = "a loadtest failed"
+        goals.append(
+            (
+                f"ingest vs control: flushes/s >= {FLUSH_RATIO_GOAL} x control's ({flushes_text})",
+                flushes_ok,
+            )
+        )
+        goals.append(
+            (
+                f"ingest vs control: p99 <= control's x {P99_FACTOR_GOAL} + "
+                f"{P99_SLACK_GOAL_MS:g} ms ({p99_text})",
+                p99_ok,
+            )
+        )
+        for r in (b, c):
+            if r["ok"] and r["bulk_published_per_s"] < 0.95 * args.rate:
+                print(
+                    f"  note: {r['phase']}'s bulk publisher reached only "
+                    f"{r['bulk_published_per_s']:,.0f} of {args.rate:,} msg/s (the box is full)"
+                )
+        if b["sink"] is not None and b["sink"]["closed_by_redis"]:
+            print("  note: Redis dropped the control's bare subscriber: the control is weaker")
+    else:
+        print("  (the ingest vs control goals need both phases: not run)")
+    if c is not None:
+        ok = c["ok"] and not server_disconnected(c)
+        tag = "" if c["ok"] else " (its loadtest failed)"
+        goals.append((f"ingest: no Redis disconnect of the server's subscriber{tag}", ok))
+    if a is not None and c is not None and a["ok"] and c["ok"]:
+        ratio = c["updates_per_s_per_client"] / a["updates_per_s_per_client"]
+        report["ingest_vs_baseline"] = {
+            "flushes_ratio": ratio,
+            "p99_delta_ms": c["p99_ms"] - a["p99_ms"],
+            "server_cpu_delta_pct": c["server_cpu_pct"] - a["server_cpu_pct"],
+        }
+        print(
+            f"  ingest vs baseline (the whole box's contention; information, not a goal): "
+            f"flushes/s x {ratio:.3f}, p99 {c['p99_ms'] - a['p99_ms']:+.1f} ms, server CPU "
+            f"{c['server_cpu_pct'] - a['server_cpu_pct']:+.0f} points, gaps {c['gaps']} vs "
+            f"{a['gaps']}"
+        )
+    report["load_average_after"] = load_average()
+    print(
+        f"\nload average after: {load_average()} (2 shared cores: publishers, redis-server, "
+        "server and load generator on the same machine)"
+    )
+    print("\nGoals:")
+    for name, ok in goals:
+        print(f"  {'met   ' if ok else 'MISSED'} {name}")
+    report["goals"] = {name: ok for name, ok in goals}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    return 1 if any(not ok for _, ok in goals) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -782,7 +1326,15 @@ def main(argv: list[str] | None = None) -> int:
     fan.add_argument("--rate", type=int, default=100_000)
     fan.add_argument("--clients", type=int, default=5000)
     fan.add_argument("--duration", type=float, default=30.0)
-    fan.add_argument("--json")
+    fan.add_argument(
+        "--phases",
+        default=",".join(FANOUT_PHASES),
+        help="comma-separated subset of %(default)s",
+    )
+    fan.add_argument("--json", help="write every phase's figures, the goals, load averages")
+    sink = sub.add_parser("subscribe", help="the control's bare subscriber")
+    sink.add_argument("--address", required=True)
+    sink.add_argument("--pattern", default=f"{CONTROL_PREFIX}:*")
     parser.add_argument("--symbols", type=int, default=500)
     parser.add_argument("--backlog", type=int, default=500_000)
     parser.add_argument("--duration", type=float, default=5.0)
@@ -801,6 +1353,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "publish":
         publish(args)
+        return 0
+    if args.command == "subscribe":
+        subscribe(args)
         return 0
     if args.command == "fanout":
         return fanout(args)
