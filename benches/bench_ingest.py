@@ -11,9 +11,10 @@ It prints, in one run:
 
 - **Redis, drain**: a backlog of `--backlog` messages pre-filled while the reader is stopped
   (the output-buffer limit lifted for that), then drained. The **raw floor** is a bare reader on
-  the same kind of pub/sub socket (an asyncio protocol feeding `hiredis.Reader`, counting the
-  messages and doing nothing else); the **server** is `dashboard-server` (SIGSTOPped while the
-  backlog fills); and their ratio.
+  the same kind of pub/sub socket (an asyncio protocol receiving into one buffer and doing
+  nothing else, before and after the server's drain); a bare `hiredis.Reader` (parse only, no
+  handling) is printed for reference; the **server** is `dashboard-server` (SIGSTOPped while
+  the backlog fills); and the ratio of server to floor.
 - **Redis, live**: per offered rate, the achieved publish rate, the server's applied rate,
   PUBLISH -> client p50/p99, how long after the end of the burst every symbol showed its latest
   value, Redis disconnects, the lag the server reports, its CPU.
@@ -406,6 +407,36 @@ def percentile(values: list[float], q: float) -> float:
 # -- the bare readers (the floors) ------------------------------------------------------------
 
 
+class BareRecvReader(asyncio.BufferedProtocol):
+    """The raw floor: a pub/sub socket drained into one buffer, doing nothing else (messages
+    are counted by their ``$8\r\npmessage\r\n`` marker with ``bytes.count``, a C loop, for
+    the bench to know when the backlog is through; the bench's payloads never contain it)."""
+
+    MARKER = b"$8\r\npmessage\r\n"
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(1 << 20)
+        self.view = memoryview(self.buffer)
+        self.tail = b""
+        self.count = 0
+        self.received = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.received += nbytes
+        keep = len(self.MARKER) - 1
+        head = self.tail + bytes(self.view[: min(nbytes, keep)])
+        self.count += head.count(self.MARKER) + self.buffer.count(self.MARKER, 0, nbytes)
+        self.tail = bytes(self.view[max(0, nbytes - keep) : nbytes])
+
+
 class BareRedisReader(asyncio.BufferedProtocol):
     """A pub/sub socket drained by hiredis.Reader, counting messages, doing nothing else."""
 
@@ -462,11 +493,19 @@ class BareNatsReader(asyncio.BufferedProtocol):
 # -- scenarios ---------------------------------------------------------------------------------
 
 
-async def redis_floor(redis_port: int, backlog: int, symbols: int) -> float:
+async def redis_floor(
+    redis_port: int,
+    backlog: int,
+    symbols: int,
+    reader_class: type[BareRecvReader | BareRedisReader] = BareRecvReader,
+) -> float:
+    """Messages/s of a bare reader draining a pre-filled backlog of ``backlog`` messages."""
     loop = asyncio.get_running_loop()
-    transport, reader = await loop.create_connection(BareRedisReader, "127.0.0.1", redis_port)
+    reader: BareRecvReader | BareRedisReader
+    transport, reader = await loop.create_connection(reader_class, "127.0.0.1", redis_port)
     transport.write(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$13\r\nmarket_data:*\r\n")
-    while reader.count < 1:
+    # the confirmation: a reply the recv-only reader does not count, only receives
+    while (reader.received if isinstance(reader, BareRecvReader) else reader.count) < 1:
         await asyncio.sleep(0.01)
     reader.count = 0
     transport.pause_reading()
@@ -504,6 +543,8 @@ async def redis_drain(
         server.send_signal(signal.SIGCONT)
     received = 0.0
     while received < backlog:
+        # each scrape costs the server a few ms: often enough to time a drain of a second or
+        # more to a few per cent, not so often that the scrapes slow the drain
         await asyncio.sleep(0.05)
         after = metrics(port)
         received = metric(after, "dashboard_ingest_messages_total") - metric(
@@ -630,15 +671,17 @@ async def bench(args: argparse.Namespace) -> int:
         )
         floor_after = await redis_floor(redis_port, args.backlog, symbols)
         floor = max(floor_before, floor_after)
+        hiredis_rate = await redis_floor(redis_port, args.backlog, symbols, BareRedisReader)
         redis_command(
             redis_port, "CONFIG", "SET", "client-output-buffer-limit", "pubsub 32mb 8mb 60"
         )
         ratio = applied / floor
         print(f"\nRedis, draining a backlog of {args.backlog:,} messages")
         print(
-            f"  raw floor (bare hiredis reader)   {floor:>12,.0f} msg/s"
+            f"  raw floor (bare reader, recv only){floor:>12,.0f} msg/s"
             f"   (before {floor_before:,.0f}, after {floor_after:,.0f})"
         )
+        print(f"  bare hiredis.Reader (parse only)  {hiredis_rate:>12,.0f} msg/s")
         print(
             f"  dashboard-server applied          {applied:>12,.0f} msg/s"
             f"   ({conflated:.0%} conflated)"
@@ -650,6 +693,7 @@ async def bench(args: argparse.Namespace) -> int:
             "floor": floor,
             "floor_before": floor_before,
             "floor_after": floor_after,
+            "hiredis": hiredis_rate,
             "applied": applied,
             "conflated": conflated,
             "ratio": ratio,
@@ -1123,7 +1167,55 @@ def _num(value: Any, spec: str, width: int) -> str:
     return f"{value:>{width}{spec}}"
 
 
-def print_fanout(rows: list[dict[str, Any]]) -> None:
+MEAN_FIELDS = (
+    "updates_per_s_per_client",
+    "p50_ms",
+    "p99_ms",
+    "server_cpu_pct",
+    "generator_cpu_pct",
+    "box_busy_pct",
+)
+
+
+def mean_phase(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs of one phase as one row: the mean of each figure, the sum of the gaps."""
+    if len(runs) == 1:
+        return runs[0]
+    ok = [r for r in runs if r["ok"]]
+    row: dict[str, Any] = {"phase": runs[0]["phase"], "ok": len(ok) == len(runs), "runs": len(runs)}
+    row["loadtest_rc"] = next((r["loadtest_rc"] for r in runs if not r["ok"]), 0)
+    if not row["ok"]:
+        return row
+    for field in MEAN_FIELDS:
+        values = [r[field] for r in ok if r.get(field) is not None]
+        row[field] = sum(values) / len(values) if values else None
+    row["gaps"] = sum(r["gaps"] for r in ok)
+    cpus = [r.get("cpu_pct", {}) for r in ok]
+    row["cpu_pct"] = {
+        k: sum(c[k] for c in cpus if c.get(k) is not None) / len(cpus)
+        for k in ("redis", "bulk")
+        if any(c.get(k) is not None for c in cpus)
+    }
+    loads = [r["load1"] for r in ok if r.get("load1")]
+    row["load1"] = (
+        {
+            "min": min(x["min"] for x in loads),
+            "max": max(x["max"] for x in loads),
+            "end": loads[-1]["end"],
+        }
+        if loads
+        else None
+    )
+    published = [r["bulk_published_per_s"] for r in ok if r.get("bulk_published_per_s") is not None]
+    row["bulk_published_per_s"] = min(published) if published else None
+    row["sink"] = next((r["sink"] for r in ok if r["sink"] is not None), None)
+    return row
+
+
+def print_fanout(rows: list[dict[str, Any]], *, header: bool = True) -> None:
+    if not header:
+        _print_fanout_rows(rows)
+        return
     print(
         f"\n  {'phase':<9} {'flushes/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'server':>7} "
         f"{'generator':>9} {'Redis':>6} {'bulk pub':>8} {'box busy':>8} {'gaps':>5} "
@@ -1133,6 +1225,10 @@ def print_fanout(rows: list[dict[str, Any]]) -> None:
         f"  {'':<9} {'/client':>9} {'':>7} {'':>7} {'CPU %':>7} {'CPU %':>9} {'CPU %':>6} "
         f"{'CPU %':>8} {'CPU %':>8}"
     )
+    _print_fanout_rows(rows)
+
+
+def _print_fanout_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         if not r["ok"]:
             print(f"  {r['phase']:<9} (loadtest failed, exit status {r['loadtest_rc']})")
@@ -1214,7 +1310,6 @@ def fanout(args: argparse.Namespace) -> int:
     if unknown or not phases:
         print(f"--phases: unknown {unknown}; choose from {','.join(FANOUT_PHASES)}")
         return 2
-    phases = [p for p in FANOUT_PHASES if p in phases]
     report: dict[str, Any] = {
         "rate": args.rate,
         "clients": args.clients,
@@ -1228,21 +1323,28 @@ def fanout(args: argparse.Namespace) -> int:
         f"{args.duration:g} s windows, bulk {args.rate:,} msg/s x {BULK_SYMBOLS} symbols; "
         f"phases {','.join(phases)}; load average {load_average()}"
     )
-    rows: dict[str, dict[str, Any]] = {}
+    runs: list[dict[str, Any]] = []
     for name in phases:
         print(f"  {name}: running (load average {load_average()}) ...", flush=True)
-        rows[name] = run_phase(name, args)
-        report["phases"][name] = rows[name]
+        runs.append(run_phase(name, args))
+    report["runs"] = runs
+    # a phase run more than once (the default interleaves control and ingest, so a load that
+    # drifts during the run weighs on both alike): the mean of its runs
+    rows = {name: mean_phase([r for r in runs if r["phase"] == name]) for name in set(phases)}
+    report["phases"] = rows
     print(
         "\nPer phase (loadtest's measured window; flushes/s = updates per client per second; "
         "p50/p99 = flush timestamp -> kernel receipt; server CPU from loadtest's /proc of its "
         "serve process; Redis and bulk publisher CPU sampled each second; % of one core)"
     )
-    print_fanout(list(rows.values()))
+    print_fanout(runs)
+    if len(runs) > len(rows):
+        print("  mean of the runs of each phase:")
+        print_fanout([rows[name] for name in FANOUT_PHASES if name in rows], header=False)
     print()
-    for name in ("control", "ingest"):
-        if name in rows and rows[name]["ok"]:
-            print_ingest(rows[name], args.rate)
+    for r in runs:
+        if r["phase"] in ("control", "ingest") and r["ok"]:
+            print_ingest(r, args.rate)
 
     goals: list[tuple[str, bool]] = []
     b, c, a = rows.get("control"), rows.get("ingest"), rows.get("baseline")
@@ -1280,10 +1382,11 @@ def fanout(args: argparse.Namespace) -> int:
             print("  note: Redis dropped the control's bare subscriber: the control is weaker")
     else:
         print("  (the ingest vs control goals need both phases: not run)")
-    if c is not None:
-        ok = c["ok"] and not server_disconnected(c)
-        tag = "" if c["ok"] else " (its loadtest failed)"
-        goals.append((f"ingest: no Redis disconnect of the server's subscriber{tag}", ok))
+    for r in runs:
+        if r["phase"] == "ingest":
+            ok = r["ok"] and not server_disconnected(r)
+            tag = "" if r["ok"] else " (its loadtest failed)"
+            goals.append((f"ingest: no Redis disconnect of the server's subscriber{tag}", ok))
     if a is not None and c is not None and a["ok"] and c["ok"]:
         ratio = c["updates_per_s_per_client"] / a["updates_per_s_per_client"]
         report["ingest_vs_baseline"] = {
@@ -1328,15 +1431,16 @@ def main(argv: list[str] | None = None) -> int:
     fan.add_argument("--duration", type=float, default=30.0)
     fan.add_argument(
         "--phases",
-        default=",".join(FANOUT_PHASES),
-        help="comma-separated subset of %(default)s",
+        default="baseline,control,ingest,ingest,control",
+        help="phases in the order to run them (a phase may repeat: its runs are averaged); "
+        "default %(default)s",
     )
     fan.add_argument("--json", help="write every phase's figures, the goals, load averages")
     sink = sub.add_parser("subscribe", help="the control's bare subscriber")
     sink.add_argument("--address", required=True)
     sink.add_argument("--pattern", default=f"{CONTROL_PREFIX}:*")
     parser.add_argument("--symbols", type=int, default=500)
-    parser.add_argument("--backlog", type=int, default=500_000)
+    parser.add_argument("--backlog", type=int, default=5_000_000)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument(
         "--rates",

@@ -22,8 +22,10 @@
 //!   diff: pointer value
 //!   doc: base pointer value json msgpack omap
 //!   encode: base value json msgpack doc
-//!   resp: base
-//!   python: base pointer value json msgpack doc encode diff resp
+//!   stream: base
+//!   resp: stream
+//!   nats: stream
+//!   python: base pointer value json msgpack doc encode diff stream resp nats
 //! ```
 //!
 //! - `base`: limits (`MAX_DEPTH`), the hasher, byte helpers (`put`, `bytes_eq`).
@@ -35,7 +37,10 @@
 //! - `omap`: the ordered map of object children, with per-slot version stamps.
 //! - `doc`: the state document, change sets, and the writing of its node trees.
 //! - `encode`: the client messages (and the one home of RFC 3339 timestamps).
-//! - `resp`: the scanner of a Redis pub/sub connection's bytes (messages conflated per channel).
+//! - `stream`: a subscriber connection's byte stream scanned into a pending batch (messages
+//!   conflated per channel), for any framing.
+//! - `resp`: the framing of a Redis pub/sub connection (RESP2 and RESP3).
+//! - `nats`: the framing of a NATS subscriber connection.
 
 pub mod base;
 pub mod diff;
@@ -43,9 +48,11 @@ pub mod doc;
 pub mod encode;
 pub mod json;
 pub mod msgpack;
+pub mod nats;
 pub mod omap;
 pub mod pointer;
 pub mod resp;
+pub mod stream;
 pub mod value;
 
 #[cfg(feature = "python")]

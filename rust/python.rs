@@ -18,7 +18,7 @@ use crate::diff::diff as diff_values;
 use crate::doc::{self, GetError, Kind, Node, ObjNode};
 use crate::encode::{self, DiffForm, Format};
 use crate::value::{depth_error, Map, Value, ValueError};
-use crate::{json, msgpack, pointer, resp};
+use crate::{json, msgpack, nats, pointer, resp, stream};
 
 fn value_error(msg: impl Into<String>) -> PyErr {
     PyValueError::new_err(msg.into())
@@ -733,10 +733,98 @@ impl PyChangeSet {
     }
 }
 
-// -- the pub/sub scanner ----------------------------------------------------------------------
+// -- the subscriber scanners -----------------------------------------------------------------
 
-/// The scanner of a Redis pub/sub connection's bytes (`resp::Scanner`): `feed` the bytes as they
-/// are read, `take` the batch.
+fn routes_arg(what: &str, items: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
+    let mut routes = Vec::new();
+    for item in items.try_iter()? {
+        let item = item?;
+        let bytes = item.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "conflate: expected bytes {what}, got {}",
+                type_name(&item)
+            ))
+        })?;
+        routes.push(bytes.as_bytes().to_vec());
+    }
+    Ok(routes)
+}
+
+/// `feed` of a scanner: the bytes of any contiguous buffer, `(messages, replies)`.
+fn feed_stream<'py, F: stream::Framing>(
+    scanner: &mut stream::Stream<F>,
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<(usize, Bound<'py, PyList>)> {
+    let mut replies = Vec::new();
+    let result = if let Ok(bytes) = data.cast::<PyBytes>() {
+        scanner.feed(bytes.as_bytes(), &mut replies)
+    } else {
+        let buffer = pyo3::buffer::PyBuffer::<u8>::get(data)?;
+        if !buffer.is_c_contiguous() {
+            return Err(PyTypeError::new_err("feed: expected a contiguous buffer"));
+        }
+        // SAFETY: the buffer is held (and the GIL too) for the call; it is contiguous bytes of
+        // `len_bytes`, and only read.
+        let slice = unsafe {
+            std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes())
+        };
+        scanner.feed(slice, &mut replies)
+    };
+    let messages = result.map_err(|e| value_error(e.to_string()))?;
+    let list = PyList::empty(py);
+    for reply in replies {
+        list.append(PyBytes::new(py, &reply))?;
+    }
+    Ok((messages, list))
+}
+
+/// `take` of a scanner: `(conflated, counts, ordered, oversized)`.
+fn take_stream<'py, F: stream::Framing>(
+    scanner: &mut stream::Stream<F>,
+    py: Python<'py>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let batch = scanner.take();
+    let conflated = PyDict::new(py);
+    let counts = PyDict::new(py);
+    for (i, c) in batch.conflated {
+        let route = PyBytes::new(py, &scanner.routes()[i]);
+        let latest = PyDict::new(py);
+        for (channel, payload) in c.latest {
+            latest.set_item(PyBytes::new(py, &channel), PyBytes::new(py, &payload))?;
+        }
+        conflated.set_item(&route, latest)?;
+        counts.set_item(&route, c.count)?;
+    }
+    let ordered = PyList::empty(py);
+    for m in batch.ordered {
+        ordered.append((
+            PyBytes::new(py, &m.route),
+            PyBytes::new(py, &m.channel),
+            PyBytes::new(py, &m.payload),
+        ))?;
+    }
+    let oversized = PyList::empty(py);
+    for m in batch.oversized {
+        oversized.append((
+            PyBytes::new(py, &m.route),
+            PyBytes::new(py, &m.channel),
+            m.size,
+        ))?;
+    }
+    PyTuple::new(
+        py,
+        [
+            conflated.into_any(),
+            counts.into_any(),
+            ordered.into_any(),
+            oversized.into_any(),
+        ],
+    )
+}
+
+/// The scanner of a Redis pub/sub connection's bytes (`resp`): `feed` the bytes as they are
+/// read, `take` the batch.
 #[pyclass(name = "PubSubScanner", module = "dashboard_server._fastdiff")]
 struct PyPubSubScanner {
     inner: resp::Scanner,
@@ -747,19 +835,9 @@ impl PyPubSubScanner {
     #[new]
     #[pyo3(signature = (conflate, max_payload))]
     fn new(conflate: &Bound<'_, PyAny>, max_payload: usize) -> PyResult<Self> {
-        let mut patterns = Vec::new();
-        for item in conflate.try_iter()? {
-            let item = item?;
-            let bytes = item.cast::<PyBytes>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "conflate: expected bytes patterns, got {}",
-                    type_name(&item)
-                ))
-            })?;
-            patterns.push(bytes.as_bytes().to_vec());
-        }
+        let patterns = routes_arg("patterns", conflate)?;
         Ok(PyPubSubScanner {
-            inner: resp::Scanner::new(patterns, max_payload),
+            inner: resp::scanner(patterns, max_payload),
         })
     }
 
@@ -771,27 +849,7 @@ impl PyPubSubScanner {
         py: Python<'py>,
         data: &Bound<'py, PyAny>,
     ) -> PyResult<(usize, Bound<'py, PyList>)> {
-        let mut replies = Vec::new();
-        let result = if let Ok(bytes) = data.cast::<PyBytes>() {
-            self.inner.feed(bytes.as_bytes(), &mut replies)
-        } else {
-            let buffer = pyo3::buffer::PyBuffer::<u8>::get(data)?;
-            if !buffer.is_c_contiguous() {
-                return Err(PyTypeError::new_err("feed: expected a contiguous buffer"));
-            }
-            // SAFETY: the buffer is held (and the GIL too) for the call; it is contiguous
-            // bytes of `len_bytes`, and only read.
-            let slice = unsafe {
-                std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes())
-            };
-            self.inner.feed(slice, &mut replies)
-        };
-        let messages = result.map_err(|e| value_error(e.to_string()))?;
-        let list = PyList::empty(py);
-        for reply in replies {
-            list.append(PyBytes::new(py, &reply))?;
-        }
-        Ok((messages, list))
+        feed_stream(&mut self.inner, py, data)
     }
 
     /// Distinct channels pending over every conflated pattern.
@@ -811,43 +869,54 @@ impl PyPubSubScanner {
     /// messages as `(pattern, channel, payload)` in order; the skipped ones as
     /// `(pattern, channel, size)`.
     fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let batch = self.inner.take();
-        let conflated = PyDict::new(py);
-        let counts = PyDict::new(py);
-        for (i, c) in batch.conflated {
-            let pattern = PyBytes::new(py, &self.inner.patterns()[i]);
-            let latest = PyDict::new(py);
-            for (channel, payload) in c.latest {
-                latest.set_item(PyBytes::new(py, &channel), PyBytes::new(py, &payload))?;
-            }
-            conflated.set_item(&pattern, latest)?;
-            counts.set_item(&pattern, c.count)?;
-        }
-        let ordered = PyList::empty(py);
-        for m in batch.ordered {
-            ordered.append((
-                PyBytes::new(py, &m.pattern),
-                PyBytes::new(py, &m.channel),
-                PyBytes::new(py, &m.payload),
-            ))?;
-        }
-        let oversized = PyList::empty(py);
-        for m in batch.oversized {
-            oversized.append((
-                PyBytes::new(py, &m.pattern),
-                PyBytes::new(py, &m.channel),
-                m.size,
-            ))?;
-        }
-        PyTuple::new(
-            py,
-            [
-                conflated.into_any(),
-                counts.into_any(),
-                ordered.into_any(),
-                oversized.into_any(),
-            ],
-        )
+        take_stream(&mut self.inner, py)
+    }
+}
+
+/// The scanner of a NATS subscriber connection's bytes (`nats`): `feed` the bytes as they are
+/// read, `take` the batch.
+#[pyclass(name = "NatsScanner", module = "dashboard_server._fastdiff")]
+struct PyNatsScanner {
+    inner: nats::Scanner,
+}
+
+#[pymethods]
+impl PyNatsScanner {
+    #[new]
+    #[pyo3(signature = (conflate, max_payload))]
+    fn new(conflate: &Bound<'_, PyAny>, max_payload: usize) -> PyResult<Self> {
+        let sids = routes_arg("subscription ids", conflate)?;
+        Ok(PyNatsScanner {
+            inner: nats::scanner(sids, max_payload),
+        })
+    }
+
+    /// Scan the next bytes read: `(messages, lines)`, the number of messages in them and the
+    /// line of every other operation (`PING`, `INFO {...}`, `-ERR '...'`), without its CRLF.
+    /// `ValueError` if the stream is not NATS (and on every later call).
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<(usize, Bound<'py, PyList>)> {
+        feed_stream(&mut self.inner, py, data)
+    }
+
+    /// Distinct subjects pending over every conflated subscription.
+    #[getter]
+    fn pending_keys(&self) -> usize {
+        self.inner.pending_keys()
+    }
+
+    /// Messages pending in order (and oversized ones).
+    #[getter]
+    fn pending_ordered(&self) -> usize {
+        self.inner.pending_ordered()
+    }
+
+    /// `(conflated, counts, ordered, oversized)`, as `PubSubScanner.take`, by subscription id.
+    fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        take_stream(&mut self.inner, py)
     }
 }
 
@@ -889,6 +958,7 @@ fn _fastdiff(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStateDoc>()?;
     m.add_class::<PyChangeSet>()?;
     m.add_class::<PyPubSubScanner>()?;
+    m.add_class::<PyNatsScanner>()?;
     m.add_function(wrap_pyfunction!(diff, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     // what a panic in the engine is raised as (test-only hook above; the server catches it)

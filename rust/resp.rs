@@ -2,7 +2,7 @@
 //!
 //! Messages (`message` and `pmessage`, as RESP2 arrays or RESP3 pushes) never become values: a
 //! message on a *conflated* pattern only replaces the latest payload of its channel (the latest
-//! payload per channel wins until the next [`Scanner::take`]), any other message is kept in order.
+//! payload per channel wins until the next `take`), any other message is kept in order.
 //! Every other reply (subscription confirmations, PONG, errors: rare) is cut out whole, as its
 //! bytes, for the caller to parse. A payload over `max_payload` bytes is skipped as it streams by,
 //! never buffered, and reported with its channel and size, so memory stays bounded whatever a
@@ -12,352 +12,125 @@
 //! object per message (hiredis, redis-py) was most of its cost; here a message costs a few
 //! header reads, a hash lookup and one copy of its payload.
 
-use std::collections::HashMap;
-use std::fmt;
-
-use crate::base::Hasher;
+use crate::stream::{parse_int, Framing, Pending, ScanError, Step, Stream};
 
 /// Aggregates nested deeper than this in a reply are refused (Redis sends at most a few levels).
 const MAX_NESTING: usize = 32;
 /// A header line (`*4`, `$123`) longer than this is a protocol error, not something to wait for.
 const MAX_HEADER: usize = 32;
-/// A channel name longer than this is refused (a channel names an item: it is short).
-pub const MAX_CHANNEL: usize = 64 * 1024;
-/// What a reply other than a message may take beyond `max_payload` while it is incomplete.
-const SLACK: usize = 64 * 1024;
+/// A channel name longer than this is refused (the stream is lost). Shorter ones are buffered
+/// and handed over: the feed counts a channel over `max_id_bytes` as malformed and goes on.
+pub const MAX_CHANNEL: usize = 4 * 1024 * 1024;
+/// What a frame may take beyond `max_payload` while it is incomplete: a channel name, headers.
+const SLACK: usize = MAX_CHANNEL + 64 * 1024;
 
-/// Why the stream cannot be read on (the connection must be closed: the stream is lost).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScanError {
-    /// The bytes are not RESP.
-    Protocol(String),
-    /// A reply (or a channel name) bigger than the scanner buffers.
-    TooLarge {
-        what: &'static str,
-        size: usize,
-        limit: usize,
-    },
+/// The Redis framing (see the module documentation).
+pub struct Resp;
+
+/// The scanner of one Redis pub/sub connection.
+pub type Scanner = Stream<Resp>;
+
+/// A scanner conflating the messages of `conflate` (patterns, as PSUBSCRIBEd) and skipping
+/// payloads over `max_payload` bytes.
+pub fn scanner(conflate: Vec<Vec<u8>>, max_payload: usize) -> Scanner {
+    Stream::new(Resp, conflate, max_payload)
 }
 
-impl fmt::Display for ScanError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ScanError::Protocol(msg) => write!(f, "RESP protocol error: {msg}"),
-            ScanError::TooLarge { what, size, limit } => {
-                write!(
-                    f,
-                    "{what} of {size} bytes is over the limit of {limit} bytes"
-                )
-            }
-        }
+fn protocol_error(msg: String) -> ScanError {
+    ScanError::Protocol {
+        protocol: "RESP",
+        msg,
     }
 }
 
-impl std::error::Error for ScanError {}
+impl Framing for Resp {
+    const SLACK: usize = SLACK;
 
-/// A message kept in order: its pattern (empty for a `message`), channel and payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub pattern: Vec<u8>,
-    pub channel: Vec<u8>,
-    pub payload: Vec<u8>,
-}
-
-/// A message whose payload was over `max_payload`: skipped, never buffered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Oversized {
-    pub pattern: Vec<u8>,
-    pub channel: Vec<u8>,
-    pub size: usize,
-}
-
-/// The latest payload per channel of one conflated pattern, in the order the channels first
-/// appeared, and how many messages they stand for.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Conflated {
-    pub latest: Vec<(Vec<u8>, Vec<u8>)>,
-    pub count: u64,
-}
-
-/// What [`Scanner::take`] hands over: per conflated pattern (by its index in the patterns given
-/// to [`Scanner::new`], only those with messages), the ordered messages, the oversized ones.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Batch {
-    pub conflated: Vec<(usize, Conflated)>,
-    pub ordered: Vec<Message>,
-    pub oversized: Vec<Oversized>,
-}
-
-#[derive(Default)]
-struct Route {
-    index: HashMap<Vec<u8>, usize, Hasher>,
-    latest: Vec<(Vec<u8>, Vec<u8>)>,
-    count: u64,
-}
-
-/// One step of the scan at a position.
-enum Step {
-    /// Not all of the reply is here yet.
-    Incomplete,
-    /// A message, dealt with; the next reply starts at `end`.
-    Message { end: usize },
-    /// A message whose oversized payload runs past the buffer: the rest is skipped.
-    Skipping,
-    /// Another reply, `start..end`.
-    Reply { end: usize },
-}
-
-/// The scanner of one connection (see the module documentation).
-pub struct Scanner {
-    patterns: Vec<Vec<u8>>,
-    routes: Vec<Route>,
-    ordered: Vec<Message>,
-    oversized: Vec<Oversized>,
-    /// The start of a reply that is not complete yet.
-    pending: Vec<u8>,
-    /// Bytes of an oversized payload (and its CRLF) still to skip.
-    skip: usize,
-    max_payload: usize,
-    keys: usize,
-    failed: Option<ScanError>,
-}
-
-impl Scanner {
-    /// A scanner conflating the messages of `conflate` (patterns, as PSUBSCRIBEd) and skipping
-    /// payloads over `max_payload` bytes.
-    pub fn new(conflate: Vec<Vec<u8>>, max_payload: usize) -> Scanner {
-        let routes = conflate.iter().map(|_| Route::default()).collect();
-        Scanner {
-            patterns: conflate,
-            routes,
-            ordered: Vec::new(),
-            oversized: Vec::new(),
-            pending: Vec::new(),
-            skip: 0,
-            max_payload,
-            keys: 0,
-            failed: None,
-        }
-    }
-
-    /// Distinct channels pending over every conflated pattern.
-    pub fn pending_keys(&self) -> usize {
-        self.keys
-    }
-
-    /// Messages pending in order (and oversized ones).
-    pub fn pending_ordered(&self) -> usize {
-        self.ordered.len() + self.oversized.len()
-    }
-
-    /// Bytes buffered of a reply not complete yet.
-    pub fn buffered(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Scan the next bytes of the stream: the messages in them are pending until
-    /// [`Scanner::take`], every other complete reply is appended to `replies`. Returns how many
-    /// messages there were. After an error every call fails with it.
-    pub fn feed(&mut self, data: &[u8], replies: &mut Vec<Vec<u8>>) -> Result<usize, ScanError> {
-        if let Some(err) = &self.failed {
-            return Err(err.clone());
-        }
-        let result = self.feed_inner(data, replies);
-        if let Err(err) = &result {
-            self.failed = Some(err.clone());
-            self.pending = Vec::new();
-        }
-        result
-    }
-
-    fn feed_inner(&mut self, data: &[u8], replies: &mut Vec<Vec<u8>>) -> Result<usize, ScanError> {
-        let skipped = self.skip.min(data.len());
-        self.skip -= skipped;
-        let data = &data[skipped..];
-        if data.is_empty() {
-            return Ok(0);
-        }
-        let mut messages = 0;
-        if self.pending.is_empty() {
-            let used = self.scan(data, &mut messages, replies)?;
-            self.pending.extend_from_slice(&data[used..]);
-        } else {
-            let mut buf = std::mem::take(&mut self.pending);
-            buf.extend_from_slice(data);
-            let used = self.scan(&buf, &mut messages, replies)?;
-            buf.drain(..used);
-            self.pending = buf;
-        }
-        let limit = self.max_payload.saturating_add(SLACK);
-        if self.pending.len() > limit {
-            return Err(ScanError::TooLarge {
-                what: "an incomplete reply",
-                size: self.pending.len(),
-                limit,
-            });
-        }
-        Ok(messages)
-    }
-
-    /// Take what is pending: the conflated latest payloads, the ordered and oversized messages.
-    pub fn take(&mut self) -> Batch {
-        let mut batch = Batch::default();
-        for (i, route) in self.routes.iter_mut().enumerate() {
-            if route.count > 0 {
-                route.index.clear();
-                batch.conflated.push((
-                    i,
-                    Conflated {
-                        latest: std::mem::take(&mut route.latest),
-                        count: std::mem::take(&mut route.count),
-                    },
-                ));
-            }
-        }
-        self.keys = 0;
-        batch.ordered = std::mem::take(&mut self.ordered);
-        batch.oversized = std::mem::take(&mut self.oversized);
-        batch
-    }
-
-    /// The patterns given to [`Scanner::new`].
-    pub fn patterns(&self) -> &[Vec<u8>] {
-        &self.patterns
-    }
-
-    /// Scan the complete replies of `buf`; returns how many bytes were used.
-    fn scan(
+    fn frame(
         &mut self,
         buf: &[u8],
-        messages: &mut usize,
-        replies: &mut Vec<Vec<u8>>,
-    ) -> Result<usize, ScanError> {
-        let mut pos = 0;
-        while pos < buf.len() {
-            let step = match buf[pos] {
-                b'*' | b'>' => match self.message(buf, pos)? {
-                    Some(step) => step,
-                    None => reply(buf, pos)?,
-                },
-                _ => reply(buf, pos)?,
-            };
-            match step {
-                Step::Incomplete => break,
-                Step::Message { end } => {
-                    *messages += 1;
-                    pos = end;
-                }
-                Step::Skipping => {
-                    *messages += 1;
-                    return Ok(buf.len());
-                }
-                Step::Reply { end } => {
-                    replies.push(buf[pos..end].to_vec());
-                    pos = end;
-                }
+        pos: usize,
+        max_payload: usize,
+        pending: &mut Pending,
+    ) -> Result<Step, ScanError> {
+        if matches!(buf[pos], b'*' | b'>') {
+            if let Some(step) = message(buf, pos, max_payload, pending)? {
+                return Ok(step);
             }
         }
-        Ok(pos)
+        reply(buf, pos)
     }
+}
 
-    /// The message starting at `pos` (an array or push of 3 or 4 elements whose first is
-    /// `message` or `pmessage`), or None if the reply there is something else.
-    fn message(&mut self, buf: &[u8], pos: usize) -> Result<Option<Step>, ScanError> {
-        let Some((n, p)) = header(buf, pos)? else {
-            return Ok(Some(Step::Incomplete));
-        };
-        if n != 3 && n != 4 {
-            return Ok(None);
-        }
-        let (kind, p) = match bulk(buf, p, usize::MAX)? {
+/// The message starting at `pos` (an array or push of 3 or 4 elements whose first is `message`
+/// or `pmessage`), or None if the reply there is something else.
+fn message(
+    buf: &[u8],
+    pos: usize,
+    max_payload: usize,
+    pending: &mut Pending,
+) -> Result<Option<Step>, ScanError> {
+    let Some((n, p)) = header(buf, pos)? else {
+        return Ok(Some(Step::Incomplete));
+    };
+    if n != 3 && n != 4 {
+        return Ok(None);
+    }
+    let (kind, p) = match bulk(buf, p, usize::MAX)? {
+        Bulk::Incomplete => return Ok(Some(Step::Incomplete)),
+        Bulk::Other => return Ok(None),
+        Bulk::Whole(range, next) => (&buf[range], next),
+    };
+    let with_pattern = match (kind, n) {
+        (b"pmessage", 4) => true,
+        (b"message", 3) => false,
+        _ => return Ok(None),
+    };
+    let (pattern, p) = if with_pattern {
+        match bulk(buf, p, MAX_CHANNEL)? {
             Bulk::Incomplete => return Ok(Some(Step::Incomplete)),
             Bulk::Other => return Ok(None),
             Bulk::Whole(range, next) => (&buf[range], next),
-        };
-        let with_pattern = match (kind, n) {
-            (b"pmessage", 4) => true,
-            (b"message", 3) => false,
-            _ => return Ok(None),
-        };
-        let (pattern, p) = if with_pattern {
-            match bulk(buf, p, MAX_CHANNEL)? {
-                Bulk::Incomplete => return Ok(Some(Step::Incomplete)),
-                Bulk::Other => return Ok(None),
-                Bulk::Whole(range, next) => (&buf[range], next),
-            }
-        } else {
-            (&b""[..], p)
-        };
-        let (channel, p) = match bulk(buf, p, MAX_CHANNEL)? {
-            Bulk::Incomplete => return Ok(Some(Step::Incomplete)),
-            Bulk::Other => return Ok(None),
-            Bulk::Whole(range, next) => (&buf[range], next),
-        };
-        if buf.get(p) != Some(&b'$') {
-            return Ok(if p >= buf.len() {
-                Some(Step::Incomplete)
-            } else {
-                None
-            });
         }
-        let Some((size, body)) = header(buf, p)? else {
-            return Ok(Some(Step::Incomplete));
-        };
-        let Ok(size) = usize::try_from(size) else {
-            return Ok(None); // a null payload: not a message Redis sends
-        };
-        let end = body.saturating_add(size).saturating_add(2);
-        if size > self.max_payload {
-            self.oversized.push(Oversized {
-                pattern: pattern.to_vec(),
-                channel: channel.to_vec(),
-                size,
-            });
-            if end <= buf.len() {
-                crlf(buf, end - 2)?;
-                return Ok(Some(Step::Message { end }));
-            }
-            self.skip = end - buf.len();
-            return Ok(Some(Step::Skipping));
-        }
-        if end > buf.len() {
-            return Ok(Some(Step::Incomplete));
-        }
-        crlf(buf, end - 2)?;
-        let payload = &buf[body..end - 2];
-        self.deliver(with_pattern, pattern, channel, payload);
-        Ok(Some(Step::Message { end }))
-    }
-
-    fn deliver(&mut self, with_pattern: bool, pattern: &[u8], channel: &[u8], payload: &[u8]) {
-        let route = if with_pattern {
-            self.patterns.iter().position(|p| p.as_slice() == pattern)
+    } else {
+        (&b""[..], p)
+    };
+    let (channel, p) = match bulk(buf, p, MAX_CHANNEL)? {
+        Bulk::Incomplete => return Ok(Some(Step::Incomplete)),
+        Bulk::Other => return Ok(None),
+        Bulk::Whole(range, next) => (&buf[range], next),
+    };
+    if buf.get(p) != Some(&b'$') {
+        return Ok(if p >= buf.len() {
+            Some(Step::Incomplete)
         } else {
             None
-        };
-        let Some(i) = route else {
-            self.ordered.push(Message {
-                pattern: pattern.to_vec(),
-                channel: channel.to_vec(),
-                payload: payload.to_vec(),
-            });
-            return;
-        };
-        let route = &mut self.routes[i];
-        route.count += 1;
-        match route.index.get(channel) {
-            Some(&slot) => {
-                let latest = &mut route.latest[slot].1;
-                latest.clear();
-                latest.extend_from_slice(payload);
-            }
-            None => {
-                route.index.insert(channel.to_vec(), route.latest.len());
-                route.latest.push((channel.to_vec(), payload.to_vec()));
-                self.keys += 1;
-            }
-        }
+        });
     }
+    let Some((size, body)) = header(buf, p)? else {
+        return Ok(Some(Step::Incomplete));
+    };
+    let Ok(size) = usize::try_from(size) else {
+        return Ok(None); // a null payload: not a message Redis sends
+    };
+    let end = body.saturating_add(size).saturating_add(2);
+    if size > max_payload {
+        pending.oversized(pattern, channel, size);
+        // skipped blind (its CRLF too), whether or not it is all here: the same either way
+        if end <= buf.len() {
+            return Ok(Some(Step::Message { end }));
+        }
+        return Ok(Some(Step::Skipping {
+            skip: end - buf.len(),
+        }));
+    }
+    if end > buf.len() {
+        return Ok(Some(Step::Incomplete));
+    }
+    crlf(buf, end - 2)?;
+    let payload = &buf[body..end - 2];
+    pending.deliver(pattern, with_pattern, channel, payload);
+    Ok(Some(Step::Message { end }))
 }
 
 /// A bulk string at a position: its bytes and where the next reply starts, something else, or
@@ -399,7 +172,7 @@ fn crlf(buf: &[u8], at: usize) -> Result<(), ScanError> {
     if &buf[at..at + 2] == b"\r\n" {
         Ok(())
     } else {
-        Err(ScanError::Protocol(format!(
+        Err(protocol_error(format!(
             "a bulk string is not followed by CRLF at byte {at}"
         )))
     }
@@ -418,7 +191,7 @@ fn header(buf: &[u8], pos: usize) -> Result<Option<(i64, usize)>, ScanError> {
     let window = &buf[start.min(buf.len())..buf.len().min(start + MAX_HEADER)];
     let Some(i) = window.iter().position(|&b| b == b'\r') else {
         if window.len() >= MAX_HEADER {
-            return Err(ScanError::Protocol(format!(
+            return Err(protocol_error(format!(
                 "a header line over {MAX_HEADER} bytes at byte {pos}"
             )));
         }
@@ -428,13 +201,13 @@ fn header(buf: &[u8], pos: usize) -> Result<Option<(i64, usize)>, ScanError> {
         return Ok(None);
     }
     if buf[start + i + 1] != b'\n' {
-        return Err(ScanError::Protocol(format!(
+        return Err(protocol_error(format!(
             "a header line not ended by CRLF at byte {pos}"
         )));
     }
     let digits = &window[..i];
     let value = parse_int(digits).ok_or_else(|| {
-        ScanError::Protocol(format!(
+        protocol_error(format!(
             "bad length {:?} at byte {pos}",
             String::from_utf8_lossy(digits)
         ))
@@ -442,24 +215,13 @@ fn header(buf: &[u8], pos: usize) -> Result<Option<(i64, usize)>, ScanError> {
     Ok(Some((value, start + i + 2)))
 }
 
-fn parse_int(digits: &[u8]) -> Option<i64> {
-    let (negative, digits) = match digits.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, digits),
-    };
-    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let value = digits
-        .iter()
-        .fold(0i64, |acc, &d| acc * 10 + i64::from(d - b'0'));
-    Some(if negative { -value } else { value })
-}
-
 /// Any reply at `pos`: its end, or not complete.
 fn reply(buf: &[u8], pos: usize) -> Result<Step, ScanError> {
     Ok(match value_end(buf, pos, 0)? {
-        Some(end) => Step::Reply { end },
+        Some(end) => Step::Reply {
+            end,
+            len: end - pos,
+        },
         None => Step::Incomplete,
     })
 }
@@ -480,9 +242,8 @@ fn value_end(buf: &[u8], pos: usize, depth: usize) -> Result<Option<usize>, Scan
             if size == -1 && kind == b'$' {
                 return Ok(Some(body)); // RESP2 null bulk string
             }
-            let size = usize::try_from(size).map_err(|_| {
-                ScanError::Protocol(format!("negative length {size} at byte {pos}"))
-            })?;
+            let size = usize::try_from(size)
+                .map_err(|_| protocol_error(format!("negative length {size} at byte {pos}")))?;
             let end = body.saturating_add(size).saturating_add(2);
             if end > buf.len() {
                 return Ok(None);
@@ -498,11 +259,10 @@ fn value_end(buf: &[u8], pos: usize, depth: usize) -> Result<Option<usize>, Scan
             if count == -1 && kind == b'*' {
                 return Ok(Some(p)); // RESP2 null array
             }
-            let count = u64::try_from(count).map_err(|_| {
-                ScanError::Protocol(format!("negative count {count} at byte {pos}"))
-            })?;
+            let count = u64::try_from(count)
+                .map_err(|_| protocol_error(format!("negative count {count} at byte {pos}")))?;
             if depth >= MAX_NESTING {
-                return Err(ScanError::Protocol(format!(
+                return Err(protocol_error(format!(
                     "replies nested over {MAX_NESTING} levels"
                 )));
             }
@@ -523,7 +283,7 @@ fn value_end(buf: &[u8], pos: usize, depth: usize) -> Result<Option<usize>, Scan
             }
             Ok(Some(p))
         }
-        other => Err(ScanError::Protocol(format!(
+        other => Err(protocol_error(format!(
             "unexpected byte 0x{other:02x} at the start of a reply (byte {pos})"
         ))),
     }
@@ -532,6 +292,7 @@ fn value_end(buf: &[u8], pos: usize, depth: usize) -> Result<Option<usize>, Scan
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::{Batch, Oversized};
 
     fn pmessage(pattern: &str, channel: &str, payload: &str) -> Vec<u8> {
         format!(
@@ -551,7 +312,7 @@ mod tests {
 
     #[test]
     fn conflates_by_channel_in_first_seen_order() {
-        let mut s = Scanner::new(vec![b"md:*".to_vec()], 1 << 20);
+        let mut s = scanner(vec![b"md:*".to_vec()], 1 << 20);
         let mut data = pmessage("md:*", "md:B", "1");
         data.extend(pmessage("md:*", "md:A", "2"));
         data.extend(pmessage("md:*", "md:B", "3"));
@@ -587,14 +348,14 @@ mod tests {
         data.extend(b"%1\r\n+k\r\n*2\r\n:1\r\n_\r\n");
         data.extend(b"|1\r\n+a\r\n+b\r\n$-1\r\n");
         let whole = {
-            let mut s = Scanner::new(vec![b"md:*".to_vec()], 1 << 20);
+            let mut s = scanner(vec![b"md:*".to_vec()], 1 << 20);
             let (n, r) = feed_all(&mut s, &data);
             (n, r, s.take())
         };
         assert_eq!(whole.0, 3);
         assert_eq!(whole.1.len(), 4);
         for split in 0..data.len() {
-            let mut s = Scanner::new(vec![b"md:*".to_vec()], 1 << 20);
+            let mut s = scanner(vec![b"md:*".to_vec()], 1 << 20);
             let (a, mut ra) = feed_all(&mut s, &data[..split]);
             let (b, rb) = feed_all(&mut s, &data[split..]);
             ra.extend(rb);
@@ -604,7 +365,7 @@ mod tests {
 
     #[test]
     fn an_oversized_payload_is_skipped_as_it_streams() {
-        let mut s = Scanner::new(vec![b"md:*".to_vec()], 10);
+        let mut s = scanner(vec![b"md:*".to_vec()], 10);
         let big = "x".repeat(100);
         let mut data = pmessage("md:*", "md:A", &big);
         data.extend(pmessage("md:*", "md:B", "ok"));
@@ -617,7 +378,7 @@ mod tests {
         assert_eq!(
             batch.oversized,
             vec![Oversized {
-                pattern: b"md:*".to_vec(),
+                route: b"md:*".to_vec(),
                 channel: b"md:A".to_vec(),
                 size: 100
             }]
@@ -630,31 +391,31 @@ mod tests {
 
     #[test]
     fn bad_bytes_fail_and_stay_failed() {
-        let mut s = Scanner::new(vec![], 1 << 20);
+        let mut s = scanner(vec![], 1 << 20);
         let mut replies = Vec::new();
         let err = s.feed(b"?what\r\n", &mut replies).unwrap_err();
         assert!(err.to_string().contains("unexpected byte 0x3f"), "{err}");
         assert_eq!(s.feed(b"+OK\r\n", &mut replies).unwrap_err(), err);
-        let mut s = Scanner::new(vec![], 1 << 20);
+        let mut s = scanner(vec![], 1 << 20);
         let err = s.feed(b"$3\r\nabcd\r\n", &mut replies).unwrap_err();
         assert!(err.to_string().contains("CRLF"), "{err}");
-        let mut s = Scanner::new(vec![], 1 << 20);
+        let mut s = scanner(vec![], 1 << 20);
         let err = s.feed(b"*12345678901234567890123456789012345\r\n", &mut replies);
         assert!(err.is_err());
-        let mut s = Scanner::new(vec![], 1 << 20);
+        let mut s = scanner(vec![], 1 << 20);
         let deep = "*1\r\n".repeat(40) + ":1\r\n";
         assert!(s.feed(deep.as_bytes(), &mut replies).is_err());
     }
 
     #[test]
     fn an_incomplete_reply_is_bounded() {
-        let mut s = Scanner::new(vec![], 100);
+        let mut s = scanner(vec![], 100);
         let mut replies = Vec::new();
         let mut data = b"+".to_vec();
         data.extend(std::iter::repeat_n(b'a', 100 + SLACK + 1));
         let err = s.feed(&data, &mut replies).unwrap_err();
         assert!(matches!(err, ScanError::TooLarge { .. }), "{err}");
-        let mut s = Scanner::new(vec![], 100);
+        let mut s = scanner(vec![], 100);
         let long_channel = format!("*3\r\n$7\r\nmessage\r\n${}\r\n", MAX_CHANNEL + 1);
         let err = s.feed(long_channel.as_bytes(), &mut replies).unwrap_err();
         assert!(err.to_string().contains("channel name"), "{err}");
@@ -662,7 +423,7 @@ mod tests {
 
     #[test]
     fn other_arrays_are_replies() {
-        let mut s = Scanner::new(vec![b"md:*".to_vec()], 1 << 20);
+        let mut s = scanner(vec![b"md:*".to_vec()], 1 << 20);
         let data =
             b"*2\r\n$4\r\npong\r\n$0\r\n\r\n*4\r\n$8\r\npmessage\r\n:1\r\n$1\r\na\r\n$1\r\nb\r\n";
         let (n, replies) = feed_all(&mut s, data);

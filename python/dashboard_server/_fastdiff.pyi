@@ -153,6 +153,26 @@ class PubSubScanner:
         messages as ``(pattern, channel, payload)``; the skipped ones as
         ``(pattern, channel, size)``."""
 
+@final
+class NatsScanner:
+    """The scanner of a NATS subscriber connection's bytes: ``MSG``/``HMSG`` go to the batch by
+    subscription id (``conflate``: the ids, as ASCII bytes, whose latest payload per subject
+    wins; headers are skipped), payloads over ``max_payload`` are skipped unbuffered, every
+    other operation (``PING``, ``PONG``, ``+OK``, ``-ERR ...``, ``INFO {...}``) is handed over as
+    its line without the CRLF."""
+
+    def __init__(self, conflate: Iterable[bytes], max_payload: int) -> None: ...
+    def feed(self, data: Payload) -> tuple[int, list[bytes]]:
+        """``(messages, lines)``; ``ValueError`` (``NATS protocol error: ...``) if the stream is
+        not NATS, and on every later call."""
+
+    @property
+    def pending_keys(self) -> int: ...
+    @property
+    def pending_ordered(self) -> int: ...
+    def take(self) -> ScannerBatch:
+        """As :meth:`PubSubScanner.take`, keyed by subscription id."""
+
 def diff(old: JSONValue, new: JSONValue) -> list[dict[str, Any]]:
     """Stateless structural diff as an RFC 6902 op list."""
 

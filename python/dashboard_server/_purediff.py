@@ -761,9 +761,9 @@ def _diff_into(a: Any, b: Any, ptr: str, ops: list[dict[str, Any]]) -> None:
 
 _MAX_NESTING: Final = 32
 _MAX_HEADER: Final = 32
-MAX_CHANNEL: Final = 64 * 1024
+MAX_CHANNEL: Final = 4 * 1024 * 1024
 """A channel name (or pattern) longer than this is refused."""
-_SLACK: Final = 64 * 1024
+_RESP_SLACK: Final = MAX_CHANNEL + 64 * 1024
 _INCOMPLETE: Final = -1
 _SKIPPING: Final = -2
 
@@ -870,18 +870,28 @@ def _value_end(buf: bytes, pos: int, depth: int) -> int | None:
     raise _protocol_error(f"unexpected byte 0x{kind:02x} at the start of a reply (byte {pos})")
 
 
-class PubSubScanner:
-    """The scanner of a Redis pub/sub connection's bytes (docs/engine.md, "The pub/sub
-    scanner"): messages on a ``conflate`` pattern keep the latest payload per channel, other
-    messages stay in order, payloads over ``max_payload`` are skipped as they stream by, every
-    other reply is cut out whole, as bytes."""
+_Step = int | tuple[int, int]
+"""What a framing's ``_frame`` found at a position: a message's end, ``_INCOMPLETE``,
+``_SKIPPING`` (the rest of the read is an oversized payload), or (end, length) of a reply."""
+
+
+class _Stream:
+    """What the two subscriber scanners share (``rust/stream.rs``): a frame cut by the end of a
+    read waits for the next, oversized payloads are skipped unbuffered, messages on a conflated
+    route keep the latest payload per channel (first-seen order), other messages stay in order,
+    other replies are handed over whole."""
+
+    _SLACK = 0
+    _ROUTES = ""
 
     def __init__(self, conflate: Iterable[bytes], max_payload: int) -> None:
         self._routes: dict[bytes, tuple[dict[bytes, bytes], list[int]]] = {}
-        for pattern in conflate:
-            if not isinstance(pattern, bytes):
-                raise TypeError(f"conflate: expected bytes patterns, got {type(pattern).__name__}")
-            self._routes.setdefault(pattern, ({}, [0]))
+        for route in conflate:
+            if not isinstance(route, bytes):
+                raise TypeError(
+                    f"conflate: expected bytes {self._ROUTES}, got {type(route).__name__}"
+                )
+            self._routes.setdefault(route, ({}, [0]))
         if max_payload < 0:
             raise OverflowError("can't convert negative int to unsigned")
         self._max_payload = max_payload
@@ -922,10 +932,10 @@ class PubSubScanner:
         buf = self._pending + data if self._pending else data
         messages, replies, used = self._scan(buf)
         self._pending = buf[used:]
-        limit = self._max_payload + _SLACK
+        limit = self._max_payload + self._SLACK
         if len(self._pending) > limit:
             raise ValueError(
-                f"an incomplete reply of {len(self._pending)} bytes is over the limit of "
+                f"an incomplete frame of {len(self._pending)} bytes is over the limit of "
                 f"{limit} bytes"
             )
         return messages, replies
@@ -935,12 +945,10 @@ class PubSubScanner:
         replies: list[bytes] = []
         pos, n = 0, len(buf)
         while pos < n:
-            step = self._message(buf, pos) if buf[pos] in b"*>" else None
-            if step is None:
-                end = _value_end(buf, pos, 0)
-                if end is None:
-                    break
-                replies.append(buf[pos:end])
+            step = self._frame(buf, pos)
+            if isinstance(step, tuple):
+                end, length = step
+                replies.append(buf[pos : pos + length])
                 pos = end
                 continue
             if step == _INCOMPLETE:
@@ -950,6 +958,60 @@ class PubSubScanner:
                 return messages, replies, n
             pos = step
         return messages, replies, pos
+
+    def _frame(self, buf: bytes, pos: int) -> _Step:
+        raise NotImplementedError
+
+    def _deliver(self, route: bytes, conflatable: bool, channel: bytes, payload: bytes) -> None:
+        found = self._routes.get(route) if conflatable else None
+        if found is None:
+            self._ordered.append((route, channel, payload))
+            return
+        latest, count = found
+        count[0] += 1
+        if channel not in latest:
+            self._keys += 1
+        latest[channel] = payload
+
+    def _oversize(self, route: bytes, channel: bytes, size: int) -> None:
+        self._oversized.append((route, channel, size))
+
+    def take(
+        self,
+    ) -> tuple[
+        dict[bytes, dict[bytes, bytes]],
+        dict[bytes, int],
+        list[tuple[bytes, bytes, bytes]],
+        list[tuple[bytes, bytes, int]],
+    ]:
+        conflated: dict[bytes, dict[bytes, bytes]] = {}
+        counts: dict[bytes, int] = {}
+        for route, (latest, count) in list(self._routes.items()):
+            if count[0]:
+                conflated[route], counts[route] = latest, count[0]
+                self._routes[route] = ({}, [0])
+        self._keys = 0
+        ordered, self._ordered = self._ordered, []
+        oversized, self._oversized = self._oversized, []
+        return conflated, counts, ordered, oversized
+
+
+class PubSubScanner(_Stream):
+    """The scanner of a Redis pub/sub connection's bytes (docs/engine.md): messages on a
+    ``conflate`` pattern keep the latest payload per channel, other messages stay in order,
+    payloads over ``max_payload`` are skipped as they stream by, every other reply is cut out
+    whole, as bytes."""
+
+    _SLACK = _RESP_SLACK
+    _ROUTES = "patterns"
+
+    def _frame(self, buf: bytes, pos: int) -> _Step:
+        if buf[pos] in b"*>":
+            step = self._message(buf, pos)
+            if step is not None:
+                return step
+        end = _value_end(buf, pos, 0)
+        return _INCOMPLETE if end is None else (end, end - pos)
 
     def _message(self, buf: bytes, pos: int) -> int | None:
         """The end of the message at ``pos``, _INCOMPLETE, _SKIPPING, or None (not a message)."""
@@ -998,45 +1060,87 @@ class PubSubScanner:
             return None
         end = body + size + 2
         if size > self._max_payload:
-            self._oversized.append((pattern, channel, size))
-            if end <= len(buf):
-                _crlf(buf, end - 2)
+            self._oversize(pattern, channel, size)
+            if end <= len(buf):  # skipped blind (its CRLF too), whether or not it is all here
                 return end
             self._skip = end - len(buf)
             return _SKIPPING
         if end > len(buf):
             return _INCOMPLETE
         _crlf(buf, end - 2)
-        payload = buf[body : end - 2]
-        route = self._routes.get(pattern) if with_pattern else None
-        if route is None:
-            self._ordered.append((pattern, channel, payload))
-            return end
-        latest, count = route
-        count[0] += 1
-        if channel not in latest:
-            self._keys += 1
-        latest[channel] = payload
+        self._deliver(pattern, with_pattern, channel, buf[body : end - 2])
         return end
 
-    def take(
-        self,
-    ) -> tuple[
-        dict[bytes, dict[bytes, bytes]],
-        dict[bytes, int],
-        list[tuple[bytes, bytes, bytes]],
-        list[tuple[bytes, bytes, int]],
-    ]:
-        conflated: dict[bytes, dict[bytes, bytes]] = {}
-        counts: dict[bytes, int] = {}
-        for pattern, (latest, count) in list(self._routes.items()):
-            if count[0]:
-                conflated[pattern], counts[pattern] = latest, count[0]
-                self._routes[pattern] = ({}, [0])
-        self._keys = 0
-        ordered, self._ordered = self._ordered, []
-        oversized, self._oversized = self._oversized, []
-        return conflated, counts, ordered, oversized
+
+NATS_MAX_LINE: Final = 64 * 1024
+"""A NATS control line longer than this is refused."""
+_NATS_CONTROL: Final = (b"PING", b"PONG", b"+OK", b"-ERR", b"INFO")
+
+
+def _nats_error(problem: str) -> ValueError:
+    return ValueError(f"NATS protocol error: {problem}")
+
+
+def _nats_size(field: bytes, pos: int) -> int:
+    value = _parse_int(field)
+    if value is None or value < 0:
+        text = field.decode("utf-8", "replace")
+        raise _nats_error(f'bad size "{text}" in a message line at byte {pos}')
+    return value
+
+
+class NatsScanner(_Stream):
+    """The scanner of a NATS subscriber connection's bytes (docs/engine.md): ``MSG``/``HMSG``
+    go to the batch by subscription id (``conflate``: the ids whose latest payload per subject
+    wins), every other operation is handed over as its line, without the CRLF."""
+
+    _SLACK = NATS_MAX_LINE + 2
+    _ROUTES = "subscription ids"
+
+    def _frame(self, buf: bytes, pos: int) -> _Step:
+        window_end = min(len(buf), pos + NATS_MAX_LINE + 2)
+        eol = buf.find(b"\r\n", pos, window_end)
+        if eol < 0:
+            if window_end - pos >= NATS_MAX_LINE + 2:
+                raise _nats_error(f"a control line over {NATS_MAX_LINE} bytes at byte {pos}")
+            return _INCOMPLETE
+        body = eol + 2
+        fields = [f for f in buf[pos:eol].replace(b"\t", b" ").split(b" ") if f]
+        op = fields[0] if fields else b""
+        upper = op.upper()
+        headers = upper == b"HMSG"
+        if not headers and upper != b"MSG":
+            if upper in _NATS_CONTROL:
+                return body, eol - pos
+            shown = op[:32].decode("utf-8", "replace")
+            raise _nats_error(f'unknown operation "{shown}" at byte {pos}')
+        count = len(fields)
+        if not headers and count in (4, 5):
+            header_size, total = 0, _nats_size(fields[count - 1], pos)
+        elif headers and count in (5, 6):
+            header_size = _nats_size(fields[count - 2], pos)
+            total = _nats_size(fields[count - 1], pos)
+        else:
+            raise _nats_error(f"a message line with {count} fields at byte {pos}")
+        subject, sid = fields[1], fields[2]
+        if header_size > total:
+            raise _nats_error(
+                f"a message's headers ({header_size} bytes) longer than the message ({total}) "
+                f"at byte {pos}"
+            )
+        end = body + total + 2
+        if total > self._max_payload:
+            self._oversize(sid, subject, total - header_size)
+            if end <= len(buf):  # skipped blind (its CRLF too), whether or not it is all here
+                return end
+            self._skip = end - len(buf)
+            return _SKIPPING
+        if end > len(buf):
+            return _INCOMPLETE
+        if buf[end - 2 : end] != b"\r\n":
+            raise _nats_error(f"a message is not followed by CRLF at byte {end - 2}")
+        self._deliver(sid, True, subject, buf[body + header_size : body + total])
+        return end
 
 
 class PanicException(BaseException):

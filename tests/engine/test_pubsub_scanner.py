@@ -1,4 +1,5 @@
-"""The pub/sub scanner (``PubSubScanner``): both engines, against hiredis as the reference parser.
+"""The subscriber scanners, both engines: ``PubSubScanner`` against hiredis as the reference
+parser, and ``NatsScanner`` against the messages the stream was built from.
 
 A random stream of RESP2/RESP3 replies — messages on conflated and other patterns, plain
 ``message``s, oversized payloads, subscription confirmations, PONGs, errors, maps, sets,
@@ -27,6 +28,8 @@ from tests.conftest import engine_or_skip
 from dashboard_server.core.engine import Engine
 
 MAX_PAYLOAD = 64
+SLACK = 4 * 1024 * 1024 + 64 * 1024
+"""What a frame may take beyond max_payload while incomplete (a channel name of up to 4 MiB)."""
 CONFLATE = [b"md:*", b"book:*"]
 
 
@@ -209,13 +212,13 @@ BROKEN = [
     (b"*" + b"9" * 40 + b"\r\n", "RESP protocol error: a header line over 32 bytes at byte 0"),
     (b"*1\r\n" * 40 + b":1\r\n", "RESP protocol error: replies nested over 32 levels"),
     (
-        b"*3\r\n" + bulk(b"message") + b"$70000\r\n",
-        "a channel name of 70000 bytes is over the limit of 65536 bytes",
+        b"*3\r\n" + bulk(b"message") + b"$5000000\r\n",
+        "a channel name of 5000000 bytes is over the limit of 4194304 bytes",
     ),
     (
-        b"+" + b"a" * (MAX_PAYLOAD + 65536 + 1),
-        f"an incomplete reply of {MAX_PAYLOAD + 65536 + 2} bytes is over the limit of "
-        f"{MAX_PAYLOAD + 65536} bytes",
+        b"+" + b"a" * (MAX_PAYLOAD + SLACK + 1),
+        f"an incomplete frame of {MAX_PAYLOAD + SLACK + 2} bytes is over the limit of "
+        f"{MAX_PAYLOAD + SLACK} bytes",
     ),
 ]
 
@@ -267,3 +270,116 @@ def test_random_splits_of_a_large_stream_agree() -> None:
     assert results[0] == results[1]
     assert results[0]["messages"] == 10_000
     assert len(results[0]["batch"][0][b"md:*"]) == 300
+
+
+# -- NatsScanner ---------------------------------------------------------------------------------
+
+NATS_CONTROL = [
+    b'INFO {"server_id":"x","max_payload":1048576}',
+    b"PING",
+    b"PONG",
+    b"+OK",
+    b"-ERR 'Permissions Violation for Subscription to \"x\"'",
+    b"ping",
+]
+nats_items = st.one_of(
+    st.tuples(
+        st.just("msg"),
+        st.sampled_from([b"md.A", b"md.B", b"ev.x", b"a.b.c"]),
+        st.sampled_from([b"1", b"2", b"7"]),
+        st.sampled_from([None, b"_INBOX.r"]),
+        st.one_of(st.none(), st.binary(max_size=20)),  # headers (HMSG) or not
+        payloads,
+    ),
+    st.tuples(st.just("ctl"), st.sampled_from(NATS_CONTROL)),
+)
+
+
+def nats_encode(item: tuple[Any, ...]) -> bytes:
+    if item[0] == "ctl":
+        line: bytes = item[1]
+        return line + b"\r\n"
+    _, subject, sid, reply, headers, payload = item
+    head = [subject, sid] + ([reply] if reply else [])
+    if headers is None:
+        return b"MSG %s %d\r\n%s\r\n" % (b" ".join(head), len(payload), payload)
+    body = headers + payload
+    return b"HMSG %s %d %d\r\n%s\r\n" % (b" ".join(head), len(headers), len(body), body)
+
+
+def nats_expected(stream: list[tuple[Any, ...]]) -> dict[str, Any]:
+    conflated: dict[bytes, dict[bytes, bytes]] = {}
+    counts: dict[bytes, int] = {}
+    ordered: list[tuple[bytes, bytes, bytes]] = []
+    oversized: list[tuple[bytes, bytes, int]] = []
+    lines: list[bytes] = []
+    for item in stream:
+        if item[0] == "ctl":
+            lines.append(item[1])
+            continue
+        _, subject, sid, _, headers, payload = item
+        total = len(payload) + len(headers or b"")
+        if total > MAX_PAYLOAD:
+            oversized.append((sid, subject, len(payload)))
+        elif sid in NATS_CONFLATE:
+            conflated.setdefault(sid, {})[subject] = payload
+            counts[sid] = counts.get(sid, 0) + 1
+        else:
+            ordered.append((sid, subject, payload))
+    messages = sum(1 for item in stream if item[0] == "msg")
+    return {
+        "messages": messages,
+        "replies": lines,
+        "batch": (conflated, counts, ordered, oversized),
+    }
+
+
+NATS_CONFLATE = [b"1", b"7"]
+
+
+def nats_scan(engine: Engine, data: bytes, cuts: list[int]) -> dict[str, Any]:
+    scanner = engine.NatsScanner(NATS_CONFLATE, MAX_PAYLOAD)
+    messages = 0
+    lines: list[bytes] = []
+    bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
+    for start, end in itertools.pairwise(bounds):
+        count, got = scanner.feed(data[start:end])
+        messages += count
+        lines += got
+    return {"messages": messages, "replies": lines, "batch": scanner.take()}
+
+
+@given(stream=st.lists(nats_items, max_size=40), cuts=st.lists(st.integers(0, 10_000), max_size=8))
+def test_both_engines_scan_a_nats_stream_whatever_the_split(
+    stream: list[tuple[Any, ...]], cuts: list[int]
+) -> None:
+    data = b"".join(nats_encode(item) for item in stream)
+    want = nats_expected(stream)
+    for name in ("native", "pure"):
+        assert nats_scan(engine_or_skip(name), data, cuts) == want, name
+
+
+NATS_BROKEN = [
+    (b"WHAT x\r\n", 'NATS protocol error: unknown operation "WHAT" at byte 0'),
+    (b"MSG a 1\r\n", "NATS protocol error: a message line with 3 fields at byte 0"),
+    (b"MSG a 1 -3\r\n", 'NATS protocol error: bad size "-3" in a message line at byte 0'),
+    (
+        b"HMSG a 1 9 3\r\n",
+        "NATS protocol error: a message's headers (9 bytes) longer than the message (3) at byte 0",
+    ),
+    (b"MSG a 1 2\r\nabcd\r\n", "NATS protocol error: a message is not followed by CRLF at byte 13"),
+    (
+        b"+" + b"a" * (64 * 1024 + 2),
+        "NATS protocol error: a control line over 65536 bytes at byte 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "error"), NATS_BROKEN)
+def test_a_broken_nats_stream_fails_with_the_same_clear_error(
+    engine: Engine, data: bytes, error: str
+) -> None:
+    scanner = engine.NatsScanner(NATS_CONFLATE, MAX_PAYLOAD)
+    with pytest.raises(ValueError) as raised:
+        scanner.feed(data)
+    assert str(raised.value) == error

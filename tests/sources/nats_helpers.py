@@ -40,8 +40,17 @@ def _answers(port: int) -> bool:
 class NatsProcess:
     """One ``nats-server -a 127.0.0.1 -p PORT``; the port stays the same across restarts."""
 
-    def __init__(self, binary: str, log_dir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        binary: str,
+        log_dir: Path,
+        *,
+        port: int | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         self.binary = binary
+        self.args = list(args or [])
+        """More command-line arguments (``--user``, ``-c CONFIG`` ...)."""
         self.log_dir = log_dir
         self.port = port or _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -63,6 +72,7 @@ class NatsProcess:
                 str(self.port),
                 "-l",
                 str(self.log_dir / "nats.log"),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

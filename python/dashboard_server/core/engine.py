@@ -139,6 +139,8 @@ class EngineModule(Protocol):
     @property
     def PubSubScanner(self) -> PubSubScannerFactory: ...
     @property
+    def NatsScanner(self) -> PubSubScannerFactory: ...
+    @property
     def MAX_DEPTH(self) -> int: ...
     def diff(self, old: Any, new: Any) -> list[dict[str, Any]]: ...
     @property
@@ -164,6 +166,11 @@ class Engine:
     @property
     def PubSubScanner(self) -> PubSubScannerFactory:
         return self.module.PubSubScanner
+
+    @property
+    def NatsScanner(self) -> PubSubScannerFactory:
+        """The scanner of a NATS connection: same interface, routes are subscription ids."""
+        return self.module.NatsScanner
 
     @property
     def diff(self) -> Any:

@@ -1,22 +1,25 @@
-"""The NATS transport of the sources (nats-py): subjects with wildcards, supervised.
+"""The NATS transport of the sources: subjects with wildcards, supervised.
 
-One connection serves every ``nats`` source. The feed subscribes to each source's subject
-(``orders.updates.>``, ``risk.alerts.>``, ``risk.metrics`` ...) and hands each message to the
-:class:`~dashboard_server.ingest.router.SourceRouter` with its subject as the key.
+One connection (:class:`~dashboard_server.ingest.nats_subscriber.NatsSubscriber`, read by the
+engine's ``NatsScanner``) serves every ``nats`` source. The feed subscribes to each source's
+subject (``orders.updates.>``, ``risk.alerts.>``, ``risk.metrics`` ...) with a subscription id
+of its own and hands each message to the :class:`~dashboard_server.ingest.router.SourceRouter`
+with its subject as the key.
 
 Core NATS is at-most-once: what is published while the connection is down is lost. So the feed
-supervises the connection itself (nats-py's own reconnect is off): after every (re)connect and
-subscription it asks for the bootstrap of the sources each source names in ``resync`` (the
-``order:*`` keys, the account monitor's HTTP), and a lost connection is retried with jittered
-exponential backoff. The client PINGs every ``health_interval``; two unanswered pings end the
-connection (``stalled``).
+supervises the connection: after every (re)connect and subscription it asks for the bootstrap of
+the sources each source names in ``resync`` (the ``order:*`` keys, the account monitor's HTTP),
+and a lost connection is retried with jittered exponential backoff. The feed PINGs every
+``health_interval``; the PONG comes after everything the server queued before it, so its round
+trip is the lag (``/health``, ``dashboard_ingest_lag_seconds``). A PING unanswered while nothing
+at all arrives for ``2 * health_interval`` (at least ``timeout``) ends the connection
+(``stalled``); under a burst, data still arriving says the server is alive.
 
-Messages of raw sources are conflated per batch: the latest payload per subject wins, and each
-batch is applied with one ``replace_many`` at most ``batch_delay`` after its first message, or
-sooner: right before a fan-out flush reads the document (``StateWriter.apply_pending``), so
-holding a batch never delays a client. Every other message is applied as it comes, in order. Every
-``health_interval`` the round trip of a PING is measured (the feed's lag, ``/health`` and
-``dashboard_ingest_lag_seconds``).
+Messages are read in batches (``ingest/scanned.py``): a raw source's latest payload per subject
+wins within a batch and the batch is applied with one ``replace_many`` per source; other
+messages are applied in order. A batch is applied right before a fan-out flush reads the
+document (``StateWriter.apply_pending``), at most ``batch_delay`` after its first message, or at
+once when it is big.
 """
 
 from __future__ import annotations
@@ -25,32 +28,31 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
-import nats
-import nats.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
+from dashboard_server.core.engine import PubSubScannerFactory
 from dashboard_server.core.sources import Source
 from dashboard_server.ingest.feed import ConnectedFeed, FeedState, describe_failure
+from dashboard_server.ingest.nats_subscriber import NatsSubscriber
 from dashboard_server.ingest.router import Resyncs, SourceRouter
+from dashboard_server.ingest.scanned import MAX_DELAY, Batch
 
 __all__ = ["NatsFeed", "nats_url"]
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING: Final = 20_000
-"""Distinct subjects pending in one batch before it is applied at once."""
-BATCH_DELAY: Final = 0.05
-"""No raw message waits longer than this (seconds) for its batch to be applied."""
+PATHS_KEPT: Final = 100_000
+"""Subject -> state path entries remembered before the memo is cleared."""
 
 
 def nats_url(url: str) -> str:
     """``host:port`` as ``nats://host:port``; a URL with a scheme as it is."""
     return url if "://" in url else f"nats://{url}"
+
+
+class NatsStalled(ConnectionError):
+    """A PING went unanswered and nothing arrived for too long."""
 
 
 class NatsFeed(ConnectedFeed):
@@ -70,13 +72,16 @@ class NatsFeed(ConnectedFeed):
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         rng: random.Random | None = None,
-        batch_delay: float = BATCH_DELAY,
+        batch_delay: float = MAX_DELAY,
+        scanner: PubSubScannerFactory | None = None,
     ) -> None:
         super().__init__()
         self.router = router
         self.url = nats_url(url)
         self.batch_delay = batch_delay
-        """How long a batch of raw messages may be held to conflate more."""
+        """How long a batch may be held to conflate more (a fan-out flush applies it first)."""
+        self.scanner = scanner
+        """The engine's ``NatsScanner`` (None: the default engine's)."""
         self.sources = tuple(s for s in sources if s.transport == "nats")
         self.resyncs = resyncs
         self.health_interval = health_interval
@@ -86,28 +91,43 @@ class NatsFeed(ConnectedFeed):
         self.rng = rng or random.Random()
         self.connects = 0
         """Successful (re)connections so far."""
-        self._pending: dict[str, tuple[Source, dict[str, bytes], list[int]]] = {}
-        """Per raw source: the latest payload per subject, and how many messages, since the
-        last flush."""
-        self._pending_keys = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._paths: dict[str, str] = {}
-        self._last_slow = 0.0
+        self._by_sid = {str(i).encode(): s for i, s in enumerate(self.sources, start=1)}
+        self._conflate = [sid for sid, s in self._by_sid.items() if s.raw]
+        self._paths: dict[bytes, tuple[str, str]] = {}
+        self._sub: NatsSubscriber | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep a connection going, reconnecting with backoff, until ``stop`` is set."""
-        with self.router.writer.pending(self.flush):
+        with self.router.writer.pending(self._flush):
             await self._run(stop)
-        self.flush()
+
+    def _flush(self) -> None:
+        if self._sub is not None:
+            self._sub.flush()
+
+    def _max_payload(self) -> int:
+        limits = [s.max_item_bytes or self.router.max_item_bytes for s in self.sources]
+        return max(limits, default=self.router.max_item_bytes)
 
     async def _run(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
-            lost = asyncio.Event()
-            client: Client | None = None
+            sub: NatsSubscriber | None = None
             try:
-                client = await self._connect(lost)
-                await self._subscribe(client)
+                sub = await NatsSubscriber.connect(
+                    self.url,
+                    self._on_batch,
+                    self._conflate,
+                    timeout=self.timeout,
+                    max_delay=self.batch_delay,
+                    max_payload=self._max_payload(),
+                    scanner=self.scanner,
+                )
+                for sid, source in self._by_sid.items():
+                    sub.subscribe(source.pattern, int(sid))
+                async with asyncio.timeout(self.timeout):
+                    await sub.ping()  # every subscription is in
+                self._sub = sub
                 self.connects += 1
                 self.last_error = None
                 self._set_state(FeedState.OK)
@@ -115,144 +135,105 @@ class NatsFeed(ConnectedFeed):
                 if self.resyncs is not None:
                     for source in self.sources:
                         self.resyncs.request(source.resync, f"nats connected ({source.name})")
-                stop_wait = asyncio.ensure_future(stop.wait())
-                lost_wait = asyncio.ensure_future(lost.wait())
-                lag = asyncio.ensure_future(self._lag_loop(client))
-                await asyncio.wait([stop_wait, lost_wait], return_when=asyncio.FIRST_COMPLETED)
-                stop_wait.cancel()
-                lost_wait.cancel()
-                lag.cancel()
-                self.lag_s = None
-                self.router.writer.lag(self.name, None)
-                if not stop.is_set():
-                    raise ConnectionError(self.last_error or "connection lost")
+                await self._watch(sub, stop)
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:
                 self.last_error = describe_failure(exc)
-                self._set_state(FeedState.DOWN)
+                self._set_state(
+                    FeedState.STALLED if isinstance(exc, NatsStalled) else FeedState.DOWN
+                )
                 failures += 1
             finally:
-                if client is not None and not client.is_closed:
-                    try:
-                        await asyncio.wait_for(client.close(), self.timeout)
-                    except Exception as exc:  # closing a dead connection: nothing to save
-                        log.debug("nats close failed", extra={"error": str(exc)})
+                self.lag_s = None
+                self.router.writer.lag(self.name, None)
+                if sub is not None:
+                    sub.flush()  # what was read before the end is applied
+                    sub.close()
+                self._sub = None
             if not stop.is_set():
                 delay = min(self.backoff_max, self.backoff_initial * 2 ** max(0, failures - 1))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.rng.uniform(delay / 2, delay))
         self._set_state(FeedState.STOPPED)
 
-    async def _connect(self, lost: asyncio.Event) -> Client:
-        async def on_disconnect() -> None:
-            lost.set()
+    async def _watch(self, sub: NatsSubscriber, stop: asyncio.Event) -> None:
+        """Until ``stop`` or the connection ends (raised): PING every ``health_interval``, the
+        round trip is the lag; stalled when a PING is pending and nothing at all arrived for
+        ``2 * health_interval`` (at least ``timeout``)."""
 
-        async def on_error(exc: Exception) -> None:
-            if isinstance(exc, nats.errors.SlowConsumerError):
-                # messages were dropped on our side, the connection is fine: reload what can be
-                # reloaded (once per burst of drops) instead of reconnecting
-                self._slow_consumer(getattr(exc, "subject", "?"))
-                return
-            self.last_error = describe_failure(exc)
-            if isinstance(exc, nats.errors.StaleConnectionError) or "stale" in str(exc).lower():
-                self._set_state(FeedState.STALLED)
-            lost.set()
+        def on_lag(lag: float | None) -> None:
+            self.lag_s = lag
+            self.router.writer.lag(self.name, lag)
 
-        client: Client = await nats.connect(
-            self.url,
-            allow_reconnect=False,
-            connect_timeout=self.timeout,
-            ping_interval=max(1, round(self.health_interval)),
-            max_outstanding_pings=2,
-            disconnected_cb=on_disconnect,
-            closed_cb=on_disconnect,
-            error_cb=on_error,
-            name="dashboard-server",
+        await sub.watch(
+            interval=self.health_interval,
+            stalled_after=max(2 * self.health_interval, self.timeout),
+            on_lag=on_lag,
+            stalled=NatsStalled,
+            stop=stop,
         )
-        return client
 
-    def _slow_consumer(self, subject: str) -> None:
-        now = time.monotonic()
-        if now - self._last_slow < 1.0:
-            return
-        self._last_slow = now
-        log.warning("nats messages dropped (slow consumer)", extra={"subject": subject})
-        if self.resyncs is not None:
-            for source in self.sources:
-                self.resyncs.request(source.resync, f"nats slow consumer ({source.name})")
-
-    async def _subscribe(self, client: Client) -> None:
-        for source in self.sources:
-            await client.subscribe(source.pattern, cb=self._handler(source))
-        await client.flush(timeout=max(1, round(self.timeout)))  # every subscription is in
-
-    async def _lag_loop(self, client: Client) -> None:
-        while True:
-            await asyncio.sleep(self.health_interval)
-            try:
-                self.lag_s = await client.rtt()
-            except Exception as exc:  # the connection's own checks report a lost one
-                log.debug("nats rtt failed", extra={"error": str(exc)})
-                continue
-            self.router.writer.lag(self.name, self.lag_s)
-
-    def _handler(self, source: Source) -> Any:
+    def _on_batch(self, batch: Batch) -> None:
+        """Apply one batch: each raw source's latest payload per subject with one
+        ``replace_many``, then every other message in order, then the oversized ones (counted
+        as malformed)."""
         router = self.router
-        if source.raw:
-            latest: dict[str, bytes] = {}
-            count = [0]
-            self._pending[source.name] = (source, latest, count)
-
-            async def on_raw(msg: Msg) -> None:
-                latest[msg.subject] = msg.data
-                count[0] += 1
-                self._pending_keys += 1
-                if self._pending_keys >= MAX_PENDING:
-                    self.flush()
-                elif self._timer is None:
-                    self._timer = asyncio.get_running_loop().call_later(
-                        self.batch_delay, self.flush
-                    )
-
-            return on_raw
-
-        async def on_message(msg: Msg) -> None:
-            router.apply_bytes(source, msg.subject, msg.data, where=msg.subject)
-
-        return on_message
-
-    def flush(self) -> None:
-        """Apply the raw sources' pending messages: the latest payload per subject, one
-        ``replace_many`` per source and payload format."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._pending_keys = 0
-        applied = False
-        paths = self._paths
-        if len(paths) > 100_000:
-            paths.clear()
-        for source, latest, count in self._pending.values():
-            if not count[0]:
+        if len(self._paths) >= PATHS_KEPT:
+            self._paths.clear()
+        for sid, latest in batch.conflated.items():
+            source = self._by_sid[sid]
+            items: list[tuple[str, bytes, str]] = []
+            bad = 0
+            for subject_key, payload in latest.items():
+                entry = self._paths.get(subject_key) or self._raw_path(source, subject_key)
+                if entry is None:
+                    bad += 1
+                    continue
+                items.append((entry[0], payload, entry[1]))
+            router.apply_conflated(source, items, batch.counts[sid] - bad)
+        for sid, subject_bytes, payload in batch.ordered:
+            found = self._by_sid.get(sid)
+            text = self._subject(found, subject_bytes)
+            if found is not None and text is not None:
+                router.apply_bytes(found, text, payload, where=text)
+        for sid, subject_bytes, size in batch.oversized:
+            found = self._by_sid.get(sid)
+            if found is None:
                 continue
-            items = []
-            received = count[0]
-            for subject, payload in latest.items():
-                path = paths.get(subject)
-                if path is None:
-                    try:
-                        path = paths[subject] = self.router.item_path(source, subject)
-                    except ValueError as exc:  # a subject over max_id_bytes
-                        label = self.router.label(source)
-                        self.router.writer.received(label)
-                        self.router.writer.malformed(label, subject[:256], str(exc))
-                        received -= 1
-                        continue
-                items.append((path, payload, subject))
-            latest.clear()
-            count[0] = 0
-            self.router.apply_conflated(source, items, received)
-            applied = True
-        if applied:
-            self.router.writer.batch_applied(self.name)
+            label = router.label(found)
+            name = subject_bytes.decode("utf-8", "replace")
+            router.writer.received(label)
+            router.writer.malformed(
+                label,
+                name[:256],
+                f"payload of {size} bytes over max_item_bytes ({self._max_payload()})",
+            )
+        router.writer.batch_applied(self.name)
+
+    def _subject(self, source: Source | None, subject: bytes) -> str | None:
+        """A subject as text; None (counted as malformed) if it is not UTF-8."""
+        try:
+            return subject.decode("utf-8")
+        except UnicodeDecodeError:
+            if source is not None:
+                label = self.router.label(source)
+                self.router.writer.received(label)
+                self.router.writer.malformed(label, repr(subject), "subject is not UTF-8")
+            return None
+
+    def _raw_path(self, source: Source, subject_bytes: bytes) -> tuple[str, str] | None:
+        """The (path, subject) of a raw source's subject, remembered; None (counted as
+        malformed) if the subject names no item."""
+        subject = self._subject(source, subject_bytes)
+        if subject is None:
+            return None
+        try:
+            entry = (self.router.item_path(source, subject), subject)
+        except ValueError as exc:  # a subject over max_id_bytes
+            label = self.router.label(source)
+            self.router.writer.received(label)
+            self.router.writer.malformed(label, subject[:256], str(exc))
+            return None
+        self._paths[subject_bytes] = entry
+        return entry

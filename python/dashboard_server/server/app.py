@@ -293,6 +293,7 @@ class DashboardServer:
                     timeout=c.redis_health_timeout_s,
                     backoff_initial=c.redis_backoff_initial_s,
                     backoff_max=c.redis_backoff_max_s,
+                    scanner=self.engine.NatsScanner,
                 )
             )
         for source in on:

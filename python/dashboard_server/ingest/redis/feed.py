@@ -263,46 +263,21 @@ class RedisFeed(ConnectedFeed):
 
     async def _read(self, sub: Subscriber) -> None:
         """Watch the pub/sub connection (its messages are applied by :meth:`_on_batch` as they
-        are read): PING every ``health_interval``, fail when a PING is pending and nothing at
-        all arrived for ``health_timeout``, or when the connection closes.
-
-        The PONG comes after every message published before it, so under a burst it can take
-        longer than ``health_timeout``: as long as messages keep arriving, Redis is alive. Its
-        round trip is the lag.
-        """
-        loop = asyncio.get_running_loop()
-        closed = asyncio.ensure_future(sub.wait_closed())
+        are read): PING every ``health_interval`` (the round trip is the lag), fail when a PING
+        is pending and nothing at all arrived for ``health_timeout``, or when the connection
+        closes."""
         writer = self.router.writer
-        next_ping = loop.time() + self.health_interval
-        pong: asyncio.Future[float] | None = None
-        ping_sent = 0.0
-        try:
-            while not closed.done():
-                now = loop.time()
-                if pong is not None and pong.done():
-                    self.lag_s = pong.result()
-                    pong = None
-                    next_ping = now + self.health_interval
-                if pong is None and now >= next_ping:
-                    pong = sub.ping()
-                    ping_sent = now
-                if pong is None:
-                    wait = next_ping - now
-                else:
-                    silent_since = max(ping_sent, sub.last_data)
-                    if now - silent_since > self.health_timeout:
-                        raise RedisStalled(
-                            f"PING unanswered and no data for {self.health_timeout} s"
-                        )
-                    wait = min(silent_since + self.health_timeout - now, self.health_interval)
-                    # a PING still pending says the lag is at least its age
-                    self.lag_s = max(self.lag_s or 0.0, now - ping_sent)
-                writer.lag(self.name, self.lag_s)
-                waiting: list[asyncio.Future[Any]] = [closed] if pong is None else [closed, pong]
-                await asyncio.wait(waiting, timeout=max(wait, 0.001))
-            await closed  # raises why the connection closed
-        finally:
-            closed.cancel()
+
+        def on_lag(lag: float | None) -> None:
+            self.lag_s = lag
+            writer.lag(self.name, lag)
+
+        await sub.watch(
+            interval=self.health_interval,
+            stalled_after=self.health_timeout,
+            on_lag=on_lag,
+            stalled=RedisStalled,
+        )
 
     async def _backlog_loop(self, client: Redis, sub: Subscriber) -> None:
         """Every ``health_interval``: Redis's output buffer for the subscriber (``CLIENT LIST``

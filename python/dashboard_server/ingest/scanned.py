@@ -1,0 +1,254 @@
+"""A subscriber connection read off the socket in batches by one of the engine's scanners.
+
+What the Redis pub/sub connection (``ingest/redis/subscriber.py``) and the NATS connection
+(``ingest/nats_subscriber.py``) share: an :class:`asyncio.BufferedProtocol` receives the
+socket's bytes into one reused buffer and hands each read to the engine's scanner
+(``PubSubScanner`` or ``NatsScanner``, docs/engine.md), which never builds a value for a
+message: on a conflated route (a raw source) only the latest payload per channel is kept, other
+messages stay in order, oversized payloads are skipped unbuffered. What is not a message (the
+protocol's replies) goes to the subclass.
+
+The pending :class:`Batch` is handed to ``on_batch`` at most ``max_delay`` after its first
+message, at once when it holds ``MAX_KEYS`` channels or ``MAX_ORDERED`` ordered messages (memory
+stays bounded), and whenever :meth:`ScannedConnection.flush` is called: the write side calls it
+right before a fan-out flush reads the document (``StateWriter.apply_pending``), so holding a
+batch to conflate more never delays a client. Nothing waits on the engine in between: the socket
+is drained first, so the server's output buffer for this connection stays small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from typing import Any, Final
+
+from dashboard_server.core.engine import PubSubScannerEngine
+
+__all__ = ["BUFFER_SIZE", "MAX_DELAY", "MAX_KEYS", "MAX_ORDERED", "Batch", "ScannedConnection"]
+
+BUFFER_SIZE: Final = 1 << 20
+"""Bytes read from the socket at most per read (one buffer, reused)."""
+MAX_DELAY: Final = 0.05
+"""No message waits longer than this (seconds) for its batch to be applied (a fan-out flush
+applies the pending batch first: clients never wait for it)."""
+MAX_KEYS: Final = 20_000
+"""Distinct conflated channels in one batch before it is applied anyway."""
+MAX_ORDERED: Final = 5_000
+"""Ordered messages in one batch before it is applied anyway."""
+
+
+class Batch:
+    """The messages of one batch: per conflated route (a Redis pattern, a NATS subscription id)
+    the latest payload per channel and how many messages there were; the other messages as
+    (route, channel, payload), in order; the skipped ones as (route, channel, size)."""
+
+    __slots__ = ("conflated", "counts", "ordered", "oversized")
+
+    def __init__(
+        self,
+        conflated: dict[bytes, dict[bytes, bytes]],
+        counts: dict[bytes, int],
+        ordered: list[tuple[bytes, bytes, bytes]],
+        oversized: list[tuple[bytes, bytes, int]] | None = None,
+    ) -> None:
+        self.conflated = conflated
+        self.counts = counts
+        self.ordered = ordered
+        self.oversized = oversized or []
+        """Messages whose payload was over ``max_payload``: skipped, never buffered."""
+
+
+class ScannedConnection(asyncio.BufferedProtocol):
+    """The shared part of a subscriber connection (see the module doc). A subclass speaks its
+    protocol: :meth:`_replies` gets what the scanner handed over that is not a message."""
+
+    closed_error: type[ConnectionError] = ConnectionError
+    """What :meth:`wait_closed` raises (a subclass names its protocol)."""
+
+    def __init__(
+        self,
+        on_batch: Callable[[Batch], None],
+        scanner: PubSubScannerEngine,
+        *,
+        max_delay: float = MAX_DELAY,
+    ) -> None:
+        self.on_batch = on_batch
+        self.max_delay = max_delay
+        self._scanner = scanner
+        self._pending = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._view = memoryview(bytearray(BUFFER_SIZE))
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._pings: collections.deque[tuple[float, asyncio.Future[float]]] = collections.deque()
+        self.last_data = self._loop.time()
+        """Loop time of the last bytes received."""
+        self.messages = 0
+        """Messages received so far."""
+        self.bytes_received = 0
+
+    # --- for subclasses ----------------------------------------------------------------------
+
+    def _replies(self, replies: list[bytes]) -> None:
+        """Deal with the protocol's replies of one read (in order)."""
+        raise NotImplementedError
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise self.closed_error("connection closed")
+        self._transport.write(data)
+
+    def _ping_sent(self) -> asyncio.Future[float]:
+        """Note a PING just written: the future is its round trip, set by :meth:`_pong`."""
+        pong: asyncio.Future[float] = self._loop.create_future()
+        self._pings.append((self._loop.time(), pong))
+        return pong
+
+    def _pong(self) -> None:
+        if self._pings:
+            sent, pong = self._pings.popleft()
+            if not pong.done():
+                pong.set_result(self._loop.time() - sent)
+
+    def _fail(self, exc: ConnectionError) -> None:
+        if not self._closed.done():
+            self._closed.set_exception(exc)
+            self._closed.exception()  # retrieved: nobody may be waiting
+        self.close()
+
+    async def _wait(self, future: asyncio.Future[Any]) -> None:
+        """Wait for ``future`` or the connection's end (which raises why it ended)."""
+        done, _ = await asyncio.wait([future, self._closed], return_when=asyncio.FIRST_COMPLETED)
+        if future not in done:
+            future.cancel()
+            self._closed.result()  # raises why it closed
+            raise self.closed_error("connection closed")
+
+    # --- the connection ----------------------------------------------------------------------
+
+    def ping(self) -> asyncio.Future[float]:
+        """Send the protocol's PING; the future is its round trip (the PONG comes after every
+        message queued before it: the round trip is how far behind this reader is)."""
+        raise NotImplementedError
+
+    async def watch(
+        self,
+        *,
+        interval: float,
+        stalled_after: float,
+        on_lag: Callable[[float | None], None],
+        stalled: type[ConnectionError],
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Until the connection ends (raised: why it ended) or ``stop`` is set: PING every
+        ``interval`` and tell ``on_lag`` the round trip (while a PING is pending, at least its
+        age); raise ``stalled`` when a PING is pending and nothing at all arrived for
+        ``stalled_after`` (under a burst the PONG may take longer: data still arriving says the
+        server is alive)."""
+        loop = self._loop
+        closed = asyncio.ensure_future(self.wait_closed())
+        stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        lag: float | None = None
+        next_ping = loop.time() + interval
+        pong: asyncio.Future[float] | None = None
+        ping_sent = 0.0
+        try:
+            while not closed.done() and not (stopped is not None and stopped.done()):
+                now = loop.time()
+                if pong is not None and pong.done():
+                    lag = pong.result()
+                    pong = None
+                    next_ping = now + interval
+                if pong is None and now >= next_ping:
+                    pong = self.ping()
+                    ping_sent = now
+                if pong is None:
+                    wait = next_ping - now
+                else:
+                    silent_since = max(ping_sent, self.last_data)
+                    if now - silent_since > stalled_after:
+                        raise stalled(f"PING unanswered and no data for {stalled_after} s")
+                    wait = min(silent_since + stalled_after - now, interval)
+                    lag = max(lag or 0.0, now - ping_sent)
+                on_lag(lag)
+                waiting: list[asyncio.Future[Any]] = [closed]
+                if stopped is not None:
+                    waiting.append(stopped)
+                if pong is not None:
+                    waiting.append(pong)
+                await asyncio.wait(waiting, timeout=max(wait, 0.001))
+            if closed.done():
+                await closed  # raises why the connection closed
+                raise self.closed_error("connection closed")
+        finally:
+            closed.cancel()
+            if stopped is not None:
+                stopped.cancel()
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._transport is not None:
+            self._transport.close()
+
+    async def wait_closed(self) -> None:
+        """Return (or raise :attr:`closed_error`) once the connection is closed."""
+        await asyncio.shield(self._closed)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.done()
+
+    def flush(self) -> None:
+        """Hand the pending batch to ``on_batch`` now (also called by the timer, and by the write
+        side before a fan-out flush); nothing if nothing is pending."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        self._pending = False
+        conflated, counts, ordered, oversized = self._scanner.take()
+        if conflated or ordered or oversized:
+            self.on_batch(Batch(conflated, counts, ordered, oversized))
+
+    # --- asyncio protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._closed.done():
+            reason = self.closed_error(f"connection lost: {exc}" if exc else "connection closed")
+            self._closed.set_exception(reason)
+            self._closed.exception()  # retrieved: nobody may be waiting
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.last_data = self._loop.time()
+        self.bytes_received += nbytes
+        scanner = self._scanner
+        try:
+            count, replies = scanner.feed(self._view[:nbytes])
+        except ValueError as exc:  # not the protocol, or a frame too large: the stream is lost
+            self._fail(self.closed_error(str(exc)))
+            return
+        if replies:
+            self._replies(replies)
+            if self._closed.done():
+                return
+        if count == 0:
+            return
+        self.messages += count
+        self._pending = True
+        if scanner.pending_ordered >= MAX_ORDERED or scanner.pending_keys >= MAX_KEYS:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(self.max_delay, self.flush)
