@@ -757,19 +757,23 @@ fn feed_stream<'py, F: stream::Framing>(
     data: &Bound<'py, PyAny>,
 ) -> PyResult<(usize, Bound<'py, PyList>)> {
     let mut replies = Vec::new();
+    // The scan touches only the scanner and the bytes: it runs without the GIL, so a reader
+    // thread scans while the event loop goes on (the caller serializes calls on one scanner).
     let result = if let Ok(bytes) = data.cast::<PyBytes>() {
-        scanner.feed(bytes.as_bytes(), &mut replies)
+        let slice = bytes.as_bytes();
+        py.detach(|| scanner.feed(slice, &mut replies))
     } else {
         let buffer = pyo3::buffer::PyBuffer::<u8>::get(data)?;
         if !buffer.is_c_contiguous() {
             return Err(PyTypeError::new_err("feed: expected a contiguous buffer"));
         }
-        // SAFETY: the buffer is held (and the GIL too) for the call; it is contiguous bytes of
-        // `len_bytes`, and only read.
+        // SAFETY: the buffer is held (exported: it cannot be resized or freed) for the call; it
+        // is contiguous bytes of `len_bytes`, only read here, and its owner does not write to it
+        // while it is being scanned.
         let slice = unsafe {
             std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes())
         };
-        scanner.feed(slice, &mut replies)
+        py.detach(|| scanner.feed(slice, &mut replies))
     };
     let messages = result.map_err(|e| value_error(e.to_string()))?;
     let list = PyList::empty(py);

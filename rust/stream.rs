@@ -180,7 +180,7 @@ pub enum Step {
 }
 
 /// The framing of one protocol.
-pub trait Framing {
+pub trait Framing: Send {
     /// How many bytes a frame that is not a message may take while it is incomplete, beyond
     /// `max_payload`.
     const SLACK: usize;

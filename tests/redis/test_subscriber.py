@@ -48,9 +48,10 @@ class Collected:
         return [m for b in self.batches for m in b.ordered]
 
 
+@pytest.mark.parametrize("threaded", [True, False], ids=["reader-thread", "event-loop"])
 @pytest.mark.parametrize("resp", [2, 3])
 def test_batches_conflate_raw_channels_and_keep_the_order_of_the_others(
-    redis_proc: RedisProcess, resp: int, engine: Engine
+    redis_proc: RedisProcess, resp: int, engine: Engine, threaded: bool
 ) -> None:
     r = redis_proc.client()
 
@@ -58,8 +59,9 @@ def test_batches_conflate_raw_channels_and_keep_the_order_of_the_others(
         got = Collected()
         url = redis_proc.url + ("?protocol=3" if resp == 3 else "")
         sub = await Subscriber.connect(
-            url, got, [b"md:*"], timeout=2.0, scanner=engine.PubSubScanner
+            url, got, [b"md:*"], timeout=2.0, scanner=engine.PubSubScanner, threaded=threaded
         )
+        assert (sub.reader_thread is not None) == threaded
         assert sub.resp == resp and isinstance(sub.client_id, int)
         await sub.psubscribe(["md:*", "ev:*"], timeout=2.0)
         pipe = r.pipeline(transaction=False)
@@ -89,6 +91,9 @@ def test_batches_conflate_raw_channels_and_keep_the_order_of_the_others(
         assert sub.closed
         with pytest.raises(SubscriberClosed):
             sub.ping()
+        if sub.reader_thread is not None:  # the reader thread ends with the connection
+            await asyncio.to_thread(sub.reader_thread.join, 5.0)
+            assert not sub.reader_thread.is_alive()
 
     run(scenario())
     r.close()
@@ -278,6 +283,38 @@ def test_the_server_counts_an_oversized_payload_as_malformed_and_stays_connected
             await wait_until(lambda: metric_sum(server, "dashboard_ingest_malformed_total") == 1)
             assert metric(server, "dashboard_redis_connects_total") == connects
             assert "BIG" not in clients[0].data["market_data"]
+
+    run(scenario())
+    r.close()
+
+
+def test_the_reader_thread_drains_while_the_event_loop_is_blocked(redis_proc: RedisProcess) -> None:
+    """With the event loop blocked (a long fan-out flush, say), the reader thread still drains
+    the socket: Redis's output buffer for the subscriber stays small, and the messages are
+    there for the loop when it comes back."""
+    r = redis_proc.client()
+
+    async def scenario() -> None:
+        got = Collected()
+        sub = await Subscriber.connect(redis_proc.url, got, [b"md:*"], timeout=2.0)
+        await sub.psubscribe(["md:*"], timeout=2.0)
+        assert sub.client_id is not None
+        payload = b"x" * 1000
+        pipe = r.pipeline(transaction=False)
+        for i in range(20_000):  # 20 MB
+            pipe.publish(f"md:S{i % 100}", payload)
+
+        def block_the_loop() -> int:
+            pipe.execute()
+            return int(r.client_list(client_id=[sub.client_id])[0]["omem"])
+
+        # the loop is blocked (a synchronous call) while 20 MB are published at us
+        omem = block_the_loop()
+        assert omem < 8 * 2**20, f"Redis holds {omem} bytes for the subscriber"
+        await wait_until(lambda: sub.messages == 20_000)
+        sub.flush()
+        assert got.count(b"md:*") == 20_000 and len(got.latest(b"md:*")) == 100
+        sub.close()
 
     run(scenario())
     r.close()

@@ -48,14 +48,22 @@ def start_nats(tmp_path: Path, *args: str) -> NatsProcess:
     return proc
 
 
+@pytest.mark.parametrize("threaded", [True, False], ids=["reader-thread", "event-loop"])
 def test_raw_subjects_conflate_the_others_keep_their_order(
-    nats_proc: NatsProcess, engine: Engine
+    nats_proc: NatsProcess, engine: Engine, threaded: bool
 ) -> None:
     async def scenario() -> None:
         got = Collected()
         sub = await NatsSubscriber.connect(
-            nats_proc.url, got, [b"1"], timeout=2.0, max_payload=1000, scanner=engine.NatsScanner
+            nats_proc.url,
+            got,
+            [b"1"],
+            timeout=2.0,
+            max_payload=1000,
+            scanner=engine.NatsScanner,
+            threaded=threaded,
         )
+        assert (sub.reader_thread is not None) == threaded
         assert sub.info is not None and "server_id" in sub.info
         sub.subscribe("md.>", 1)
         sub.subscribe("ev.>", 2)

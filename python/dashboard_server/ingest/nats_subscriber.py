@@ -72,11 +72,13 @@ class NatsSubscriber(ScannedConnection):
         max_delay: float = MAX_DELAY,
         max_payload: int = MAX_PAYLOAD,
         scanner: PubSubScannerFactory | None = None,
+        threaded: bool = True,
     ) -> NatsSubscriber:
         """Connect to ``url`` (``nats://[user:password@|token@]host[:port]`` or ``tls://...``),
         read ``INFO``, upgrade to TLS if asked, send ``CONNECT`` and wait for the ``PONG`` of a
         ``PING`` (an ``-ERR`` instead, e.g. a refused authorization, raises
-        :class:`NatsClosed`); every step bounded by ``timeout``."""
+        :class:`NatsClosed`); every step bounded by ``timeout``. ``threaded``: then read the
+        socket in a thread of its own (not under TLS; see ``ingest/scanned.py``)."""
         parts = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
         if parts.scheme not in ("nats", "tls"):
             raise ValueError(f"NATS URL {url!r}: expected nats:// or tls://")
@@ -122,6 +124,8 @@ class NatsSubscriber(ScannedConnection):
             except BaseException:
                 sub.close()
                 raise
+        if threaded:
+            sub.read_in_thread()
         return sub
 
     def subscribe(self, subject: str, sid: int) -> None:

@@ -8,6 +8,14 @@ message: on a conflated route (a raw source) only the latest payload per channel
 messages stay in order, oversized payloads are skipped unbuffered. What is not a message (the
 protocol's replies) goes to the subclass.
 
+Once connected, the reading moves to a thread of its own (:meth:`ScannedConnection.read_in_thread`;
+not under TLS, whose bytes asyncio decrypts): the event loop's turns can be long (a fan-out flush to
+5,000 clients takes tens of milliseconds of CPU, more on a busy machine), and a reader that waits
+for them lets the server's output buffer for it grow towards the limit at which the server closes
+it. The thread blocks in ``select``/``recv_into`` and in the scan (which runs without the GIL), so
+the socket is drained whatever the loop is doing; what it read reaches the loop through
+``call_soon_threadsafe``, and a lock serializes the scanner between the thread and the loop.
+
 The pending :class:`Batch` is handed to ``on_batch`` at most ``max_delay`` after its first
 message, at once when it holds ``MAX_KEYS`` channels or ``MAX_ORDERED`` ordered messages (memory
 stays bounded), and whenever :meth:`ScannedConnection.flush` is called: the write side calls it
@@ -20,6 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import os
+import select
+import socket
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -88,6 +101,12 @@ class ScannedConnection(asyncio.BufferedProtocol):
         self.messages = 0
         """Messages received so far."""
         self.bytes_received = 0
+        self._lock = threading.Lock()
+        """Serializes the scanner between the reader thread and the loop."""
+        self._stop = threading.Event()
+        self._reader_sock: socket.socket | None = None
+        self.reader_thread: threading.Thread | None = None
+        """The thread reading the socket (None: the event loop reads it)."""
 
     # --- for subclasses ----------------------------------------------------------------------
 
@@ -189,8 +208,70 @@ class ScannedConnection(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
+        self._stop.set()
+        if self._reader_sock is not None:
+            # wakes the reader thread up at once: its recv returns 0
+            with contextlib.suppress(OSError):
+                self._reader_sock.shutdown(socket.SHUT_RDWR)
         if self._transport is not None:
             self._transport.close()
+
+    def read_in_thread(self) -> bool:
+        """Move the reading off the event loop to a thread of its own (see the module doc);
+        False (the loop goes on reading) under TLS or without a socket."""
+        transport = self._transport
+        if transport is None or transport.is_closing() or self.reader_thread is not None:
+            return False
+        raw = transport.get_extra_info("socket")
+        if raw is None or transport.get_extra_info("sslcontext") is not None:
+            return False
+        transport.pause_reading()  # what asyncio read is scanned; the rest waits in the kernel
+        # a socket of our own on the same connection (a dup: asyncio keeps its own for writes)
+        sock = socket.socket(fileno=os.dup(raw.fileno()))
+        self._reader_sock = sock
+        self.reader_thread = threading.Thread(
+            target=self._read_forever, args=(sock,), name="subscriber-reader", daemon=True
+        )
+        self.reader_thread.start()
+        return True
+
+    def _read_forever(self, sock: socket.socket) -> None:
+        """The reader thread: drain the socket, scan each read, hand the rest to the loop."""
+        view, call = self._view, self._loop.call_soon_threadsafe
+        try:
+            while not self._stop.is_set():
+                try:
+                    ready, _, _ = select.select([sock], [], [], 0.5)
+                    if not ready:
+                        continue
+                    nbytes = sock.recv_into(view)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except (OSError, ValueError) as exc:  # ValueError: the socket was closed
+                    call(self._reader_ended, None if self._stop.is_set() else exc)
+                    return
+                if nbytes == 0:
+                    call(self._reader_ended, None)
+                    return
+                with self._lock:
+                    try:
+                        count, replies = self._scanner.feed(view[:nbytes])
+                    except ValueError as exc:
+                        call(self._fail, self.closed_error(str(exc)))
+                        return
+                    keys, ordered = self._scanner.pending_keys, self._scanner.pending_ordered
+                call(self._read_done, nbytes, count, replies, keys, ordered)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            return
+        finally:
+            sock.close()
+
+    def _reader_ended(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            reason = self.closed_error(f"connection lost: {exc}" if exc else "connection closed")
+            self._closed.set_exception(reason)
+            self._closed.exception()
+        self.close()
 
     async def wait_closed(self) -> None:
         """Return (or raise :attr:`closed_error`) once the connection is closed."""
@@ -209,7 +290,8 @@ class ScannedConnection(asyncio.BufferedProtocol):
         if not self._pending:
             return
         self._pending = False
-        conflated, counts, ordered, oversized = self._scanner.take()
+        with self._lock:
+            conflated, counts, ordered, oversized = self._scanner.take()
         if conflated or ordered or oversized:
             self.on_batch(Batch(conflated, counts, ordered, oversized))
 
@@ -232,23 +314,31 @@ class ScannedConnection(asyncio.BufferedProtocol):
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
+        scanner = self._scanner
+        with self._lock:
+            try:
+                count, replies = scanner.feed(self._view[:nbytes])
+            except ValueError as exc:  # not the protocol, or a frame too large: the stream is lost
+                self._fail(self.closed_error(str(exc)))
+                return
+            keys, ordered = scanner.pending_keys, scanner.pending_ordered
+        self._read_done(nbytes, count, replies, keys, ordered)
+
+    def _read_done(
+        self, nbytes: int, count: int, replies: list[bytes], keys: int, ordered: int
+    ) -> None:
+        """What one read brought (on the loop): the protocol's replies, then the batch's state."""
         self.last_data = self._loop.time()
         self.bytes_received += nbytes
-        scanner = self._scanner
-        try:
-            count, replies = scanner.feed(self._view[:nbytes])
-        except ValueError as exc:  # not the protocol, or a frame too large: the stream is lost
-            self._fail(self.closed_error(str(exc)))
-            return
         if replies:
             self._replies(replies)
-            if self._closed.done():
-                return
         if count == 0:
             return
         self.messages += count
         self._pending = True
-        if scanner.pending_ordered >= MAX_ORDERED or scanner.pending_keys >= MAX_KEYS:
+        if self._closed.done():
+            return  # what was read is taken by a last flush
+        if ordered >= MAX_ORDERED or keys >= MAX_KEYS:
             self.flush()
         elif self._timer is None:
             self._timer = self._loop.call_later(self.max_delay, self.flush)

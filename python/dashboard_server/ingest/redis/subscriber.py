@@ -88,9 +88,11 @@ class Subscriber(ScannedConnection):
         max_delay: float = MAX_DELAY,
         max_payload: int = MAX_PAYLOAD,
         scanner: PubSubScannerFactory | None = None,
+        threaded: bool = True,
     ) -> Subscriber:
         """Connect to ``url``, authenticate, say hello (RESP3 if the URL asks for it) and learn
-        the connection's id; every step bounded by ``timeout``."""
+        the connection's id; every step bounded by ``timeout``. ``threaded``: then read the
+        socket in a thread of its own (not under TLS; see ``ingest/scanned.py``)."""
         options = parse_url(url)
         loop = asyncio.get_running_loop()
 
@@ -117,6 +119,8 @@ class Subscriber(ScannedConnection):
             except BaseException:
                 sub.close()
                 raise
+        if threaded:
+            sub.read_in_thread()
         return sub
 
     async def _handshake(self, options: dict[str, Any]) -> None:
