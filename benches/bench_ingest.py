@@ -27,7 +27,8 @@ msg/s and >= 0.5 x the floor; at every offered rate below saturation p99 <= tier
 interval + 50 ms) of the burst's end.
 
 **fanout** (`make bench-ingest-fanout`): does the server's fan-out regress while its Redis
-ingest runs at `--rate` msg/s? Three phases, each a whole `dashboard-server loadtest` run
+ingest runs at `--rate` msg/s (default 200,000: about half the rate at which this machine
+saturates)? Three kinds of phase, each a whole `dashboard-server loadtest` run
 (`--clients` tui clients on market_data, one load-generator process, `--duration` s measured)
 against a server fed by its own fresh redis-server:
 
@@ -43,11 +44,13 @@ load average), what the server read (its /metrics, found from the serve process 
 starts) and Redis's view of the pub/sub connections. Goals: ingest vs control (the server's own
 ingest cost on the same busy machine) flushes/s >= 0.95 x and p99 <= 1.15 x + 10 ms, and no
 Redis disconnect of the server's subscriber; ingest vs baseline (the whole machine's contention)
-is printed for information. `--phases` runs a subset.
+is printed for information. `--phases` says which phases run in which order; a phase may repeat
+and its runs are averaged: the default, `baseline,control,ingest,ingest,control`, interleaves
+control and ingest so a load that drifts during the run weighs on both alike.
 
     python benches/bench_ingest.py [--quick] [--json FILE]
     python benches/bench_ingest.py fanout [--rate N] [--clients N] [--duration S]
-        [--phases baseline,control,ingest] [--json FILE]
+        [--phases baseline,control,ingest,ingest,control] [--json FILE]
     python benches/bench_ingest.py publish ...   (the publisher process, used by the bench)
     python benches/bench_ingest.py subscribe ... (fanout's bare subscriber)
 """
@@ -1426,7 +1429,7 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("--symbols", type=int, default=500)
     pub.add_argument("--prefix", default="market_data")
     fan = sub.add_parser("fanout", help="loadtest clients while the Redis ingest runs")
-    fan.add_argument("--rate", type=int, default=100_000)
+    fan.add_argument("--rate", type=int, default=200_000)
     fan.add_argument("--clients", type=int, default=5000)
     fan.add_argument("--duration", type=float, default=30.0)
     fan.add_argument(

@@ -45,6 +45,11 @@ BUFFER_SIZE: Final = 1 << 20
 MAX_DELAY: Final = 0.05
 """No message waits longer than this (seconds) for its batch to be applied (a fan-out flush
 applies the pending batch first: clients never wait for it)."""
+READ_PACE: Final = 0.005
+"""After a read that did not fill the buffer, the reader thread waits this long (seconds) before
+the next: the kernel gathers the bytes meanwhile, so a stream is read in large pieces, each read
+takes the GIL a few times instead of every small read doing so (the event loop's thread pays for
+each handover). A read that fills the buffer is followed at once: the reader is behind."""
 MAX_KEYS: Final = 20_000
 """Distinct conflated channels in one batch before it is applied anyway."""
 MAX_ORDERED: Final = 5_000
@@ -261,6 +266,8 @@ class ScannedConnection(asyncio.BufferedProtocol):
                         return
                     keys, ordered = self._scanner.pending_keys, self._scanner.pending_ordered
                 call(self._read_done, nbytes, count, replies, keys, ordered)
+                if nbytes < len(view):
+                    self._stop.wait(READ_PACE)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return
         finally:
