@@ -46,10 +46,12 @@ MAX_DELAY: Final = 0.05
 """No message waits longer than this (seconds) for its batch to be applied (a fan-out flush
 applies the pending batch first: clients never wait for it)."""
 READ_PACE: Final = 0.005
-"""After a read that did not fill the buffer, the reader thread waits this long (seconds) before
-the next: the kernel gathers the bytes meanwhile, so a stream is read in large pieces, each read
-takes the GIL a few times instead of every small read doing so (the event loop's thread pays for
-each handover). A read that fills the buffer is followed at once: the reader is behind."""
+"""While bytes keep coming, the reader thread reads when ``READ_LOWAT`` bytes are waiting or
+this long (seconds) after its last read, whichever is first: a stream is read in large pieces and
+each read takes the GIL a few times, instead of every small read doing so (the event loop's
+thread pays for each handover). A drain is read as fast as the socket gives (the low-water mark
+is met at once); after ``READ_PACE`` with nothing at all the thread waits for any byte."""
+READ_LOWAT: Final = BUFFER_SIZE // 4
 MAX_KEYS: Final = 20_000
 """Distinct conflated channels in one batch before it is applied anyway."""
 MAX_ORDERED: Final = 5_000
@@ -243,14 +245,20 @@ class ScannedConnection(asyncio.BufferedProtocol):
     def _read_forever(self, sock: socket.socket) -> None:
         """The reader thread: drain the socket, scan each read, hand the rest to the loop."""
         view, call = self._view, self._loop.call_soon_threadsafe
+        busy = False
         try:
             while not self._stop.is_set():
                 try:
-                    ready, _, _ = select.select([sock], [], [], 0.5)
-                    if not ready:
+                    # busy: readable at READ_LOWAT bytes, or read anyway after READ_PACE; idle:
+                    # readable at the first byte (the select's timeout only checks for a stop)
+                    ready, _, _ = select.select([sock], [], [], READ_PACE if busy else 0.5)
+                    if not ready and not busy:
                         continue
                     nbytes = sock.recv_into(view)
                 except (BlockingIOError, InterruptedError):
+                    if busy:  # nothing at all for READ_PACE: wait for any byte
+                        busy = False
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
                     continue
                 except (OSError, ValueError) as exc:  # ValueError: the socket was closed
                     call(self._reader_ended, None if self._stop.is_set() else exc)
@@ -258,6 +266,9 @@ class ScannedConnection(asyncio.BufferedProtocol):
                 if nbytes == 0:
                     call(self._reader_ended, None)
                     return
+                if not busy:
+                    busy = True
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, READ_LOWAT)
                 with self._lock:
                     try:
                         count, replies = self._scanner.feed(view[:nbytes])
@@ -266,8 +277,6 @@ class ScannedConnection(asyncio.BufferedProtocol):
                         return
                     keys, ordered = self._scanner.pending_keys, self._scanner.pending_ordered
                 call(self._read_done, nbytes, count, replies, keys, ordered)
-                if nbytes < len(view):
-                    self._stop.wait(READ_PACE)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return
         finally:
