@@ -45,9 +45,10 @@ BUFFER_SIZE: Final = 1 << 20
 MAX_DELAY: Final = 0.05
 """No message waits longer than this (seconds) for its batch to be applied (a fan-out flush
 applies the pending batch first: clients never wait for it)."""
-READ_PACE: Final = 0.005
+READ_PACE: Final = 0.02
 """While bytes keep coming, the reader thread reads when ``READ_LOWAT`` bytes are waiting or
-this long (seconds) after its last read, whichever is first: a stream is read in large pieces and
+this long (seconds) after its last read, whichever is first (at most 20 ms more before a message
+is read, well inside a tier's interval): a stream is read in large pieces and
 each read takes the GIL a few times, instead of every small read doing so (the event loop's
 thread pays for each handover). A drain is read as fast as the socket gives (the low-water mark
 is met at once); after ``READ_PACE`` with nothing at all the thread waits for any byte."""
