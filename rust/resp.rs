@@ -1,8 +1,8 @@
 //! The scanner of a Redis pub/sub connection's bytes (RESP2 and RESP3).
 //!
-//! Messages (`message` and `pmessage`, as RESP2 arrays or RESP3 pushes) never become values: a
-//! message on a *conflated* pattern only replaces the latest payload of its channel (the latest
-//! payload per channel wins until the next `take`), any other message is kept in order.
+//! Messages (`message`, `smessage` and `pmessage`, as RESP2 arrays or RESP3 pushes) never become
+//! values: a message on a *conflated* pattern only replaces the latest payload of its channel (the
+//! latest payload per channel wins until the next `take`), any other message is kept in order.
 //! Every other reply (subscription confirmations, PONG, errors: rare) is cut out whole, as its
 //! bytes, for the caller to parse. A payload over `max_payload` bytes is skipped as it streams by,
 //! never buffered, and reported with its channel and size, so memory stays bounded whatever a
@@ -62,8 +62,8 @@ impl Framing for Resp {
     }
 }
 
-/// The message starting at `pos` (an array or push of 3 or 4 elements whose first is `message`
-/// or `pmessage`), or None if the reply there is something else.
+/// The message starting at `pos` (an array or push of 3 or 4 elements whose first is `message`,
+/// `smessage` (a sharded channel's) or `pmessage`), or None if the reply there is something else.
 fn message(
     buf: &[u8],
     pos: usize,
@@ -83,7 +83,7 @@ fn message(
     };
     let with_pattern = match (kind, n) {
         (b"pmessage", 4) => true,
-        (b"message", 3) => false,
+        (b"message" | b"smessage", 3) => false,
         _ => return Ok(None),
     };
     let (pattern, p) = if with_pattern {

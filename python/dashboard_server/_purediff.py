@@ -1030,7 +1030,7 @@ class PubSubScanner(_Stream):
         p = found[1] + 2
         if kind == b"pmessage" and n == 4:
             with_pattern = True
-        elif kind == b"message" and n == 3:
+        elif kind in (b"message", b"smessage") and n == 3:
             with_pattern = False
         else:
             return None

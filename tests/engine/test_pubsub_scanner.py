@@ -42,8 +42,8 @@ def pmessage(pattern: bytes, channel: bytes, payload: bytes, push: bool) -> byte
     return head + bulk(b"pmessage") + bulk(pattern) + bulk(channel) + bulk(payload)
 
 
-def message(channel: bytes, payload: bytes, push: bool) -> bytes:
-    return (b">3\r\n" if push else b"*3\r\n") + bulk(b"message") + bulk(channel) + bulk(payload)
+def message(channel: bytes, payload: bytes, push: bool, kind: bytes = b"message") -> bytes:
+    return (b">3\r\n" if push else b"*3\r\n") + bulk(kind) + bulk(channel) + bulk(payload)
 
 
 OTHER_REPLIES = [
@@ -80,7 +80,9 @@ items = st.one_of(
         payloads,
         st.booleans(),
     ),
-    st.tuples(st.just("m"), channels, payloads, st.booleans()),
+    st.tuples(
+        st.just("m"), channels, payloads, st.booleans(), st.sampled_from([b"message", b"smessage"])
+    ),
     st.tuples(st.just("r"), st.sampled_from(OTHER_REPLIES)),
 )
 
@@ -89,7 +91,7 @@ def encode(item: tuple[Any, ...]) -> bytes:
     if item[0] == "p":
         return pmessage(item[1], item[2], item[3], item[4])
     if item[0] == "m":
-        return message(item[1], item[2], item[3])
+        return message(item[1], item[2], item[3], item[4])
     reply: bytes = item[1]
     return reply
 

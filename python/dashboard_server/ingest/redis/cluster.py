@@ -13,11 +13,13 @@ reload, same race rule, same states and metrics) with a session that is cluster-
 - one command connection per primary: the reload ``SCAN``s every primary and reads the keys
   found with one ``MGET`` per hash slot (pipelined per node); keyspace ``set`` events are read
   the same way from the node that sent them;
-- one pub/sub connection per primary: the classic patterns are PSUBSCRIBEd on the first primary
-  only (a classic ``PUBLISH`` reaches every node of a cluster, so subscribing on more would
-  duplicate every message), the keyspace patterns on every primary, and the sharded channels
-  (``redis_sharded_channels``: ``SPUBLISH`` reaches only the shard that owns the channel) with
-  ``SSUBSCRIBE`` on their owner;
+- one pub/sub connection per primary, each read like a standalone server's
+  (:class:`~dashboard_server.ingest.redis.subscriber.Subscriber`: a reader thread, the engine's
+  scanner, batches applied before each fan-out flush): the classic patterns are PSUBSCRIBEd on
+  the first primary only (a classic ``PUBLISH`` reaches every node of a cluster, so subscribing
+  on more would duplicate every message), the keyspace patterns on every primary, and the
+  sharded channels (``redis_sharded_channels``: ``SPUBLISH`` reaches only the shard that owns the
+  channel) with ``SSUBSCRIBE`` on their owner;
 - every pub/sub connection is PINGed; a node that stops answering ends the session, as does a
   changed topology (checked every ``health_interval``) or a ``MOVED``/``ASK`` reply, so a failover
   of a primary is followed by a new session on the new topology and a full reload (resync).
@@ -39,14 +41,14 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
 
 from dashboard_server.core.sources import Source
 from dashboard_server.ingest.feed import FeedHealth, FeedState, TaskFeed, describe_failure
 from dashboard_server.ingest.redis.connection import close_quietly, connect_redis, glob_escape
-from dashboard_server.ingest.redis.feed import SCAN_COUNT, YIELD_EVERY, RedisFeed, RedisStalled
+from dashboard_server.ingest.redis.feed import SCAN_COUNT, RedisFeed
+from dashboard_server.ingest.redis.subscriber import Subscriber
 from dashboard_server.ingest.router import Resyncs, SourceRouter
 from dashboard_server.telemetry.metrics import RedisMetrics
 
@@ -207,9 +209,9 @@ class ClusterRedisFeed(RedisFeed):
         self.topology = topology
         self.sessions += 1
         clients = [self._client_for(h, p) for h, p in topology.primaries]
-        pubsubs: list[PubSub] = [c.pubsub() for c in clients]
         nodes = _Nodes(topology, clients)
         self._nodes = nodes
+        subs: list[Subscriber] = []
         try:
             keyspace = [await self._keyspace_prefix(c) if self._watched else "" for c in clients]
             # keyspace events in cluster mode are all in db 0, on the key's primary
@@ -218,45 +220,53 @@ class ClusterRedisFeed(RedisFeed):
                 log.warning("keyspace notifications are on some primaries only; scanning")
             classic = [glob_escape(prefix) + "*" for prefix in self._pubsub]
             watch = [self._keyspace + glob_escape(p) + "*" for p in self._watched]
-            for i, pubsub in enumerate(pubsubs):
+            # one pub/sub connection per primary (each is PINGed: a dead primary ends the
+            # session), read like a standalone server's: the classic patterns on the first, the
+            # keyspace events and the sharded channels on the primary that holds their keys
+            for i, (host, port) in enumerate(topology.primaries):
+                sub = await Subscriber.connect(
+                    _node_url(self.url, host, port),
+                    self._on_batch,
+                    self._conflate if i == 0 else [],
+                    timeout=self.health_timeout,
+                    max_delay=self.batch_delay,
+                    max_payload=self._max_payload(),
+                    scanner=self.scanner,
+                )
+                subs.append(sub)
                 patterns = (classic if i == 0 else []) + (watch if self._keyspace else [])
-                shards = [c for c in self.sharded_channels if topology.owner(c) == i]
                 if patterns:
-                    await pubsub.psubscribe(*patterns)
-                for channel in shards:  # one per call: channels of one call share a slot
-                    await pubsub.ssubscribe(channel)
-                if not patterns and not shards:
-                    await pubsub.psubscribe("__dashboard_none__")  # a connection to PING
-                    patterns = ["__dashboard_none__"]
-                await self._confirmed(pubsub, len(patterns) + len(shards))
+                    await sub.psubscribe(patterns, self.health_timeout)
+                for channel in self.sharded_channels:  # one per call: each has its own slot
+                    if topology.owner(channel) == i:
+                        await sub.ssubscribe(channel, self.health_timeout)
             self.metrics.connects.inc()
-            async with asyncio.TaskGroup() as tasks:
-                for pubsub in pubsubs:
-                    tasks.create_task(self._read_node(pubsub))
-                reload = functools.partial(self.cluster_reload, nodes)
-                tasks.create_task(self._reload_loop(reload))
-                tasks.create_task(self._topology_loop(clients[0], topology))
-                if self._keyspace:
-                    tasks.create_task(
-                        self._fetch_loop(lambda keys: _moved_is_topology(nodes.mget_by_slot(keys)))
-                    )
-                else:
-                    for source in self._watched.values():
-                        tasks.create_task(self._scan_loop(reload, source))
+            with contextlib.ExitStack() as pending:
+                for sub in subs:  # a fan-out flush applies each connection's pending batch
+                    pending.enter_context(self.router.writer.pending(sub.flush))
+                async with asyncio.TaskGroup() as tasks:
+                    for sub in subs:
+                        tasks.create_task(self._read(sub))
+                    reload = functools.partial(self.cluster_reload, nodes)
+                    tasks.create_task(self._reload_loop(reload))
+                    tasks.create_task(self._topology_loop(clients[0], topology))
+                    if self._keyspace:
+                        tasks.create_task(
+                            self._fetch_loop(
+                                lambda keys: _moved_is_topology(nodes.mget_by_slot(keys))
+                            )
+                        )
+                    else:
+                        for source in self._watched.values():
+                            tasks.create_task(self._scan_loop(reload, source))
         finally:
             self._nodes = None
-            await close_quietly(*pubsubs, *clients, timeout=self.health_timeout)
-
-    async def _confirmed(self, pubsub: PubSub, pending: int) -> None:
-        async with asyncio.timeout(self.health_timeout):
-            while pending:
-                message = await pubsub.get_message(timeout=self.health_timeout)
-                if message is None:
-                    continue
-                if message["type"] in ("psubscribe", "ssubscribe"):
-                    pending -= 1
-                elif message["type"] in ("pmessage", "smessage"):
-                    self.handle(message["channel"], message["data"])
+            self.lag_s = None
+            self.router.writer.lag(self.name, None)
+            for sub in subs:
+                sub.flush()  # what was read before the end is applied
+                sub.close()
+            await close_quietly(*clients, timeout=self.health_timeout)
 
     async def _topology_loop(self, client: Redis, topology: Topology) -> None:
         """End the session when the slots move (a failover promoted a replica)."""
@@ -265,39 +275,6 @@ class ClusterRedisFeed(RedisFeed):
             seen = parse_slots(await cluster_slots(client), "")
             if seen.primaries != topology.primaries or seen.slot_owner != topology.slot_owner:
                 raise TopologyChanged("the cluster's slots moved; resyncing")
-
-    async def _read_node(self, pubsub: PubSub) -> None:
-        """The pub/sub read loop of one node: messages, keyspace events, PING/PONG."""
-        loop = asyncio.get_running_loop()
-        next_ping = loop.time() + self.health_interval
-        ping_sent: float | None = None
-        last_data = loop.time()
-        handled = 0
-        while True:
-            now = loop.time()
-            if ping_sent is None and now >= next_ping:
-                await pubsub.ping()
-                ping_sent = now
-            if ping_sent is None:
-                wait = next_ping - now
-            else:
-                silent_since = max(ping_sent, last_data)
-                if now - silent_since > self.health_timeout:
-                    raise RedisStalled(f"PING unanswered and no data for {self.health_timeout} s")
-                wait = silent_since + self.health_timeout - now
-            message = await pubsub.get_message(timeout=max(wait, 0.001))
-            if message is None:
-                continue
-            last_data = loop.time()
-            kind = message["type"]
-            if kind in ("pmessage", "smessage"):
-                self.handle(message["channel"], message["data"])
-                handled += 1
-                if handled % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-            elif kind == "pong":
-                ping_sent = None
-                next_ping = loop.time() + self.health_interval
 
     async def resync(self, source: Source) -> None:
         """Reload ``source`` on connections of its own (another transport reconnected)."""

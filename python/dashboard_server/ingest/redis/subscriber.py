@@ -154,10 +154,19 @@ class Subscriber(ScannedConnection):
     async def psubscribe(self, patterns: Sequence[str], timeout: float) -> None:
         """PSUBSCRIBE ``patterns`` and wait until Redis has confirmed every one (messages
         arriving meanwhile are batched as usual)."""
+        await self._subscribe("PSUBSCRIBE", patterns, timeout)
+
+    async def ssubscribe(self, channel: str, timeout: float) -> None:
+        """SSUBSCRIBE one sharded channel (Redis Cluster: on its slot's primary) and wait for the
+        confirmation; its messages (``smessage``) are kept in order, as ``(b"", channel,
+        payload)``."""
+        await self._subscribe("SSUBSCRIBE", [channel], timeout)
+
+    async def _subscribe(self, command: str, names: Sequence[str], timeout: float) -> None:
         self._confirmations = 0
-        self.send("PSUBSCRIBE", *patterns)
+        self.send(command, *names)
         async with asyncio.timeout(timeout):
-            while self._confirmations < len(patterns):
+            while self._confirmations < len(names):
                 await self._next_reply()
 
     def send(self, *args: str | bytes) -> None:
@@ -185,7 +194,7 @@ class Subscriber(ScannedConnection):
     def _control(self, reply: Any) -> None:
         if isinstance(reply, list) and reply:  # a RESP2 array or a RESP3 push
             kind = reply[0]
-            if kind in (b"psubscribe", b"subscribe"):
+            if kind in (b"psubscribe", b"subscribe", b"ssubscribe"):
                 self._confirmations += 1
                 self._replies_read.put_nowait(reply)
             elif kind == b"pong":
