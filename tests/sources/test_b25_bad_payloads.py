@@ -111,7 +111,10 @@ def test_bad_payloads_change_nothing(
                     return exact and http
 
                 await until(all_counted, "every bad payload counted")
-                assert _state(server, "strategy_status") == "down"
+                # the error status is seen at the source's next poll, not with the counts above
+                await until(
+                    lambda: _state(server, "strategy_status") == "down", "strategy_status down"
+                )
                 # no connection was dropped over a payload
                 assert metric(server, "dashboard_redis_connects_total") == 1
                 (nats_feed,) = [f for f in server.feeds if isinstance(f, NatsFeed)]
