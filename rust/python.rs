@@ -827,102 +827,71 @@ fn take_stream<'py, F: stream::Framing>(
     )
 }
 
-/// The scanner of a Redis pub/sub connection's bytes (`resp`): `feed` the bytes as they are
-/// read, `take` the batch.
-#[pyclass(name = "PubSubScanner", module = "dashboard_server._fastdiff")]
-struct PyPubSubScanner {
-    inner: resp::Scanner,
+/// A scanner class: `feed` the bytes as they are read (`(messages, replies)`: the number of
+/// messages in them and every other complete reply or line, as bytes; `ValueError` if the stream
+/// is not the protocol or a frame is too large, and on every later call), `pending_keys` /
+/// `pending_ordered`, and `take` the batch (`(conflated, counts, ordered, oversized)`, by route).
+macro_rules! scanner_class {
+    ($(#[$doc:meta])* $class:ident, $name:literal, $module:ident, $routes:literal) => {
+        $(#[$doc])*
+        #[pyclass(name = $name, module = "dashboard_server._fastdiff")]
+        struct $class {
+            inner: $module::Scanner,
+        }
+
+        #[pymethods]
+        impl $class {
+            #[new]
+            #[pyo3(signature = (conflate, max_payload))]
+            fn new(conflate: &Bound<'_, PyAny>, max_payload: usize) -> PyResult<Self> {
+                let routes = routes_arg($routes, conflate)?;
+                Ok($class {
+                    inner: $module::scanner(routes, max_payload),
+                })
+            }
+
+            fn feed<'py>(
+                &mut self,
+                py: Python<'py>,
+                data: &Bound<'py, PyAny>,
+            ) -> PyResult<(usize, Bound<'py, PyList>)> {
+                feed_stream(&mut self.inner, py, data)
+            }
+
+            #[getter]
+            fn pending_keys(&self) -> usize {
+                self.inner.pending_keys()
+            }
+
+            #[getter]
+            fn pending_ordered(&self) -> usize {
+                self.inner.pending_ordered()
+            }
+
+            fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+                take_stream(&mut self.inner, py)
+            }
+        }
+    };
 }
 
-#[pymethods]
-impl PyPubSubScanner {
-    #[new]
-    #[pyo3(signature = (conflate, max_payload))]
-    fn new(conflate: &Bound<'_, PyAny>, max_payload: usize) -> PyResult<Self> {
-        let patterns = routes_arg("patterns", conflate)?;
-        Ok(PyPubSubScanner {
-            inner: resp::scanner(patterns, max_payload),
-        })
-    }
+scanner_class!(
+    /// The scanner of a Redis pub/sub connection's bytes (`resp`); routes are the conflated
+    /// patterns, replies are whole RESP replies.
+    PyPubSubScanner,
+    "PubSubScanner",
+    resp,
+    "patterns"
+);
 
-    /// Scan the next bytes read (any contiguous buffer): `(messages, replies)`, the number of
-    /// messages in them and every other complete reply, as bytes. `ValueError` if the stream is
-    /// not RESP or a reply is too large (and on every later call).
-    fn feed<'py>(
-        &mut self,
-        py: Python<'py>,
-        data: &Bound<'py, PyAny>,
-    ) -> PyResult<(usize, Bound<'py, PyList>)> {
-        feed_stream(&mut self.inner, py, data)
-    }
-
-    /// Distinct channels pending over every conflated pattern.
-    #[getter]
-    fn pending_keys(&self) -> usize {
-        self.inner.pending_keys()
-    }
-
-    /// Messages pending in order (and oversized ones).
-    #[getter]
-    fn pending_ordered(&self) -> usize {
-        self.inner.pending_ordered()
-    }
-
-    /// `(conflated, counts, ordered, oversized)`: per conflated pattern with messages the latest
-    /// payload per channel (first-seen order) and how many messages there were; the other
-    /// messages as `(pattern, channel, payload)` in order; the skipped ones as
-    /// `(pattern, channel, size)`.
-    fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        take_stream(&mut self.inner, py)
-    }
-}
-
-/// The scanner of a NATS subscriber connection's bytes (`nats`): `feed` the bytes as they are
-/// read, `take` the batch.
-#[pyclass(name = "NatsScanner", module = "dashboard_server._fastdiff")]
-struct PyNatsScanner {
-    inner: nats::Scanner,
-}
-
-#[pymethods]
-impl PyNatsScanner {
-    #[new]
-    #[pyo3(signature = (conflate, max_payload))]
-    fn new(conflate: &Bound<'_, PyAny>, max_payload: usize) -> PyResult<Self> {
-        let sids = routes_arg("subscription ids", conflate)?;
-        Ok(PyNatsScanner {
-            inner: nats::scanner(sids, max_payload),
-        })
-    }
-
-    /// Scan the next bytes read: `(messages, lines)`, the number of messages in them and the
-    /// line of every other operation (`PING`, `INFO {...}`, `-ERR '...'`), without its CRLF.
-    /// `ValueError` if the stream is not NATS (and on every later call).
-    fn feed<'py>(
-        &mut self,
-        py: Python<'py>,
-        data: &Bound<'py, PyAny>,
-    ) -> PyResult<(usize, Bound<'py, PyList>)> {
-        feed_stream(&mut self.inner, py, data)
-    }
-
-    /// Distinct subjects pending over every conflated subscription.
-    #[getter]
-    fn pending_keys(&self) -> usize {
-        self.inner.pending_keys()
-    }
-
-    /// Messages pending in order (and oversized ones).
-    #[getter]
-    fn pending_ordered(&self) -> usize {
-        self.inner.pending_ordered()
-    }
-
-    /// `(conflated, counts, ordered, oversized)`, as `PubSubScanner.take`, by subscription id.
-    fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        take_stream(&mut self.inner, py)
-    }
-}
+scanner_class!(
+    /// The scanner of a NATS subscriber connection's bytes (`nats`); routes are subscription
+    /// ids, replies are operation lines without their CRLF.
+    PyNatsScanner,
+    "NatsScanner",
+    nats,
+    "subscription ids"
+);
 
 // -- module -----------------------------------------------------------------------------------
 

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from redis.client import Redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
-from redis_helpers import RedisProcess
+from redis_helpers import RedisProcess, wait_for_ping
 
 
 def cluster_port() -> int:
@@ -68,19 +67,7 @@ class ClusterNodeProcess(RedisProcess):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        client = Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except RedisError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start on {self.port}") from None
-                    time.sleep(0.02)
-        finally:
-            client.close()
+        wait_for_ping(self.port, self.proc, timeout)
 
 
 class LocalCluster:

@@ -33,6 +33,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until the redis-server ``proc`` just started on ``port`` answers PING."""
+    deadline = time.monotonic() + timeout
+    client = Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return
+            except RedisError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start on {port}") from None
+                time.sleep(0.02)
+    finally:
+        client.close()
+
+
 class RedisProcess:
     """One redis-server on 127.0.0.1: ``persistent`` keeps an append-only file in ``data_dir``
     (fsync on every write, so ``kill -9`` loses nothing), otherwise nothing is saved."""
@@ -77,19 +94,7 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        client = Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except RedisError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start on {self.port}") from None
-                    time.sleep(0.02)
-        finally:
-            client.close()
+        wait_for_ping(self.port, self.proc, timeout)
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` (SIGSTOP, SIGCONT, SIGKILL, ...)."""

@@ -106,8 +106,7 @@ class NatsFeed(ConnectedFeed):
             self._sub.flush()
 
     def _max_payload(self) -> int:
-        limits = [s.max_item_bytes or self.router.max_item_bytes for s in self.sources]
-        return max(limits, default=self.router.max_item_bytes)
+        return self.router.largest_item(self.sources)
 
     async def _run(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -199,16 +198,9 @@ class NatsFeed(ConnectedFeed):
                 router.apply_bytes(found, text, payload, where=text)
         for sid, subject_bytes, size in batch.oversized:
             found = self._by_sid.get(sid)
-            if found is None:
-                continue
-            label = router.label(found)
-            name = subject_bytes.decode("utf-8", "replace")
-            router.writer.received(label)
-            router.writer.malformed(
-                label,
-                name[:256],
-                f"payload of {size} bytes over max_item_bytes ({self._max_payload()})",
-            )
+            if found is not None:
+                name = subject_bytes.decode("utf-8", "replace")
+                router.skipped_oversized(router.label(found), name, size, self._max_payload())
         router.writer.batch_applied(self.name)
 
     def _subject(self, source: Source | None, subject: bytes) -> str | None:

@@ -134,11 +134,7 @@ class SourceRouter:
         for path, payload, where in items:
             applied += 1
             if len(payload) > max_item:
-                writer.malformed(
-                    label,
-                    where[:256],
-                    f"payload of {len(payload)} bytes over max_item_bytes ({max_item})",
-                )
+                writer.malformed(label, where[:256], _too_large(len(payload), max_item))
                 continue
             if is_removal(payload):
                 try:
@@ -173,7 +169,19 @@ class SourceRouter:
             raise ValueError(f"key of {id_bytes} bytes over max_id_bytes ({max_id})")
         max_item = source.max_item_bytes or self.max_item_bytes
         if len(payload) > max_item:
-            raise ValueError(f"payload of {len(payload)} bytes over max_item_bytes ({max_item})")
+            raise ValueError(_too_large(len(payload), max_item))
+
+    def largest_item(self, sources: Iterable[Source]) -> int:
+        """The largest payload any of ``sources`` takes: a transport's scanner skips bigger ones
+        unread (and the router still checks each source's own limit)."""
+        limits = [s.max_item_bytes or self.max_item_bytes for s in sources]
+        return max(limits, default=self.max_item_bytes)
+
+    def skipped_oversized(self, label: str, where: str, size: int, limit: int) -> None:
+        """Count a message a transport skipped unread, its payload of ``size`` bytes over
+        ``limit`` (:meth:`largest_item`), as received and malformed."""
+        self.writer.received(label)
+        self.writer.malformed(label, where[:256], _too_large(size, limit))
 
     def apply_value(self, source: Source, key: str, value: Any, *, where: str = "") -> bool:
         """Apply one decoded message (an HTTP response); False if it was malformed."""
@@ -262,6 +270,10 @@ def check_value(value: Any, where: str) -> None:
                 raise ValueError(f"{where}: integer {item} out of range")
         elif item is not None and not isinstance(item, str | bool):
             raise ValueError(f"{where}: unsupported value of type {type(item).__name__}")
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"payload of {size} bytes over max_item_bytes ({limit})"
 
 
 def _reason(exc: Exception) -> str:

@@ -44,8 +44,9 @@ from dashboard_server.core.engine import PubSubScannerFactory, is_recoverable
 from dashboard_server.core.sources import Source
 from dashboard_server.ingest.feed import ConnectedFeed, FeedState, describe_failure
 from dashboard_server.ingest.redis.connection import close_quietly, connect_redis, glob_escape
-from dashboard_server.ingest.redis.subscriber import MAX_DELAY, Batch, Subscriber
+from dashboard_server.ingest.redis.subscriber import Subscriber
 from dashboard_server.ingest.router import Resyncs, SourceRouter, is_removal
+from dashboard_server.ingest.scanned import MAX_DELAY, Batch
 from dashboard_server.telemetry.metrics import RedisMetrics
 
 __all__ = ["RedisFeed", "RedisStalled"]
@@ -319,25 +320,19 @@ class RedisFeed(ConnectedFeed):
             router.apply_conflated(source, items, batch.counts[pattern] - bad)
         for _, channel, payload in batch.ordered:
             self.handle(channel, payload)
-        for pattern, channel, size in batch.oversized:
-            self._oversized(pattern, channel, size)
+        for _, channel, size in batch.oversized:
+            self._oversized(channel, size)
         router.writer.batch_applied(self.name)
 
-    def _oversized(self, pattern: bytes, channel: bytes, size: int) -> None:
+    def _oversized(self, channel: bytes, size: int) -> None:
         """A message skipped unread: its payload of ``size`` bytes was over every limit."""
         name = channel.decode("utf-8", "replace")
         found = self._source_of(name, self._pubsub)
         label = self.router.label(found[0]) if found is not None else "redis"
-        limit = self._max_payload()
-        self.router.writer.received(label)
-        self.router.writer.malformed(
-            label, name[:256], f"payload of {size} bytes over max_item_bytes ({limit})"
-        )
+        self.router.skipped_oversized(label, name, size, self._max_payload())
 
     def _max_payload(self) -> int:
-        """The largest payload any pub/sub source takes (bigger ones are skipped unread)."""
-        limits = [s.max_item_bytes or self.router.max_item_bytes for s in self._pubsub.values()]
-        return max(limits, default=self.router.max_item_bytes)
+        return self.router.largest_item(self._pubsub.values())
 
     def _raw_path(self, source: Source, channel: bytes) -> tuple[str, str] | None:
         """The (path, name) of a raw source's channel, remembered; None (and counted as

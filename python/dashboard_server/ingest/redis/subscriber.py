@@ -32,7 +32,7 @@ from redis.asyncio.connection import SSLConnection, parse_url
 from dashboard_server.core.engine import PubSubScannerFactory, load_engine
 from dashboard_server.ingest.scanned import MAX_DELAY, Batch, ScannedConnection
 
-__all__ = ["MAX_DELAY", "Batch", "Subscriber", "SubscriberClosed", "encode_command"]
+__all__ = ["Batch", "Subscriber", "SubscriberClosed", "encode_command"]
 
 MAX_PAYLOAD: Final = 1 << 20
 """Payloads over this many bytes are skipped (unless told otherwise: ``max_item_bytes``)."""
