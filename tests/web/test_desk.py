@@ -97,6 +97,13 @@ def test_charts_backfill_from_history_then_grow_live(desk: Env) -> None:
         f" return s && Number(s.dataset.points) >= {recorded}; }})()",
         timeout=5000,
     )
+    # the charts redraw on a timer (charts.js: 250 ms, then a frame) after their series grow
+    for box, points in (("chart-price", recorded), ("chart-equity", len(acct["points"]))):
+        page.wait_for_function(
+            f"(() => {{ const s = document.querySelector('#{box} svg');"
+            f" return s && Number(s.dataset.points) >= {points}; }})()",
+            timeout=5000,
+        )
     drawn = page.evaluate(
         """() => ({
           price: Number(document.querySelector('#chart-price svg').dataset.points),
